@@ -1,0 +1,49 @@
+"""The web application: `create_app(settings=None)` builds everything, nothing happens at import."""
+from __future__ import annotations
+
+import uuid
+
+from flask import Flask, g, request
+
+from bot import logs
+from bot.config import Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app from validated settings (read from the environment by default)."""
+    settings = settings or Settings.from_env()
+    logs.configure(settings.log_level)
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=settings.secret_key, SETTINGS=settings,
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.json.sort_keys = False
+    init_services(app, settings)
+
+    from bot import api, handlers, health, webhook
+    app.register_blueprint(webhook.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    handlers.register(app)
+
+    @app.before_request
+    def tag_request():
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
+        logs.context_id.set(g.request_id)
+
+    return app
+
+
+def init_services(app: Flask, settings: Settings) -> None:
+    """Storage, the Graph client, signature and ref checkers on `app.extensions`."""
+    import storage
+    from bot.crypto import TokenCipher
+    from bot.graph import GraphClient
+    from bot.refs import OptinRefs
+    from bot.signature import WebhookSignature
+
+    storage.init_app(app, settings, TokenCipher(settings.token_encryption_keys))
+    app.extensions["graph"] = GraphClient(settings.graph_api_url, settings.graph_api_version,
+                                          app_secret=settings.fb_app_secret,
+                                          timeout=settings.graph_timeout_seconds)
+    app.extensions["signature"] = WebhookSignature(settings.fb_app_secret)
+    app.extensions["refs"] = OptinRefs(settings.secret_key)

@@ -1,0 +1,35 @@
+"""Contacts API: the data fields personalisation reads, and every FBOPTIN_XXX."""
+from __future__ import annotations
+
+import re
+
+from bot.api import bp, load_body
+from bot.api.schemas import ID_PATTERN, ContactPutSchema
+from bot.errors import ApiError, not_found
+from storage import get_storage
+
+_ID = re.compile(ID_PATTERN)
+
+
+def check_contact_id(contact_id: str) -> str:
+    if not _ID.match(contact_id):
+        raise ApiError(422, "validation_failed", "Contact ids are 1-128 characters: letters, digits and . _ : @ -",
+                       {"contact_id": contact_id[:200]})
+    return contact_id
+
+
+@bp.put("/contacts/<contact_id>")
+def put_contact(contact_id: str):
+    """Set a contact's data fields (opt-in fields are kept)."""
+    check_contact_id(contact_id)
+    body = load_body(ContactPutSchema())
+    fields = get_storage().contacts.replace(contact_id, body["fields"])
+    return {"id": contact_id, "fields": fields}
+
+
+@bp.get("/contacts/<contact_id>")
+def get_contact(contact_id: str):
+    fields = get_storage().contacts.get(check_contact_id(contact_id))
+    if fields is None:
+        raise not_found("contact", contact_id)
+    return {"id": contact_id, "fields": fields}

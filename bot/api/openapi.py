@@ -1,0 +1,69 @@
+"""The OpenAPI document of the JSON API, served at /api/v1/openapi.json.
+
+Written here, next to the schemas it references, so the contract is read in one place.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from bot.api import bp
+from bot.api import schemas as s
+
+
+def _errors(*statuses: int) -> dict:
+    text = {400: "Not JSON", 401: "Missing or wrong bearer token", 404: "Not found",
+            409: "Conflict", 413: "Body too large", 422: "Validation failed (details list each problem)",
+            502: "Facebook could not be reached", 503: "Storage unavailable"}
+    return {str(code): {"description": text[code], "content": {"application/json": {"schema": "Error"}}}
+            for code in statuses}
+
+
+def _ok(status: int, schema: str, description: str) -> dict:
+    return {str(status): {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+def _body(schema: str) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _id_param(name: str, pattern: str | None = None) -> dict:
+    schema = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+@lru_cache(maxsize=1)
+def build_spec() -> dict:
+    spec = APISpec(title="Messenger channel API", version="1.0.0", openapi_version="3.0.3",
+                   plugins=[MarshmallowPlugin()],
+                   info={"description": "Facebook Messenger channel of the automation platform."})
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for name, schema in {"Error": s.ErrorSchema, "ProfileCreate": s.ProfileCreateSchema,
+                         "Profile": s.ProfileSchema, "ProfileList": s.ProfileListSchema,
+                         "ContactPut": s.ContactPutSchema, "Contact": s.ContactSchema}.items():
+        spec.components.schema(name, schema=schema)
+    common = _errors(401, 503)
+    spec.path("/profiles", operations={
+        "post": {"summary": "Connect a Facebook Page as a profile", "requestBody": _body("ProfileCreate"),
+                 "responses": {**_ok(201, "Profile", "Created"), **_errors(400, 409, 413, 422, 502), **common}},
+        "get": {"summary": "List profiles", "responses": {**_ok(200, "ProfileList", "Profiles"), **common}}})
+    spec.path("/profiles/{profile_id}", parameters=[_id_param("profile_id")], operations={
+        "get": {"summary": "Read a profile", "responses": {**_ok(200, "Profile", "The profile"), **_errors(404), **common}}})
+    spec.path("/contacts/{contact_id}", parameters=[_id_param("contact_id")], operations={
+        "put": {"summary": "Set a contact's data fields (opt-in fields are kept)", "requestBody": _body("ContactPut"),
+                "responses": {**_ok(200, "Contact", "The contact"), **_errors(400, 413, 422), **common}},
+        "get": {"summary": "Read a contact with every FBOPTIN_XXX field",
+                "responses": {**_ok(200, "Contact", "The contact"), **_errors(404, 422), **common}}})
+    document = spec.to_dict()
+    document["servers"] = [{"url": "/api/v1"}]
+    document["security"] = [{"bearer": []}]
+    return document
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return build_spec()

@@ -1,0 +1,171 @@
+"""Turn a Facebook webhook body into normalised `Event`s (storage/inbound.py applies them).
+
+Shapes are taken from MESSENGER.md: loop over every entry and both `messaging` and `standby`;
+dispatch each event on the key it carries; never assume `sender`, `timestamp` or `mids`.
+Anything we do not understand is counted as ignored, never an error: Facebook adds fields and
+kinds without notice and must still get its 200.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from bot.refs import OptinRefs
+from storage.inbound import Event
+
+USER_REF = "user_ref:"
+
+
+@dataclass
+class Parsed:
+    events: list[Event] = field(default_factory=list)
+    kinds: Counter = field(default_factory=Counter)  # webhook event kinds seen, for metrics
+
+
+def _id(value: Any) -> str | None:
+    """Facebook ids are strings (sometimes numbers); anything else is malformed."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value and len(value) <= 128 and value.isprintable():
+        return value
+    return None
+
+
+def _ms(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) <= 16:
+        return int(value)
+    return None
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+class _Context:
+    """One messaging event with its Page, sender and time already read."""
+
+    def __init__(self, page: str, raw: dict, fallback_ms: int | None, refs: OptinRefs):
+        self.page, self.raw, self.refs = page, raw, refs
+        self.psid = _id(_dict(raw.get("sender")).get("id"))
+        self.ts = _ms(raw.get("timestamp")) or fallback_ms or 0
+
+    def opt_in(self, rcpt: str, ref: Any, source: str, opens_window: bool) -> list[Event]:
+        """An opt-in through our ref; untrusted refs are kept as unmatched opt-ins."""
+        verified = self.refs.verify(ref)
+        if verified:
+            profile, contact = verified
+            return [Event("optin", self.page, rcpt, self.ts, profile=profile, contact=contact,
+                          ref=ref, opens_window=opens_window)]
+        return [Event("unmatched", self.page, rcpt, self.ts, ref=ref if isinstance(ref, str) else "",
+                      source=source, opens_window=opens_window)]
+
+
+def _on_message(c: _Context, body: dict) -> list[Event]:
+    if body.get("is_echo") or not c.psid:  # echoes are ours (or a human's), never inbound
+        return []
+    events = [Event("seen", c.page, c.psid, c.ts)]  # only the time is kept, never the text
+    # Replies after a checkbox opt-in name its user_ref (Meta puts prior_message beside
+    # `message`; accept it inside too). conf: from Meta's messages reference, from memory.
+    prior = _dict(c.raw.get("prior_message") or body.get("prior_message"))
+    user_ref = _id(prior.get("identifier"))
+    if prior.get("source") == "checkbox_plugin" and user_ref:
+        events.append(Event("link", c.page, c.psid, c.ts, user_ref=user_ref))
+    return events
+
+
+def _on_optin(c: _Context, body: dict) -> list[Event]:
+    if body.get("type") == "notification_messages":
+        if not c.psid:
+            return []
+        status = body.get("notification_messages_status") or "OPTED_IN"
+        expiry = _ms(body.get("token_expiry_timestamp"))
+        return [Event("marketing", c.page, c.psid, c.ts, status=str(status)[:40],
+                      expiry=str(expiry or ""))]
+    if c.psid:  # Send to Messenger plugin: the PSID is known, the window opens
+        return c.opt_in(c.psid, body.get("ref"), "optin", opens_window=True)
+    user_ref = _id(body.get("user_ref"))
+    if user_ref:  # Checkbox plugin: no sender; one message allowed within 24 h, no receipts
+        return c.opt_in(USER_REF + user_ref, body.get("ref"), "checkbox", opens_window=False)
+    return []
+
+
+def _on_referral(c: _Context, body: dict, source: str = "referral") -> list[Event]:
+    if not c.psid:
+        return []
+    ref = body.get("ref")
+    if ref in (None, ""):  # an ad or a plain link: just an interaction
+        return [Event("seen", c.page, c.psid, c.ts)]
+    return c.opt_in(c.psid, ref, source, opens_window=True)
+
+
+def _on_postback(c: _Context, body: dict) -> list[Event]:
+    referral = _dict(body.get("referral"))
+    if referral:  # Get Started on a new thread opened from our m.me link
+        return _on_referral(c, referral, "postback")
+    return [Event("seen", c.page, c.psid, c.ts)] if c.psid else []
+
+
+def _on_receipt(kind: str) -> Callable[[_Context, dict], list[Event]]:
+    def handle(c: _Context, body: dict) -> list[Event]:
+        watermark = _ms(body.get("watermark"))
+        if not c.psid or watermark is None:
+            return []
+        mids = body.get("mids") if kind == "delivery" else None
+        mids = tuple(m for m in mids if isinstance(m, str))[:100] if isinstance(mids, list) else ()
+        return [Event(kind, c.page, c.psid, c.ts, wm=watermark, mids=mids)]
+    return handle
+
+
+def _on_reaction(c: _Context, body: dict) -> list[Event]:
+    return [Event("seen", c.page, c.psid, c.ts)] if c.psid else []  # a reaction opens the window
+
+
+def _on_policy(c: _Context, body: dict) -> list[Event]:
+    action = body.get("action")
+    if action in ("block", "unblock"):
+        return [Event(action, c.page, ts=c.ts, reason=str(body.get("reason", ""))[:500])]
+    return []
+
+
+# Event kind (the key the event carries) -> handler. Order matters: first key present wins.
+HANDLERS: dict[str, Callable[[_Context, dict], list[Event]]] = {
+    "message": _on_message,
+    "optin": _on_optin,
+    "postback": _on_postback,
+    "referral": _on_referral,
+    "delivery": _on_receipt("delivery"),
+    "read": _on_receipt("read"),
+    "reaction": _on_reaction,
+    "policy_enforcement": _on_policy,
+    "messaging_policy_enforcement": _on_policy,
+}
+
+
+def parse_webhook(payload: dict, refs: OptinRefs) -> Parsed:
+    """Every event we act on, from a body already known to be `{"object": "page", ...}`."""
+    parsed = Parsed()
+    entries = payload.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        entry = _dict(entry)
+        page = _id(entry.get("id"))
+        for container in ("messaging", "standby"):
+            items = entry.get(container)
+            for raw in items if isinstance(items, list) and page else []:
+                _parse_one(parsed, page, _dict(raw), _ms(entry.get("time")), refs)
+    return parsed
+
+
+def _parse_one(parsed: Parsed, page: str, raw: dict, entry_ms: int | None, refs: OptinRefs) -> None:
+    kind = next((k for k in HANDLERS if isinstance(raw.get(k), dict)), None)
+    if kind == "message" and raw["message"].get("is_echo"):
+        kind = "echo"
+    parsed.kinds[kind or "unknown"] += 1
+    if kind in HANDLERS:
+        parsed.events.extend(HANDLERS[kind](_Context(page, raw, entry_ms, refs), raw[kind]))

@@ -1,0 +1,227 @@
+"""The Facebook Graph API client: the only code that talks to Facebook.
+
+One keep-alive `requests.Session` with a connection pool, a timeout on every call, the Page
+token in the Authorization header (never in a URL or a log line) with its appsecret_proof.
+Facebook's error JSON becomes one exception whose class says what the caller does
+(bot/policy.py decides which).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+
+from bot import policy
+from bot.errors import BotError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 3.0
+SUBSCRIBED_FIELDS = ("messages", "messaging_postbacks", "messaging_optins", "message_deliveries",
+                     "message_reads", "messaging_referrals", "message_echoes",
+                     "messaging_policy_enforcement")
+
+
+class GraphError(BotError):
+    """Facebook refused, or could not be reached. `rule` says what to do about it."""
+
+    def __init__(self, message: str, *, rule: policy.ErrorRule, http_status: int | None = None,
+                 code: int | None = None, subcode: int | None = None, fbtrace_id: str = "",
+                 usage: dict | None = None):
+        super().__init__(message)
+        self.message, self.rule = message, rule
+        self.http_status, self.code, self.subcode, self.fbtrace_id = http_status, code, subcode, fbtrace_id
+        self.usage = usage or {}
+
+    @property
+    def reason(self) -> str:
+        return self.rule.reason
+
+    def summary(self) -> str:
+        """Code, subcode and Facebook's message: safe to store and show (no token in it)."""
+        code = "" if self.code is None else f"#{self.code}" + (f"/{self.subcode}" if self.subcode else "") + " "
+        return f"{code}{self.message}"[:500]
+
+
+class RetryableError(GraphError):
+    """Transient: try again after a backoff (capped)."""
+
+
+class RateLimitError(RetryableError):
+    """Facebook's rate limit: slow this Page down, then try again."""
+
+
+class AmbiguousError(GraphError):
+    """The request may have reached Facebook: never resend it blindly."""
+
+
+class OutsideWindowError(GraphError):
+    """A text was refused outside the 24-hour window."""
+
+
+class PermanentError(GraphError):
+    """Refused for good for this contact."""
+
+
+class TokenError(GraphError):
+    """The Page token is invalid: the profile needs reauthorisation."""
+
+
+class PageBlockedError(GraphError):
+    """Facebook restricted the Page."""
+
+
+_CLASS_OF_ACTION = {
+    policy.RETRY: RetryableError, policy.RATE_LIMIT: RateLimitError, policy.AMBIGUOUS: AmbiguousError,
+    policy.OUTSIDE_WINDOW: OutsideWindowError, policy.FAIL: PermanentError, policy.TOKEN: TokenError,
+    policy.PAGE_BLOCKED: PageBlockedError,
+}
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: str
+    recipient_id: str | None
+    usage: dict = field(default_factory=dict)  # X-Business-Use-Case-Usage for this Page, if sent
+
+
+class GraphClient:
+    """Calls to the Graph API under one pinned version."""
+
+    def __init__(self, base_url: str, version: str, *, app_secret: str, timeout: float = 10.0,
+                 pool_size: int = 32):
+        self.base = f"{base_url.rstrip('/')}/{version}"
+        self.timeout = (CONNECT_TIMEOUT, timeout)
+        self._secret = app_secret.encode()
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def me(self, token: str) -> dict:
+        return self._call("GET", "me", token, params={"fields": "id,name"})[0]
+
+    def page(self, page_id: str, token: str) -> dict:
+        """The Page's id and name, read with its own token (proves the token is the Page's)."""
+        return self._call("GET", page_id, token, params={"fields": "id,name"})[0]
+
+    def subscribe(self, page_id: str, token: str, fields: tuple[str, ...] = SUBSCRIBED_FIELDS) -> None:
+        """Subscribe our app to the Page's webhook fields."""
+        self._call("POST", f"{page_id}/subscribed_apps", token,
+                   params={"subscribed_fields": ",".join(fields)})
+
+    def unsubscribe(self, page_id: str, token: str) -> None:
+        self._call("DELETE", f"{page_id}/subscribed_apps", token)
+
+    def subscribed_fields(self, page_id: str, token: str) -> list[str]:
+        data = self._call("GET", f"{page_id}/subscribed_apps", token)[0].get("data") or []
+        return [f for app in data for f in app.get("subscribed_fields", [])]
+
+    def send(self, page_id: str, token: str, body: dict) -> SendResult:
+        """POST /{page}/messages. A timeout after the request left is ambiguous, not retryable."""
+        data, headers = self._call("POST", f"{page_id}/messages", token, json_body=body, idempotent=False)
+        return SendResult(message_id=str(data.get("message_id", "")),
+                          recipient_id=data.get("recipient_id"), usage=page_usage(headers, page_id))
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, token: str, *, params: dict | None = None,
+              json_body: dict | None = None, idempotent: bool = True) -> tuple[dict, Any]:
+        headers = {"Authorization": f"Bearer {token}"}
+        params = {**(params or {}), "appsecret_proof": self._proof(token)}
+        try:
+            response = self.session.request(method, f"{self.base}/{path}", params=params,
+                                             json=json_body, headers=headers, timeout=self.timeout)
+        except requests.ConnectionError as exc:
+            # Refused or reset before an answer: a connect failure never reached Facebook.
+            raise _unreachable(f"Facebook could not be reached ({type(exc).__name__})",
+                               maybe_sent=not idempotent and not _is_connect_error(exc)) from None
+        except requests.Timeout as exc:
+            raise _unreachable("Facebook did not answer in time",
+                               maybe_sent=not idempotent and not isinstance(exc, requests.ConnectTimeout)) from None
+        return self._parse(response, path), response.headers
+
+    def _parse(self, response: requests.Response, path: str) -> dict:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.ok and isinstance(data, dict):
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(error, dict):
+            rule = policy.ErrorRule(policy.RETRY if response.status_code >= 500 else policy.FAIL,
+                                    "facebook_unavailable" if response.status_code >= 500 else "unknown_error")
+            raise _CLASS_OF_ACTION[rule.action](f"HTTP {response.status_code} without an error body",
+                                                rule=rule, http_status=response.status_code)
+        code, subcode = _int(error.get("code")), _int(error.get("error_subcode"))
+        rule = policy.classify(code, subcode, bool(error.get("is_transient")))
+        if rule.action == policy.FAIL and response.status_code >= 500 and code in (None, 0):
+            rule = policy.ErrorRule(policy.RETRY, "facebook_unavailable")
+        message = str(error.get("message", ""))[:300]
+        log.info("graph %s refused: code=%s subcode=%s fbtrace_id=%s", path.split("/")[-1], code, subcode,
+                 error.get("fbtrace_id", ""))
+        raise _CLASS_OF_ACTION[rule.action](
+            message, rule=rule, http_status=response.status_code, code=code, subcode=subcode,
+            fbtrace_id=str(error.get("fbtrace_id", "")), usage=_any_usage(response.headers))
+
+    def _proof(self, token: str) -> str:
+        return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
+
+
+def _unreachable(message: str, maybe_sent: bool) -> GraphError:
+    if maybe_sent:
+        return AmbiguousError(message, rule=policy.ErrorRule(policy.AMBIGUOUS, "interrupted"))
+    return RetryableError(message, rule=policy.ErrorRule(policy.RETRY, "facebook_unavailable"))
+
+
+def _is_connect_error(exc: requests.ConnectionError) -> bool:
+    """True when the connection was never established (so nothing was sent)."""
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", cause), NewConnectionError)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def page_usage(headers, page_id: str) -> dict:
+    """This Page's Business Use Case usage (percentages, minutes to regain access), if given."""
+    usage = _parse_json_header(headers.get("X-Business-Use-Case-Usage"))
+    entries = usage.get(str(page_id)) if isinstance(usage, dict) else None
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        return {}
+    entry = entries[0]
+    return {k: _int(entry.get(k)) or 0 for k in
+            ("call_count", "total_cputime", "total_time", "estimated_time_to_regain_access")}
+
+
+def _any_usage(headers) -> dict:
+    usage = _parse_json_header(headers.get("X-Business-Use-Case-Usage"))
+    if isinstance(usage, dict) and len(usage) == 1:
+        return page_usage(headers, next(iter(usage)))
+    return {}
+
+
+def _parse_json_header(value: str | None) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None

@@ -1,0 +1,51 @@
+"""Error answers: JSON under /api, short text elsewhere; never a stack trace."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from bot.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+               422: "validation_failed", 429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _answer(error: ApiError):
+    if _wants_json():
+        return jsonify(error.body()), error.status
+    return error.message, error.status, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        return _answer(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        message = error.description or error.name
+        if error.code == 413:
+            message = "The request body is too large"
+        return _answer(ApiError(error.code or 500, _HTTP_CODES.get(error.code, "http_error"), message))
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    def storage_down(error: Exception):
+        log.error("storage unavailable for %s %s: %s", request.method, request.path, type(error).__name__)
+        return _answer(ApiError(503, "unavailable", "Storage is unavailable; retry shortly"))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _answer(ApiError(500, "internal_error", "Something went wrong on our side; it has been logged"))

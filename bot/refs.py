@@ -1,0 +1,53 @@
+"""Signed opt-in refs: which contact of which profile an opt-in button stands for.
+
+Facebook passes the ref back untouched in `optin.ref`, `referral.ref` or
+`postback.referral.ref`. A ref may hold only `A-Z a-z 0-9 - _ =` and at most 250 characters
+(MESSENGER.md), so it is one base64url token (no padding) of
+`version byte | "<profile id>:<contact id>" | first 16 bytes of HMAC-SHA256`.
+Nobody can attach their Messenger account to another contact by editing the page's HTML
+without our secret.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+
+_VERSION = b"\x01"
+_MAC_BYTES = 16
+MAX_REF_LENGTH = 250
+_REF_CHARS = re.compile(r"[A-Za-z0-9_-]{1,250}")
+
+
+class OptinRefs:
+    """Sign and verify opt-in refs with a key derived from SECRET_KEY."""
+
+    def __init__(self, secret_key: str):
+        self._key = hmac.new(secret_key.encode(), b"messenger-optin-ref", hashlib.sha256).digest()
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def sign(self, profile_id: str, contact_id: str) -> str:
+        """The ref for a contact of a profile; ValueError if it would exceed Facebook's limit."""
+        payload = _VERSION + f"{profile_id}:{contact_id}".encode()
+        ref = base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
+        if len(ref) > MAX_REF_LENGTH:
+            raise ValueError("contact id too long for an opt-in ref")
+        return ref
+
+    def verify(self, ref: object) -> tuple[str, str] | None:
+        """(profile id, contact id) when the ref is ours and intact, else None."""
+        if not isinstance(ref, str) or not _REF_CHARS.fullmatch(ref):
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if not payload.startswith(_VERSION) or not hmac.compare_digest(mac, self._mac(payload)):
+            return None
+        profile_id, sep, contact_id = payload[1:].decode("utf-8", "replace").partition(":")
+        return (profile_id, contact_id) if sep and profile_id and contact_id else None

@@ -1,0 +1,94 @@
+"""Run the Facebook simulator standalone: `python -m sandbox [--host H] [--port P] [--seed F]`.
+
+Environment: SANDBOX_HOST (127.0.0.1), SANDBOX_PORT (8001), SANDBOX_WEBHOOK_URL
+(http://127.0.0.1:8000/webhook), FB_APP_ID (100000000000001), FB_APP_SECRET
+(sandbox-app-secret). Command-line options win over the environment.
+
+`--seed FILE.json` creates pages, templates and people at startup so a demo loader knows their
+ids and tokens in advance:
+
+    {"config": {"read_delay_ms": 3000},
+     "pages": [{"id": "104857600000001", "name": "Demo Page", "token": "sbx-page-demo",
+                "subscribed_fields": ["messages", "message_deliveries"],
+                "templates": [{"name": "order_update", "language": "en", "param_count": 1,
+                               "status": "APPROVED"}],
+                "people": [{"psid": "6543210987600001", "last_interaction_ago_ms": 3600000},
+                           {"psid": "6543210987600002", "last_interaction_ms": null,
+                            "receipts": "delivery"}]}]}
+
+Every key but a page's `name` is optional. `last_interaction_ago_ms` is relative to startup
+(inside the 24-hour window if under 86400000); `last_interaction_ms` is absolute epoch ms.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from sandbox.server import SandboxServer
+from sandbox.state import DEFAULT_APP_ID, DEFAULT_APP_SECRET, State
+
+log = logging.getLogger("sandbox")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read options, defaulting to the environment."""
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default=env.get("SANDBOX_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env.get("SANDBOX_PORT", "8001")))
+    parser.add_argument("--webhook-url", default=env.get("SANDBOX_WEBHOOK_URL",
+                                                         "http://127.0.0.1:8000/webhook"))
+    parser.add_argument("--seed", help="JSON file of pages/people/templates to create")
+    return parser.parse_args(argv)
+
+
+def load_seed(state: State, seed: dict[str, Any]) -> None:
+    """Create the seed file's pages, templates and people."""
+    if seed.get("config"):
+        state.configure(seed["config"])
+    now = state.now_ms()
+    for spec in seed.get("pages", []):
+        page = state.add_page(spec["name"], spec.get("id"), spec.get("token"))
+        state.page(page["id"])["subscribed_fields"] = list(spec.get("subscribed_fields", []))
+        for template in spec.get("templates", []):
+            state.add_template(page["id"], template["name"], template["language"],
+                               template.get("param_count", 0),
+                               template.get("status", "APPROVED"))
+        for person in spec.get("people", []):
+            person = dict(person)
+            ago = person.pop("last_interaction_ago_ms", None)
+            if ago is not None:
+                person["last_interaction_ms"] = now - int(ago)
+            state.add_person(page["id"], **person)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    state = State(app_id=os.environ.get("FB_APP_ID", DEFAULT_APP_ID),
+                  app_secret=os.environ.get("FB_APP_SECRET", DEFAULT_APP_SECRET),
+                  webhook_url=args.webhook_url)
+    if args.seed:
+        with open(args.seed, encoding="utf-8") as handle:
+            load_seed(state, json.load(handle))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = SandboxServer(args.host, args.port, state=state).start()
+    log.info("Facebook sandbox listening on %s (Graph API /vNN.N/..., control /_sandbox/), "
+             "posting webhooks to %s", server.url, args.webhook_url)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        log.info("Facebook sandbox stopped")
+
+
+if __name__ == "__main__":
+    main()

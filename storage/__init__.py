@@ -1,0 +1,53 @@
+"""The Redis data layer: the only code that builds Redis keys (see storage/keys.py).
+
+`Storage` groups one object per aggregate over a single `decode_responses=True` client;
+RQ gets its own bytes client (`rq_redis`). `init_app` puts the Storage on
+`app.extensions["storage"]`; `get_storage()` reads it inside a request or job.
+"""
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import redis
+
+from storage.contacts import Contacts
+from storage.inbound import Inbound
+from storage.messages import Messages
+from storage.profiles import Profiles
+from storage.stats import Stats
+
+# Short timeouts: a webhook must answer within Facebook's 5 s even when Redis is gone.
+_CLIENT_OPTIONS = dict(socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=30)
+
+
+def connect(url: str, *, decode: bool = True) -> redis.Redis:
+    """A client for storage (`decode=True`) or for RQ, which stores bytes (`decode=False`)."""
+    return redis.Redis.from_url(url, decode_responses=decode, **_CLIENT_OPTIONS)
+
+
+class Storage:
+    """All aggregates over one Redis client."""
+
+    def __init__(self, client: redis.Redis, *, cipher, tz: str = "UTC", clock_skew_ms: int = 1000):
+        self.redis = client
+        self.tz = ZoneInfo(tz)
+        self.profiles = Profiles(client, cipher)
+        self.contacts = Contacts(client)
+        self.inbound = Inbound(client, clock_skew_ms)
+        self.messages = Messages(client, self.tz)
+        self.stats = Stats(client, self.tz)
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+
+def init_app(app, settings, cipher) -> Storage:
+    store = Storage(connect(settings.redis_url), cipher=cipher, tz=settings.stats_timezone,
+                    clock_skew_ms=settings.receipt_clock_skew_ms)
+    app.extensions["storage"] = store
+    return store
+
+
+def get_storage() -> Storage:
+    from flask import current_app
+    return current_app.extensions["storage"]

@@ -1,0 +1,87 @@
+"""What Facebook tells us, applied in one atomic round trip per webhook.
+
+bot/events.py turns a webhook body into `Event`s; `Inbound.apply` hands them all to one Lua
+script (storage/lua/apply_events.lua), which finds each Page's profile and updates opt-ins,
+interaction times, unmatched opt-ins and receipts. Every kind is idempotent.
+Keys touched: page, contact, p:{pid}:recipients/seen/unmatched/marketing/await/day...
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+from storage import keys, scripts
+
+UNMATCHED_KEPT = 1000  # per profile, newest first; the operator reviews them
+KINDS = ("seen", "optin", "unmatched", "marketing", "link", "delivery", "read", "block", "unblock")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One normalised event. `rcpt` is a PSID or "user_ref:<ref>"; times are epoch ms."""
+
+    kind: str
+    page: str
+    rcpt: str = ""
+    ts: int = 0
+    profile: str = ""       # optin: the profile the ref was signed for
+    contact: str = ""       # optin: the contact the ref names
+    ref: str = ""           # unmatched: the ref as received
+    source: str = ""        # unmatched: optin / referral / postback / checkbox
+    opens_window: bool = False
+    wm: int = 0             # delivery/read watermark
+    mids: tuple[str, ...] = field(default_factory=tuple)
+    user_ref: str = ""      # link: the checkbox user_ref a PSID now replaces
+    status: str = ""        # marketing opt-in status
+    expiry: str = ""
+    reason: str = ""        # block
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}")
+
+    def to_lua(self) -> dict:
+        return {"k": self.kind, **{k: v for k, v in asdict(self).items() if k != "kind" and v not in ("", 0, (), False)},
+                "ts": self.ts}
+
+
+class Applied(NamedTuple):
+    applied: int
+    unknown_page: int
+    foreign_ref: int
+
+
+class Inbound:
+    """Apply webhook events."""
+
+    def __init__(self, redis, clock_skew_ms: int):
+        self.redis = redis
+        self.clock_skew_ms = clock_skew_ms
+        self._apply = scripts.register(redis, "apply_events")
+        self._templates = json.dumps(keys.lua_templates())
+
+    def apply(self, events: list[Event]) -> Applied:
+        """Apply all events atomically (one script call); duplicates change nothing."""
+        if not events:
+            return Applied(0, 0, 0)
+        payload = json.dumps([e.to_lua() for e in events], separators=(",", ":"))
+        result = self._apply(args=[self._templates, payload, self.clock_skew_ms, UNMATCHED_KEPT])
+        return Applied(*map(int, result))
+
+    def unmatched(self, pid: str, limit: int = 100) -> list[dict]:
+        """Newest unmatched opt-ins of a profile."""
+        rows = self.redis.zrevrange(keys.unmatched(pid), 0, limit - 1, withscores=True)
+        result = []
+        for member, score in rows:
+            rcpt, ref, source = member.split("\x1f")
+            result.append({"recipient": rcpt, "ref": ref, "source": source, "at_ms": int(score)})
+        return result
+
+    def last_seen(self, pid: str, rcpt: str) -> int | None:
+        """Last inbound interaction with the Page (epoch ms), None if never."""
+        value = self.redis.hget(keys.seen(pid), rcpt)
+        return int(value) if value else None
+
+    def contact_of(self, pid: str, rcpt: str) -> str | None:
+        return self.redis.hget(keys.recipients(pid), rcpt)

@@ -1,0 +1,99 @@
+"""Every Redis key of the service, each built by exactly one function here.
+
+Key families (all under PREFIX):
+
+    seq:profile                  STRING  profile id counter; ids (and so FBOPTIN_XXX) are never reused
+    profiles                     ZSET    profile id -> created_at (s)
+    profile:{pid}                HASH    the profile record (token encrypted)
+    page:{page_id}               STRING  profile id owning that Page (a Page has at most one profile)
+    contact:{cid}                HASH    data field -> value, including every FBOPTIN_XXX
+    p:{pid}:recipients           HASH    recipient (PSID or "user_ref:<ref>") -> contact id
+    p:{pid}:seen                 HASH    recipient -> last inbound interaction (epoch ms)
+    p:{pid}:unmatched            ZSET    opt-ins whose ref we could not trust -> epoch ms (capped)
+    p:{pid}:marketing            HASH    PSID -> marketing opt-in status|token expiry (kept, not used)
+    p:{pid}:await                HASH    recipient -> messages awaiting delivery/read receipts
+    p:{pid}:days                 ZSET    day (YYYY-MM-DD) -> YYYYMMDD, days that have statistics
+    p:{pid}:day:{day}            HASH    counters: sent, delivered, read, warning, failed, <kind>:<reason>
+    p:{pid}:day:{day}:{kind}     LIST    rows behind a counter: "ms \x1f contact \x1f message id \x1f reason"
+
+Lua scripts receive key *templates* made by calling these functions with "%s" placeholders
+(`lua_templates`), so a key's shape is still written only once.
+"""
+from __future__ import annotations
+
+PREFIX = "msgr:"
+OPTIN_FIELD_PREFIX = "FBOPTIN_"
+
+
+def optin_field(profile_id: int | str) -> str:
+    """The profile's own opt-in data field, e.g. FBOPTIN_007."""
+    return f"{OPTIN_FIELD_PREFIX}{int(profile_id):03d}"
+
+
+def profile_seq() -> str:
+    return f"{PREFIX}seq:profile"
+
+
+def profiles() -> str:
+    return f"{PREFIX}profiles"
+
+
+def profile(pid: str) -> str:
+    return f"{PREFIX}profile:{pid}"
+
+
+def page_owner(page_id: str) -> str:
+    return f"{PREFIX}page:{page_id}"
+
+
+def contact(cid: str) -> str:
+    return f"{PREFIX}contact:{cid}"
+
+
+def recipients(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:recipients"
+
+
+def seen(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:seen"
+
+
+def unmatched(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:unmatched"
+
+
+def marketing(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:marketing"
+
+
+def awaiting(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:await"
+
+
+def stat_days(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:days"
+
+
+def day_counters(pid: str, day: str) -> str:
+    return f"{PREFIX}p:{pid}:day:{day}"
+
+
+def day_rows(pid: str, day: str, kind: str) -> str:
+    return f"{PREFIX}p:{pid}:day:{day}:{kind}"
+
+
+def profile_scoped(pid: str) -> list[str]:
+    """Keys of one profile that do not depend on a day (deleted with the profile)."""
+    return [recipients(pid), seen(pid), unmatched(pid), marketing(pid), awaiting(pid), stat_days(pid)]
+
+
+def lua_templates() -> dict[str, str]:
+    """Key templates for Lua scripts (string.format with the same arguments, in order)."""
+    s = "%s"
+    return {
+        "profile": profile(s), "page": page_owner(s), "contact": contact(s),
+        "recipients": recipients(s), "seen": seen(s), "unmatched": unmatched(s),
+        "marketing": marketing(s), "await": awaiting(s), "days": stat_days(s),
+        "day": day_counters(s, s), "rows": day_rows(s, s, s),
+        "optin_field": OPTIN_FIELD_PREFIX + "%03d",
+    }

@@ -1,0 +1,137 @@
+-- Apply a batch of normalised webhook events atomically (storage/inbound.py builds them).
+-- ARGV[1] key templates (storage/keys.py:lua_templates), ARGV[2] events (JSON list),
+-- ARGV[3] clock skew tolerance (ms), ARGV[4] cap of unmatched opt-ins kept per profile.
+-- Every branch is idempotent, so a webhook delivered twice changes nothing the second time.
+-- Returns {applied, unknown_page, foreign_ref}.
+local T = cjson.decode(ARGV[1])
+local events = cjson.decode(ARGV[2])
+local skew = tonumber(ARGV[3])
+local unmatched_cap = tonumber(ARGV[4])
+local US, RS = '\31', '\30'  -- unit and record separators inside packed values
+
+local function key(name, ...) return string.format(T[name], ...) end
+local function optin_field(pid) return string.format(T.optin_field, tonumber(pid)) end
+
+local owner_cache = {}
+local function profile_of(page)
+  local pid = owner_cache[page]
+  if pid == nil then
+    pid = redis.call('GET', key('page', page))
+    owner_cache[page] = pid
+  end
+  return pid
+end
+
+local function touch_seen(pid, rcpt, ts)
+  local k = key('seen', pid)
+  local old = tonumber(redis.call('HGET', k, rcpt) or '0')
+  if ts > old then redis.call('HSET', k, rcpt, ts) end
+end
+
+local function count(pid, day, kind, contact, mid, ts)
+  redis.call('HINCRBY', key('day', pid, day), kind, 1)
+  redis.call('RPUSH', key('rows', pid, day, kind), table.concat({ts, contact, mid, ''}, US))
+end
+
+local handlers = {}
+
+handlers.seen = function(pid, e)
+  touch_seen(pid, e.rcpt, e.ts)
+end
+
+handlers.unmatched = function(pid, e)
+  local k = key('unmatched', pid)
+  redis.call('ZADD', k, e.ts, table.concat({e.rcpt, e.ref or '', e.source or ''}, US))
+  if redis.call('ZCARD', k) > unmatched_cap then
+    redis.call('ZREMRANGEBYRANK', k, 0, -unmatched_cap - 1)
+  end
+  if e.opens_window then touch_seen(pid, e.rcpt, e.ts) end
+end
+
+handlers.optin = function(pid, e)
+  if tostring(e.profile) ~= pid then  -- genuinely ours, but signed for another profile's Page
+    e.source = 'other_profile'
+    handlers.unmatched(pid, e)
+    return 'foreign_ref'
+  end
+  local field, ck, idx = optin_field(pid), key('contact', e.contact), key('recipients', pid)
+  local old = redis.call('HGET', ck, field)
+  if old and old ~= e.rcpt and redis.call('HGET', idx, old) == e.contact then
+    redis.call('HDEL', idx, old)
+  end
+  redis.call('HSET', ck, field, e.rcpt)
+  redis.call('HSET', idx, e.rcpt, e.contact)
+  touch_seen(pid, e.rcpt, e.ts)
+end
+
+handlers.marketing = function(pid, e)
+  redis.call('HSET', key('marketing', pid), e.rcpt, table.concat({e.status or '', e.expiry or '', e.ts}, US))
+end
+
+-- A person who was only known by a checkbox user_ref replied: now we know the PSID.
+handlers.link = function(pid, e)
+  local idx, old = key('recipients', pid), 'user_ref:' .. e.user_ref
+  local contact = redis.call('HGET', idx, old)
+  if not contact then return end
+  local ck, field = key('contact', contact), optin_field(pid)
+  if redis.call('HGET', ck, field) == old then redis.call('HSET', ck, field, e.rcpt) end
+  redis.call('HSET', idx, e.rcpt, contact)
+  redis.call('HDEL', idx, old)
+end
+
+local function receipt(pid, e, is_read)
+  local k = key('await', pid)
+  local packed = redis.call('HGET', k, e.rcpt)
+  if not packed then return end
+  local mids = {}
+  for _, m in ipairs(e.mids or {}) do mids[m] = true end
+  local keep = {}
+  for entry in string.gmatch(packed, '[^' .. RS .. ']+') do
+    local mid, day, contact, sent, state = string.match(entry,
+      '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
+    local covered = mids[mid] or tonumber(sent) <= e.wm + skew
+    if covered and state == 's' then
+      count(pid, day, 'delivered', contact, mid, e.ts)
+      state = 'd'
+    end
+    if covered and is_read then
+      count(pid, day, 'read', contact, mid, e.ts)  -- read: nothing more to wait for
+    else
+      keep[#keep + 1] = table.concat({mid, day, contact, sent, state}, US)
+    end
+  end
+  if #keep == 0 then
+    redis.call('HDEL', k, e.rcpt)
+  else
+    redis.call('HSET', k, e.rcpt, table.concat(keep, RS))
+  end
+end
+
+handlers.delivery = function(pid, e) receipt(pid, e, false) end
+handlers.read = function(pid, e) receipt(pid, e, true) end
+
+handlers.block = function(pid, e)
+  redis.call('HSET', key('profile', pid), 'health', 'blocked', 'health_reason', e.reason or '',
+             'health_checked_at', math.floor(e.ts / 1000))
+end
+
+-- Facebook lifted its block: back to ok, unless something else is wrong meanwhile.
+handlers.unblock = function(pid, e)
+  local k = key('profile', pid)
+  if redis.call('HGET', k, 'health') == 'blocked' then
+    redis.call('HSET', k, 'health', 'ok', 'health_reason', '', 'health_checked_at', math.floor(e.ts / 1000))
+  end
+end
+
+local applied, unknown_page, foreign = 0, 0, 0
+for _, e in ipairs(events) do
+  local pid = profile_of(e.page)
+  if not pid then
+    unknown_page = unknown_page + 1
+  elseif handlers[e.k](pid, e) == 'foreign_ref' then
+    foreign = foreign + 1
+  else
+    applied = applied + 1
+  end
+end
+return {applied, unknown_page, foreign}

@@ -1,0 +1,150 @@
+"""Test session: a real redis-server of our own, the Facebook simulator over HTTP, the app.
+
+Redis is started by the session (never the machine's shared 6379) and flushed before each
+test. The simulator is `sandbox.SandboxServer` on a free port; the app is served over real
+HTTP too when a test needs Facebook to post webhooks to it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import redis as redis_lib
+
+from bot import create_app
+from bot.config import Settings
+from bot.refs import OptinRefs
+from bot.signature import WebhookSignature
+from sandbox.client import SandboxControl
+from sandbox.server import SandboxServer
+from storage.embedded import EmbeddedRedis
+from tests.live import LiveServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+APP_SECRET = "test-app-secret"
+API_TOKEN = "test-api-token"
+VERIFY_TOKEN = "test-verify-token"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False, use_socket=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis_lib.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server():
+    with SandboxServer(app_secret=APP_SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def fb(sandbox_server) -> SandboxControl:
+    """The Facebook simulator's control API, reset for each test."""
+    control = SandboxControl(sandbox_server.url)
+    control.reset()
+    yield control
+    control.close()
+
+
+def make_settings(redis_url: str, graph_url: str, **overrides: str) -> Settings:
+    env = {"REDIS_URL": redis_url, "SANDBOX": "0", "SECRET_KEY": "test-secret-key",
+           "API_TOKEN": API_TOKEN, "ADMIN_PASSWORD": "test-admin", "FB_APP_ID": "100000000000001",
+           "FB_APP_SECRET": APP_SECRET, "FB_VERIFY_TOKEN": VERIFY_TOKEN,
+           "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
+           "GRAPH_API_URL": graph_url, "LOG_LEVEL": "WARNING", **overrides}
+    return Settings.from_env(env, dotenv=False)
+
+
+@pytest.fixture
+def settings(redis_client, redis_server, sandbox_server) -> Settings:
+    return make_settings(redis_server.url, sandbox_server.url)
+
+
+@pytest.fixture
+def app(settings):
+    application = create_app(settings)
+    yield application
+    application.extensions["graph"].close()
+    application.extensions["storage"].redis.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def store(app):
+    return app.extensions["storage"]
+
+
+@pytest.fixture
+def api(client):
+    """Call the JSON API with the bearer token: api("post", "/profiles", json=...)."""
+    def call(method: str, path: str, **kwargs):
+        headers = {"Authorization": f"Bearer {API_TOKEN}", **kwargs.pop("headers", {})}
+        return client.open(f"/api/v1{path}", method=method.upper(), headers=headers, **kwargs)
+    return call
+
+
+@pytest.fixture
+def live_app(app, fb):
+    """The app over real HTTP, with the simulator posting its webhooks to it."""
+    with LiveServer(app) as server:
+        fb.configure(webhook_url=f"{server.url}/webhook")
+        yield server
+
+
+@pytest.fixture
+def refs(settings) -> OptinRefs:
+    return OptinRefs(settings.secret_key)
+
+
+@pytest.fixture
+def signer() -> WebhookSignature:
+    return WebhookSignature(APP_SECRET)
+
+
+@pytest.fixture
+def post_webhook(client, signer) -> Callable:
+    """POST a payload (dict or bytes) to /webhook signed like Facebook does."""
+    def post(payload, signature: str | None = None, **headers):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        sig = signer.sign(body) if signature is None else signature
+        return client.post("/webhook", data=body, headers={"X-Hub-Signature-256": sig,
+                                                           "Content-Type": "application/json", **headers})
+    return post
+
+
+def load_webhook(name: str, **values: object) -> dict:
+    """A fixture payload with {PLACEHOLDERS} filled in (ids stay strings, times numbers)."""
+    text = (FIXTURES / "webhooks" / f"{name}.json").read_text()
+    for key, value in values.items():
+        text = text.replace("{" + key.upper() + "}", str(value))
+    return json.loads(text)
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01):
+    """Poll until `condition()` is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
