@@ -41,7 +41,10 @@ def init_services(app: Flask, settings: Settings) -> None:
     from bot.refs import OptinRefs
     from bot.signature import WebhookSignature
 
+    from jobs import queue
+
     storage.init_app(app, settings, TokenCipher(settings.token_encryption_keys))
+    app.extensions["rq_queue"] = queue(storage.connect(settings.redis_url, decode=False))
     app.extensions["graph"] = GraphClient(settings.graph_api_url, settings.graph_api_version,
                                           app_secret=settings.fb_app_secret,
                                           timeout=settings.graph_timeout_seconds)

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import zoneinfo
+from datetime import date
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
@@ -40,6 +41,15 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "STATS_TIMEZONE": ("UTC", "Time zone whose calendar days the statistics use."),
     "WEBHOOK_MAX_BYTES": ("1048576", "Largest webhook body accepted; larger gets 413."),
     "RECEIPT_CLOCK_SKEW_MS": ("1000", "Tolerance between our send time and Facebook's receipt watermark."),
+    "SEND_RATE_PER_PAGE": ("20", "Messages per second per Page, shared by all workers (Facebook's inbox breaks above ~40)."),
+    "SEND_CONCURRENCY": ("16", "Sends in flight at once per worker process."),
+    "SEND_MAX_ATTEMPTS": ("4", "Attempts per contact on transient Facebook errors before `failed`."),
+    "RUN_BATCH_SIZE": ("200", "Contacts per RQ job of a node run."),
+    "RUN_PARALLEL_BATCHES": ("1", "Batches of one run processed at once (one Page's rate is shared anyway)."),
+    "UNKNOWN_DEADLINE_SECONDS": ("900", "How long a send whose answer was lost waits for Facebook's echo before `failed`/`interrupted`."),
+    "RUN_LEASE_SECONDS": ("15", "A batch whose worker stopped renewing its lease this long is resumed by another worker."),
+    "RUN_RETENTION_DAYS": ("30", "How long a run's per-contact outcomes stay readable through the API."),
+    "TAG_RETIREMENT_DATE": ("2026-04-27", "Day Meta stopped accepting the three message tags; before it, nodes send tagged messages."),
     "SANDBOX_PORT": ("8001", "Port of the Facebook simulator in sandbox mode."),
     "PORT": ("8000", "Port the web process listens on."),
     "LOG_LEVEL": ("INFO", "Log level of web and worker processes."),
@@ -83,6 +93,15 @@ class Settings:
     stats_timezone: str
     webhook_max_bytes: int
     receipt_clock_skew_ms: int
+    send_rate_per_page: float
+    send_concurrency: int
+    send_max_attempts: int
+    run_batch_size: int
+    run_parallel_batches: int
+    unknown_deadline_seconds: int
+    run_lease_seconds: int
+    run_retention_days: int
+    tag_retirement_date: date
     sandbox_port: int
     port: int
     log_level: str
@@ -131,6 +150,15 @@ class _Parser:
             stats_timezone=self.timezone("STATS_TIMEZONE"),
             webhook_max_bytes=self.integer("WEBHOOK_MAX_BYTES", 1024, 50 * 1024 * 1024),
             receipt_clock_skew_ms=self.integer("RECEIPT_CLOCK_SKEW_MS", 0, 600_000),
+            send_rate_per_page=float(self.integer("SEND_RATE_PER_PAGE", 1, 10_000)),
+            send_concurrency=self.integer("SEND_CONCURRENCY", 1, 128),
+            send_max_attempts=self.integer("SEND_MAX_ATTEMPTS", 1, 10),
+            run_batch_size=self.integer("RUN_BATCH_SIZE", 1, 10_000),
+            run_parallel_batches=self.integer("RUN_PARALLEL_BATCHES", 1, 64),
+            unknown_deadline_seconds=self.integer("UNKNOWN_DEADLINE_SECONDS", 1, 7 * 86400),
+            run_lease_seconds=self.integer("RUN_LEASE_SECONDS", 2, 600),
+            run_retention_days=self.integer("RUN_RETENTION_DAYS", 1, 3650),
+            tag_retirement_date=self.date("TAG_RETIREMENT_DATE"),
             sandbox_port=self.integer("SANDBOX_PORT", 1, 65535),
             port=self.integer("PORT", 1, 65535),
             log_level=self.choice("LOG_LEVEL", {"DEBUG", "INFO", "WARNING", "ERROR"}),
@@ -211,6 +239,14 @@ class _Parser:
         if not low <= number <= high:
             self.problems.append(f"{name} must be between {low} and {high} (got {number})")
         return number
+
+    def date(self, name: str) -> date:
+        text = self.value(name)
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            self.problems.append(f"{name} must be a date like 2026-04-27 (got {text!r})")
+            return date(2026, 4, 27)
 
     def timezone(self, name: str) -> str:
         text = self.value(name)

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from bot.graph import parse_send_metadata
 from bot.refs import OptinRefs
 from storage.inbound import Event
 
@@ -67,8 +68,23 @@ class _Context:
                       source=source, opens_window=opens_window)]
 
 
+def _on_echo(c: _Context, body: dict) -> list[Event]:
+    """Our own send echoed back: its metadata settles a send whose answer we lost.
+
+    In an echo the sender is the Page and the recipient is the person."""
+    ours = parse_send_metadata(body.get("metadata"))
+    psid = _id(_dict(c.raw.get("recipient")).get("id"))
+    mid = _id(body.get("mid"))
+    if not ours or not psid or not mid:
+        return []  # a human's reply from the Page inbox, or another app's message
+    run_id, contact = ours
+    return [Event("echo", c.page, psid, c.ts, run=run_id, contact=contact, mid=mid)]
+
+
 def _on_message(c: _Context, body: dict) -> list[Event]:
-    if body.get("is_echo") or not c.psid:  # echoes are ours (or a human's), never inbound
+    if body.get("is_echo"):  # echoes are ours (or a human's), never inbound
+        return _on_echo(c, body)
+    if not c.psid:
         return []
     events = [Event("seen", c.page, c.psid, c.ts)]  # only the time is kept, never the text
     # Replies after a checkbox opt-in name its user_ref (Meta puts prior_message beside
@@ -164,8 +180,7 @@ def parse_webhook(payload: dict, refs: OptinRefs) -> Parsed:
 
 def _parse_one(parsed: Parsed, page: str, raw: dict, entry_ms: int | None, refs: OptinRefs) -> None:
     kind = next((k for k in HANDLERS if isinstance(raw.get(k), dict)), None)
-    if kind == "message" and raw["message"].get("is_echo"):
-        kind = "echo"
-    parsed.kinds[kind or "unknown"] += 1
-    if kind in HANDLERS:
+    echo = kind == "message" and bool(raw["message"].get("is_echo"))
+    parsed.kinds["echo" if echo else kind or "unknown"] += 1
+    if kind is not None:
         parsed.events.extend(HANDLERS[kind](_Context(page, raw, entry_ms, refs), raw[kind]))

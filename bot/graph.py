@@ -85,6 +85,48 @@ _CLASS_OF_ACTION = {
 }
 
 
+def send_metadata(run_id: str, contact_id: str) -> str:
+    """What our sends carry in `message.metadata`; Facebook echoes it back (under 1000 chars)."""
+    return json.dumps({"run": run_id, "contact": contact_id}, separators=(",", ":"))
+
+
+def parse_send_metadata(value: Any) -> tuple[str, str] | None:
+    """(run id, contact id) from an echo's metadata, if it is one of ours."""
+    if not isinstance(value, str) or not value.startswith("{"):
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    run_id, contact_id = data.get("run"), data.get("contact")
+    if isinstance(run_id, str) and isinstance(contact_id, str) and run_id and contact_id:
+        return run_id, contact_id
+    return None
+
+
+def message_body(recipient: str, decision: policy.Decision, metadata: str) -> dict:
+    """The Send API body for a decision: tagged or standard text, or a utility template."""
+    if recipient.startswith(policy.USER_REF_PREFIX):
+        target = {"user_ref": recipient[len(policy.USER_REF_PREFIX):]}
+    else:
+        target = {"id": recipient}
+    if decision.messaging_type == "UTILITY":
+        template = decision.template or {}
+        message = {"template": {
+            "name": template["name"], "language": {"code": template["language"]},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": v}
+                                                           for v in template["parameters"]]}]}}
+    else:
+        message = {"text": decision.text}
+    body = {"recipient": target, "messaging_type": decision.messaging_type,
+            "message": {**message, "metadata": metadata}}
+    if decision.tag:
+        body["tag"] = decision.tag
+    return body
+
+
 @dataclass(frozen=True)
 class SendResult:
     message_id: str

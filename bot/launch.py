@@ -45,11 +45,30 @@ def main() -> int:
         env["REDIS_URL"] = server.start()
         print(f"launch: embedded Redis at {env['REDIS_URL']} (data in {data_dir}, append-only)", flush=True)
     try:
+        if settings.sandbox:
+            env["SANDBOX_SEED"] = str(_load_demo(env))
         return _run_processes(settings, child_environment(settings, env))
     finally:
         if server:
             server.stop()
             print("launch: embedded Redis stopped", flush=True)
+
+
+def _load_demo(env: dict[str, str]) -> Path:
+    """Demo data in Redis and the simulator's seed file (sandbox mode only)."""
+    import storage
+    from bot import demo
+    from bot.crypto import TokenCipher
+    settings = Settings.from_env({**read_dotenv(ROOT / ".env"), **env})
+    store = storage.Storage(storage.connect(settings.redis_url), cipher=TokenCipher(settings.token_encryption_keys),
+                            tz=settings.stats_timezone)
+    try:
+        profile_id = demo.load(store)
+    finally:
+        store.redis.close()
+    print(f"launch: demo data loaded (profile {profile_id}, program {demo.PROGRAM_ID!r}, node {demo.NODE_ID!r})",
+          flush=True)
+    return demo.write_seed(Path(env.get("VAR_DIR") or ROOT / "var") / "sandbox-seed.json")
 
 
 def _run_processes(settings: Settings, env: dict[str, str]) -> int:

@@ -83,12 +83,94 @@ def classify(code: int | None, subcode: int | None, is_transient: bool = False) 
     return ErrorRule(FAIL, "unknown_error")
 
 
-def tag_accepted(tag: str, today: date) -> bool:
+def tag_accepted(tag: str, today: date, retirement: dict[str, date] | None = None) -> bool:
     """Whether Facebook still accepts this message tag on `today`."""
-    retired = TAG_RETIREMENT.get(tag)
+    retired = (retirement or TAG_RETIREMENT).get(tag)
     return retired is None or today < retired
+
+
+def retirement_on(day: date | None) -> dict[str, date]:
+    """The retirement table with every tag moved to `day` (a deployment's TAG_RETIREMENT_DATE)."""
+    return dict(TAG_RETIREMENT) if day is None else {tag: day for tag in TAGS}
 
 
 def inside_window(last_interaction_ms: int | None, now_ms: int) -> bool:
     """Whether the person interacted with the Page less than 24 hours ago."""
     return last_interaction_ms is not None and now_ms - last_interaction_ms < STANDARD_WINDOW_MS
+
+
+# -- the delivery policy (DESIGN.md §3) ---------------------------------------------------------
+
+SEND, WARNING, FAILED = "send", "warning", "failed"
+USER_REF_PREFIX = "user_ref:"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one contact: send (how), or not (why)."""
+
+    outcome: str                       # send / warning / failed
+    reason: str = ""
+    messaging_type: str = ""           # MESSAGE_TAG, UPDATE or UTILITY
+    tag: str | None = None
+    text: str | None = None
+    template: dict | None = None       # {"name", "language", "parameters": [values]}
+
+    @property
+    def is_text(self) -> bool:
+        return self.outcome == SEND and self.messaging_type != "UTILITY"
+
+
+def not_sent(outcome: str, reason: str) -> Decision:
+    return Decision(outcome, reason)
+
+
+def decide(node, profile, fields: dict[str, str] | None, last_seen_ms: int | None, *,
+           now_ms: int, today: date, retirement: dict[str, date] | None = None) -> Decision:
+    """Rules 1-4, in order: who is not sent and why, else how the message goes out.
+
+    `node` has tag, message and utility_template; `profile` has status, health and
+    optin_field; `fields` are the contact's data fields (None: unknown contact).
+    """
+    from bot.personalize import render  # local: policy stays importable without Flask
+
+    if profile is None or not profile.enabled:
+        return not_sent(WARNING, "profile_disabled")
+    if fields is None:
+        return not_sent(WARNING, "contact_unknown")
+    recipient = fields.get(profile.optin_field, "")
+    if not recipient:
+        return not_sent(WARNING, "no_optin")
+    if profile.health in ("needs_reauth", "disconnected"):
+        return not_sent(FAILED, "token_invalid")
+    if profile.health == "blocked":
+        return not_sent(FAILED, "page_blocked")
+    text = render(node.message, fields)
+    by_user_ref = recipient.startswith(USER_REF_PREFIX)
+    if not by_user_ref and tag_accepted(node.tag, today, retirement):
+        return _text(text, "MESSAGE_TAG", node.tag)
+    if inside_window(last_seen_ms, now_ms):
+        return _text(text, "UPDATE")
+    if by_user_ref:  # a checkbox opt-in allows messages only inside the window
+        return not_sent(WARNING, "outside_window_no_template")
+    return template_rule(node, fields)
+
+
+def template_rule(node, fields: dict[str, str]) -> Decision:
+    """Rule 3-4: a utility template outside the window, or not sent."""
+    template = node.utility_template
+    if template is None:
+        return not_sent(WARNING, "outside_window_no_template")
+    values = [fields.get(name, "") for name in template.parameters]
+    if not all(values):
+        return not_sent(WARNING, "template_field_missing")
+    return Decision(SEND, messaging_type="UTILITY",
+                    template={"name": template.name, "language": template.language, "parameters": values})
+
+
+def _text(text: str, messaging_type: str, tag: str | None = None) -> Decision:
+    if len(text) > MAX_TEXT_CHARS:
+        return not_sent(FAILED, "message_too_long")
+    if not text.strip():
+        return not_sent(WARNING, "empty_message")
+    return Decision(SEND, messaging_type=messaging_type, tag=tag, text=text)

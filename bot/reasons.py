@@ -25,6 +25,10 @@ REASONS: dict[str, Reason] = {
                                   "Open the profile page and follow its instructions."),
     "outside_window_no_template": Reason("warning", "Outside the 24-hour window and no utility template.",
                                          "Add an approved utility template to the node, or message contacts soon after they write to your Page."),
+    "template_field_missing": Reason("warning", "The contact has no value for a data field the utility template needs.",
+                                     "Fill the data fields the template's parameters use."),
+    "empty_message": Reason("warning", "The personalised message is empty.",
+                            "Give the node's placeholders fallbacks, like @FIRSTNAME|there@."),
     "opted_out": Reason("warning", "The contact stopped messages from this Page.", "Nothing to do."),
     # Facebook refused, or could not be reached.
     "token_invalid": Reason("failed", "Facebook no longer accepts the Page's access token.",
@@ -55,6 +59,8 @@ REASONS: dict[str, Reason] = {
                                "Shorten the message or the data fields it uses."),
     "interrupted": Reason("failed", "The send was interrupted and could not be confirmed; it was not repeated, so no one got it twice.",
                           "Check the contact's conversation on Facebook before sending again."),
+    "internal_error": Reason("failed", "An internal error stopped the send; it has been logged and was not retried further.",
+                             "Run the contacts again; tell the operator if it repeats."),
     "unknown_error": Reason("failed", "Facebook refused with an error we do not recognise.",
                             "See the error code and message in the contact's details."),
 }

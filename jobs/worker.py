@@ -10,6 +10,7 @@ import storage
 from bot.config import Settings
 from bot.errors import ConfigError
 from jobs import QUEUES, context
+from jobs.ticker import Ticker
 
 log = logging.getLogger("jobs.worker")
 
@@ -25,7 +26,11 @@ def main() -> int:
     connection = storage.connect(settings.redis_url, decode=False)
     worker = Worker(list(QUEUES), connection=connection)
     log.info("worker %s listening on %s", worker.name, ", ".join(QUEUES))
-    worker.work(with_scheduler=True, logging_level=settings.log_level)
+    ticker = Ticker().start()
+    try:
+        worker.work(with_scheduler=True, logging_level=settings.log_level)
+    finally:
+        ticker.stop()
     return 0
 
 

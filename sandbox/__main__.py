@@ -1,7 +1,7 @@
 """Run the Facebook simulator standalone: `python -m sandbox [--host H] [--port P] [--seed F]`.
 
 Environment: SANDBOX_HOST (127.0.0.1), SANDBOX_PORT (8001), SANDBOX_WEBHOOK_URL
-(http://127.0.0.1:8000/webhook), FB_APP_ID (100000000000001), FB_APP_SECRET
+(http://127.0.0.1:8000/webhook), SANDBOX_SEED, FB_APP_ID (100000000000001), FB_APP_SECRET
 (sandbox-app-secret). Command-line options win over the environment.
 
 `--seed FILE.json` creates pages, templates and people at startup so a demo loader knows their
@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(env.get("SANDBOX_PORT", "8001")))
     parser.add_argument("--webhook-url", default=env.get("SANDBOX_WEBHOOK_URL",
                                                          "http://127.0.0.1:8000/webhook"))
-    parser.add_argument("--seed", help="JSON file of pages/people/templates to create")
+    parser.add_argument("--seed", default=env.get("SANDBOX_SEED") or None,
+                        help="JSON file of pages/people/templates to create (env SANDBOX_SEED)")
     return parser.parse_args(argv)
 
 

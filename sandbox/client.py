@@ -82,6 +82,10 @@ class SandboxControl:
         """Create a person (psid, last_interaction_ms, receipts, user_ref) and return the PSID."""
         return self._call("POST", f"/pages/{page_id}/people", person)["psid"]
 
+    def add_people(self, page_id: str, people: list[dict[str, Any]]) -> list[str]:
+        """Create many people at once and return their PSIDs."""
+        return [p["psid"] for p in self._call("POST", f"/pages/{page_id}/people", people)["people"]]
+
     def add_fault(self, **rule: Any) -> str:
         """Add one fault rule and return its id."""
         return self._call("POST", "/faults", rule)["ids"][0]

@@ -149,17 +149,24 @@ def add_template(page_id: str) -> tuple[Response, int]:
 
 @bp.post("/pages/<page_id>/people")
 def add_person(page_id: str) -> tuple[Response, int]:
-    """Create a person of the page; last_interaction_ms null means the window is closed."""
-    data = body()
+    """Create a person of the page (or, given a list, many); null last_interaction_ms = window closed."""
+    data = request.get_json(silent=True) if request.data else {}
     live_page(page_id)
+    if isinstance(data, list):
+        return jsonify(people=[_new_person(page_id, item) for item in data]), 201
+    return jsonify(_new_person(page_id, body())), 201
+
+
+def _new_person(page_id: str, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ControlError("each person must be a JSON object")
     unknown = set(data) - {"psid", "last_interaction_ms", "receipts", "user_ref"}
     if unknown:
         raise ControlError(f"unknown keys: {', '.join(sorted(unknown))}")
     try:
-        person = runtime().state.add_person(page_id, **data)
+        return runtime().state.add_person(page_id, **data)
     except ValueError as exc:
         raise ControlError(str(exc)) from exc
-    return jsonify(person), 201
 
 
 @bp.route("/faults", methods=["GET", "POST", "DELETE"])

@@ -149,7 +149,8 @@ def log_entry(page_ref: str, values: dict[str, Any]) -> dict[str, Any]:
     return {"page_id": page_ref, "recipient": recipient,
             "messaging_type": values.get("messaging_type"), "tag": values.get("tag"),
             "text": message.get("text"), "template": message.get("template"),
-            "metadata": values.get("metadata"), "received_ms": runtime().state.now_ms(),
+            # Meta documents metadata inside `message`; accept it at the top level too.
+            "metadata": message.get("metadata", values.get("metadata")), "received_ms": runtime().state.now_ms(),
             "status": None}
 
 

@@ -129,7 +129,7 @@ def validate(state: State, page: dict[str, Any], params: dict[str, Any]) -> dict
             raise outside_window()
     else:
         check_template(state, page, message)
-    metadata = params.get("metadata")
+    metadata = message.get("metadata", params.get("metadata"))
     if metadata is not None and len(str(metadata)) > MAX_METADATA:
         raise GraphError(100, "(#100) Length of param metadata must be less than or equal to "
                               f"{MAX_METADATA}")

@@ -14,6 +14,9 @@ from storage.contacts import Contacts
 from storage.inbound import Inbound
 from storage.messages import Messages
 from storage.profiles import Profiles
+from storage.programs import Programs
+from storage.ratelimit import PageRateLimiter
+from storage.runs import Runs
 from storage.stats import Stats
 
 # Short timeouts: a webhook must answer within Facebook's 5 s even when Redis is gone.
@@ -28,22 +31,32 @@ def connect(url: str, *, decode: bool = True) -> redis.Redis:
 class Storage:
     """All aggregates over one Redis client."""
 
-    def __init__(self, client: redis.Redis, *, cipher, tz: str = "UTC", clock_skew_ms: int = 1000):
+    def __init__(self, client: redis.Redis, *, cipher, tz: str = "UTC", clock_skew_ms: int = 1000,
+                 send_rate: float = 20.0, run_retention_days: int = 30):
         self.redis = client
         self.tz = ZoneInfo(tz)
         self.profiles = Profiles(client, cipher)
         self.contacts = Contacts(client)
-        self.inbound = Inbound(client, clock_skew_ms)
+        self.inbound = Inbound(client, clock_skew_ms, self.tz)
         self.messages = Messages(client, self.tz)
         self.stats = Stats(client, self.tz)
+        self.programs = Programs(client)
+        self.runs = Runs(client, self.tz, run_retention_days)
+        self.rates = PageRateLimiter(client, send_rate)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
+    def take_tick(self, task: str, every_ms: int) -> bool:
+        """True for exactly one caller per interval across all processes."""
+        from storage import keys
+        return bool(self.redis.set(keys.tick(task), "1", nx=True, px=max(1, every_ms - 100)))
+
 
 def init_app(app, settings, cipher) -> Storage:
     store = Storage(connect(settings.redis_url), cipher=cipher, tz=settings.stats_timezone,
-                    clock_skew_ms=settings.receipt_clock_skew_ms)
+                    clock_skew_ms=settings.receipt_clock_skew_ms, send_rate=settings.send_rate_per_page,
+                    run_retention_days=settings.run_retention_days)
     app.extensions["storage"] = store
     return store
 

@@ -8,13 +8,15 @@ Keys touched: page, contact, p:{pid}:recipients/seen/unmatched/marketing/await/d
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from zoneinfo import ZoneInfo
 from typing import NamedTuple
 
 from storage import keys, scripts
+from storage.stats import day_of, day_score
 
 UNMATCHED_KEPT = 1000  # per profile, newest first; the operator reviews them
-KINDS = ("seen", "optin", "unmatched", "marketing", "link", "delivery", "read", "block", "unblock")
+KINDS = ("seen", "optin", "unmatched", "marketing", "link", "delivery", "read", "echo", "block", "unblock")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class Event:
     status: str = ""        # marketing opt-in status
     expiry: str = ""
     reason: str = ""        # block
+    mid: str = ""           # echo: the message id Facebook gave our send
+    run: str = ""           # echo: the run and contact our metadata named
+    day: str = ""           # echo: the stats day of the send (filled in by Inbound.apply)
+    score: int = 0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -55,8 +61,9 @@ class Applied(NamedTuple):
 class Inbound:
     """Apply webhook events."""
 
-    def __init__(self, redis, clock_skew_ms: int):
+    def __init__(self, redis, clock_skew_ms: int, tz: ZoneInfo):
         self.redis = redis
+        self.tz = tz
         self.clock_skew_ms = clock_skew_ms
         self._apply = scripts.register(redis, "apply_events")
         self._templates = json.dumps(keys.lua_templates())
@@ -65,9 +72,14 @@ class Inbound:
         """Apply all events atomically (one script call); duplicates change nothing."""
         if not events:
             return Applied(0, 0, 0)
+        events = [self._dated(e) if e.kind == "echo" else e for e in events]
         payload = json.dumps([e.to_lua() for e in events], separators=(",", ":"))
         result = self._apply(args=[self._templates, payload, self.clock_skew_ms, UNMATCHED_KEPT])
         return Applied(*map(int, result))
+
+    def _dated(self, event: Event) -> Event:
+        day = day_of(event.ts, self.tz)
+        return replace(event, day=day, score=day_score(day))
 
     def unmatched(self, pid: str, limit: int = 100) -> list[dict]:
         """Newest unmatched opt-ins of a profile."""
@@ -82,6 +94,13 @@ class Inbound:
         """Last inbound interaction with the Page (epoch ms), None if never."""
         value = self.redis.hget(keys.seen(pid), rcpt)
         return int(value) if value else None
+
+    def last_seen_many(self, pid: str, rcpts: list[str]) -> dict[str, int]:
+        """Last inbound interaction of each recipient that has one."""
+        if not rcpts:
+            return {}
+        values = self.redis.hmget(keys.seen(pid), rcpts)
+        return {r: int(v) for r, v in zip(rcpts, values) if v}
 
     def contact_of(self, pid: str, rcpt: str) -> str | None:
         return self.redis.hget(keys.recipients(pid), rcpt)

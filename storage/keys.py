@@ -14,7 +14,19 @@ Key families (all under PREFIX):
     p:{pid}:await                HASH    recipient -> messages awaiting delivery/read receipts
     p:{pid}:days                 ZSET    day (YYYY-MM-DD) -> YYYYMMDD, days that have statistics
     p:{pid}:day:{day}            HASH    counters: sent, delivered, read, warning, failed, <kind>:<reason>
-    p:{pid}:day:{day}:{kind}     LIST    rows behind a counter: "ms \x1f contact \x1f message id \x1f reason"
+    p:{pid}:day:{day}:{kind}     LIST    rows behind a counter: ms, contact, message id, reason, detail
+    p:{pid}:programs             SET     ids of programs with a node using the profile
+    program:{id}                 HASH    name, status, nodes (JSON), updated_at
+    programs                     ZSET    program id -> updated_at
+    run:{rid}                    HASH    run meta: program, node snapshot, counts, state, batch bookkeeping
+    run:{rid}:contacts           LIST    contact ids in the order handed over (batches are slices)
+    run:{rid}:outcomes           HASH    contact id -> outcome JSON (inflight/unknown/sent/warning/failed)
+    run:{rid}:batches            HASH    batch number -> queued/done; job:<n> -> current RQ job id
+    run:{rid}:lease:{n}          STRING  token of the worker processing batch n (expires if it dies)
+    runs:active                  ZSET    run id -> created ms, until every contact has an outcome
+    runs:deadlines               ZSET    "run US contact" -> ms when an in-flight send becomes interrupted
+    rate:{page_id}               STRING  next free send slot of a Page (ms, shared by all workers)
+    tick:{task}                  STRING  lock: the worker that runs a periodic task this interval
 
 Lua scripts receive key *templates* made by calling these functions with "%s" placeholders
 (`lua_templates`), so a key's shape is still written only once.
@@ -82,9 +94,58 @@ def day_rows(pid: str, day: str, kind: str) -> str:
     return f"{PREFIX}p:{pid}:day:{day}:{kind}"
 
 
+def profile_programs(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:programs"
+
+
+def program(prog_id: str) -> str:
+    return f"{PREFIX}program:{prog_id}"
+
+
+def programs() -> str:
+    return f"{PREFIX}programs"
+
+
+def run(rid: str) -> str:
+    return f"{PREFIX}run:{rid}"
+
+
+def run_contacts(rid: str) -> str:
+    return f"{PREFIX}run:{rid}:contacts"
+
+
+def run_outcomes(rid: str) -> str:
+    return f"{PREFIX}run:{rid}:outcomes"
+
+
+def run_batches(rid: str) -> str:
+    return f"{PREFIX}run:{rid}:batches"
+
+
+def run_lease(rid: str, batch: int | str) -> str:
+    return f"{PREFIX}run:{rid}:lease:{batch}"
+
+
+def runs_active() -> str:
+    return f"{PREFIX}runs:active"
+
+
+def deadlines() -> str:
+    return f"{PREFIX}runs:deadlines"
+
+
+def rate(page_id: str) -> str:
+    return f"{PREFIX}rate:{page_id}"
+
+
+def tick(task: str) -> str:
+    return f"{PREFIX}tick:{task}"
+
+
 def profile_scoped(pid: str) -> list[str]:
     """Keys of one profile that do not depend on a day (deleted with the profile)."""
-    return [recipients(pid), seen(pid), unmatched(pid), marketing(pid), awaiting(pid), stat_days(pid)]
+    return [recipients(pid), seen(pid), unmatched(pid), marketing(pid), awaiting(pid), stat_days(pid),
+            profile_programs(pid)]
 
 
 def lua_templates() -> dict[str, str]:
@@ -95,5 +156,8 @@ def lua_templates() -> dict[str, str]:
         "recipients": recipients(s), "seen": seen(s), "unmatched": unmatched(s),
         "marketing": marketing(s), "await": awaiting(s), "days": stat_days(s),
         "day": day_counters(s, s), "rows": day_rows(s, s, s),
+        "run": run(s), "run_outcomes": run_outcomes(s), "runs_active": runs_active(),
+        "deadlines": deadlines(), "program": program(s), "programs": programs(),
+        "profile_programs": profile_programs(s),
         "optin_field": OPTIN_FIELD_PREFIX + "%03d",
     }

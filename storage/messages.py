@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
+import json
+
 from storage import keys, scripts
 from storage.stats import day_of, day_score
 
 US, RS = "\x1f", "\x1e"
+
+
+def expects_receipts(rcpt: str) -> bool:
+    """Facebook sends no receipts (nor echoes) for sends to a checkbox user_ref."""
+    return not rcpt.startswith("user_ref:")
 
 
 class Messages:
@@ -22,18 +29,14 @@ class Messages:
         self.redis = redis
         self.tz = tz
         self._record_sent = scripts.register(redis, "record_sent")
+        self._templates = json.dumps(keys.lua_templates())
 
     def record_sent(self, pid: str, contact: str, rcpt: str, message_id: str, sent_ms: int,
                     pipeline=None) -> None:
         """Count a message Facebook accepted and keep it awaiting receipts when they can come."""
         day = day_of(sent_ms, self.tz)
-        # Facebook sends no receipts for sends to a checkbox user_ref.
-        expects_receipts = "0" if rcpt.startswith("user_ref:") else "1"
-        self._record_sent(
-            keys=[keys.awaiting(pid), keys.day_counters(pid, day), keys.day_rows(pid, day, "sent"),
-                  keys.stat_days(pid)],
-            args=[rcpt, message_id, day, contact, sent_ms, day_score(day), expects_receipts],
-            client=pipeline)
+        self._record_sent(args=[self._templates, pid, rcpt, message_id, day, day_score(day), contact, sent_ms,
+                                "1" if expects_receipts(rcpt) else "0"], client=pipeline)
 
     def awaiting(self, pid: str, rcpt: str) -> list[dict]:
         """Messages to one recipient still awaiting a delivery or read receipt."""

@@ -86,6 +86,16 @@ class Profiles:
         token = self.redis.hget(keys.profile(pid), "token")
         return self.cipher.decrypt(token) if token else None
 
+    def flag_unhealthy(self, pid: str, health: str, reason: str, now: float | None = None) -> bool:
+        """Move a healthy profile to `health`; False if it was already flagged (so it flips once)."""
+        if health not in HEALTH:
+            raise ValueError(f"unknown health {health!r}")
+        script = ("if redis.call('HGET', KEYS[1], 'health') ~= 'ok' then return 0 end "
+                  "redis.call('HSET', KEYS[1], 'health', ARGV[1], 'health_reason', ARGV[2], "
+                  "'health_checked_at', ARGV[3]) return 1")
+        return bool(self.redis.eval(script, 1, keys.profile(pid), health, reason[:500],
+                                    int(now if now is not None else time.time())))
+
     def set_health(self, pid: str, health: str, reason: str = "", now: float | None = None) -> None:
         if health not in HEALTH:
             raise ValueError(f"unknown health {health!r}")

@@ -1,15 +1,17 @@
-"""Lua scripts of the storage layer, loaded once per Redis client."""
+"""Lua scripts of the storage layer: `_lib.lua` (shared helpers) + the script's own file."""
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
 _DIR = Path(__file__).parent / "lua"
+_USES_LIB = {"apply_events", "record_sent", "finish", "expire_unknown"}
 
 
 @lru_cache(maxsize=None)
 def source(name: str) -> str:
-    return (_DIR / f"{name}.lua").read_text()
+    own = (_DIR / f"{name}.lua").read_text()
+    return (_DIR / "_lib.lua").read_text() + "\n" + own if name in _USES_LIB else own
 
 
 def register(client, name: str):

@@ -38,12 +38,25 @@ class Stats:
         counts.update({k: int(v) for k, v in raw.items()})
         return counts
 
+    def days(self, pid: str, first: str, last: str) -> list[tuple[str, dict[str, int]]]:
+        """(day, counters) for every day with statistics between first and last, oldest first."""
+        days = self.redis.zrangebyscore(keys.stat_days(pid), day_score(first), day_score(last))
+        pipe = self.redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(keys.day_counters(pid, day))
+        result = []
+        for day, raw in zip(days, pipe.execute()):
+            counts = {kind: 0 for kind in KINDS}
+            counts.update({k: int(v) for k, v in raw.items()})
+            result.append((day, counts))
+        return result
+
     def rows(self, pid: str, day: str, kind: str, start: int = 0, count: int = 100) -> list[dict]:
         """The contacts behind one number, in the order they were recorded."""
         raw = self.redis.lrange(keys.day_rows(pid, day, kind), start, start + count - 1)
         rows = []
         for line in raw:
-            at_ms, contact, message_id, reason = line.split(US)
+            at_ms, contact, message_id, reason, detail = (line.split(US) + [""])[:5]
             rows.append({"at_ms": int(at_ms), "contact_id": contact, "message_id": message_id,
-                         "reason_code": reason})
+                         "reason_code": reason, "detail": detail})
         return rows

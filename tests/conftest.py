@@ -18,6 +18,7 @@ from bot import create_app
 from bot.config import Settings
 from bot.refs import OptinRefs
 from bot.signature import WebhookSignature
+from jobs import context
 from sandbox.client import SandboxControl
 from sandbox.server import SandboxServer
 from storage.embedded import EmbeddedRedis
@@ -60,23 +61,34 @@ def fb(sandbox_server) -> SandboxControl:
     control.close()
 
 
+def service_env(redis_url: str, graph_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of a test app or worker process."""
+    return {"REDIS_URL": redis_url, "SANDBOX": "0", "SECRET_KEY": "test-secret-key",
+            "API_TOKEN": API_TOKEN, "ADMIN_PASSWORD": "test-admin", "FB_APP_ID": "100000000000001",
+            "FB_APP_SECRET": APP_SECRET, "FB_VERIFY_TOKEN": VERIFY_TOKEN,
+            "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
+            "GRAPH_API_URL": graph_url, "LOG_LEVEL": "WARNING", "SEND_MAX_ATTEMPTS": "3", **overrides}
+
+
 def make_settings(redis_url: str, graph_url: str, **overrides: str) -> Settings:
-    env = {"REDIS_URL": redis_url, "SANDBOX": "0", "SECRET_KEY": "test-secret-key",
-           "API_TOKEN": API_TOKEN, "ADMIN_PASSWORD": "test-admin", "FB_APP_ID": "100000000000001",
-           "FB_APP_SECRET": APP_SECRET, "FB_VERIFY_TOKEN": VERIFY_TOKEN,
-           "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
-           "GRAPH_API_URL": graph_url, "LOG_LEVEL": "WARNING", **overrides}
-    return Settings.from_env(env, dotenv=False)
+    return Settings.from_env(service_env(redis_url, graph_url, **overrides), dotenv=False)
 
 
 @pytest.fixture
-def settings(redis_client, redis_server, sandbox_server) -> Settings:
-    return make_settings(redis_server.url, sandbox_server.url)
+def settings_overrides() -> dict[str, str]:
+    """Override in a test module to change the app's settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(redis_client, redis_server, sandbox_server, settings_overrides) -> Settings:
+    return make_settings(redis_server.url, sandbox_server.url, **settings_overrides)
 
 
 @pytest.fixture
 def app(settings):
     application = create_app(settings)
+    context.use_app(application)  # jobs run inline (drain) inside this app
     yield application
     application.extensions["graph"].close()
     application.extensions["storage"].redis.close()
@@ -107,6 +119,7 @@ def live_app(app, fb):
     with LiveServer(app) as server:
         fb.configure(webhook_url=f"{server.url}/webhook")
         yield server
+        fb.reset()  # drop receipts still scheduled for this server
 
 
 @pytest.fixture
@@ -148,3 +161,14 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@pytest.fixture
+def drain(app):
+    """Run every queued job in this process (RQ SimpleWorker, burst mode), as a worker would."""
+    from rq import SimpleWorker
+    queue = app.extensions["rq_queue"]
+
+    def run() -> None:
+        SimpleWorker([queue], connection=queue.connection).work(burst=True, logging_level="WARNING")
+    return run

@@ -39,6 +39,16 @@ def healthy(url: str, process: subprocess.Popen):
     return answer.status_code == 200 and answer.json()
 
 
+def demo_run(url: str, auth: dict) -> dict:
+    """The README's sandbox walkthrough: hand the demo contacts to the demo node."""
+    body = {"run_id": "demo-1", "contacts": [{"id": c} for c in ("ann", "ben", "cara", "dan", "eve")]}
+    answer = requests.post(f"{url}/api/v1/programs/demo/nodes/welcome/runs", json=body, headers=auth, timeout=5)
+    assert answer.status_code == 202, answer.text
+    run = wait_until(lambda: (r := requests.get(f"{url}/api/v1/runs/demo-1", headers=auth, timeout=5).json())
+                     ["state"] == "done" and r, timeout=30)
+    return {c["id"]: (c["outcome"], c["reason_code"]) for c in run["contacts"]}
+
+
 def test_make_run_serves_healthz_stops_cleanly_and_keeps_data(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "FB_APP_ID", "SANDBOX")}
@@ -50,6 +60,11 @@ def test_make_run_serves_healthz_stops_cleanly_and_keeps_data(tmp_path):
     first = start(env)
     try:
         assert wait_until(lambda: healthy(url, first), timeout=60) == {"status": "ok", "redis": "ok"}
+        assert demo_run(url, auth) == {"ann": ("sent", ""), "ben": ("sent", ""), "cara": ("sent", ""),
+                                       "dan": ("warning", "template_field_missing"), "eve": ("warning", "no_optin")}
+        stats = wait_until(lambda: (s := requests.get(f"{url}/api/v1/profiles/1/stats", headers=auth, timeout=5)
+                                    .json())["days"] and s["days"][-1]["read"] == 3 and s, timeout=30)
+        assert stats["delivered_last_7_days"] == 3
         assert requests.put(f"{url}/api/v1/contacts/c-1", json={"fields": {"FIRSTNAME": "Ann"}},
                             headers=auth, timeout=5).status_code == 200
     finally:

@@ -35,4 +35,4 @@ def load_body(schema: Schema) -> dict:
         raise ApiError(422, "validation_failed", "The request is not valid", {"fields": exc.messages}) from None
 
 
-from bot.api import contacts, openapi, profiles  # noqa: E402,F401  (routes register on bp)
+from bot.api import contacts, openapi, profiles, programs, runs, stats  # noqa: E402,F401  (routes register on bp)

@@ -11,17 +11,18 @@ from storage import get_storage
 _ID = re.compile(ID_PATTERN)
 
 
-def check_contact_id(contact_id: str) -> str:
-    if not _ID.match(contact_id):
-        raise ApiError(422, "validation_failed", "Contact ids are 1-128 characters: letters, digits and . _ : @ -",
-                       {"contact_id": contact_id[:200]})
-    return contact_id
+def check_id(ident: str, what: str = "contact") -> str:
+    """Ids in URLs: 1-128 letters, digits and . _ : @ - (422 otherwise)."""
+    if not _ID.match(ident):
+        raise ApiError(422, "validation_failed", f"{what.capitalize()} ids are 1-128 characters: "
+                                                 "letters, digits and . _ : @ -", {f"{what}_id": ident[:200]})
+    return ident
 
 
 @bp.put("/contacts/<contact_id>")
 def put_contact(contact_id: str):
     """Set a contact's data fields (opt-in fields are kept)."""
-    check_contact_id(contact_id)
+    check_id(contact_id)
     body = load_body(ContactPutSchema())
     fields = get_storage().contacts.replace(contact_id, body["fields"])
     return {"id": contact_id, "fields": fields}
@@ -29,7 +30,7 @@ def put_contact(contact_id: str):
 
 @bp.get("/contacts/<contact_id>")
 def get_contact(contact_id: str):
-    fields = get_storage().contacts.get(check_contact_id(contact_id))
+    fields = get_storage().contacts.get(check_id(contact_id))
     if fields is None:
         raise not_found("contact", contact_id)
     return {"id": contact_id, "fields": fields}

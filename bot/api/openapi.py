@@ -36,6 +36,11 @@ def _id_param(name: str, pattern: str | None = None) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
+def _query(name: str, kind: str) -> dict:
+    schema = {"type": "string", "format": "date"} if kind == "date" else {"type": kind, "minimum": 0}
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
 @lru_cache(maxsize=1)
 def build_spec() -> dict:
     spec = APISpec(title="Messenger channel API", version="1.0.0", openapi_version="3.0.3",
@@ -44,7 +49,11 @@ def build_spec() -> dict:
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for name, schema in {"Error": s.ErrorSchema, "ProfileCreate": s.ProfileCreateSchema,
                          "Profile": s.ProfileSchema, "ProfileList": s.ProfileListSchema,
-                         "ContactPut": s.ContactPutSchema, "Contact": s.ContactSchema}.items():
+                         "ContactPut": s.ContactPutSchema, "Contact": s.ContactSchema,
+                         "ProgramPut": s.ProgramPutSchema, "Program": s.ProgramSchema,
+                         "RunRequest": s.RunRequestSchema, "RunAccepted": s.RunAcceptedSchema,
+                         "RunStatus": s.RunStatusSchema, "PreviewRequest": s.PreviewRequestSchema,
+                         "Preview": s.PreviewSchema, "Stats": s.StatsSchema}.items():
         spec.components.schema(name, schema=schema)
     common = _errors(401, 503)
     spec.path("/profiles", operations={
@@ -58,6 +67,33 @@ def build_spec() -> dict:
                 "responses": {**_ok(200, "Contact", "The contact"), **_errors(400, 413, 422), **common}},
         "get": {"summary": "Read a contact with every FBOPTIN_XXX field",
                 "responses": {**_ok(200, "Contact", "The contact"), **_errors(404, 422), **common}}})
+    spec.path("/profiles/{profile_id}/stats", parameters=[_id_param("profile_id"), _query("from", "date"),
+                                                          _query("to", "date")], operations={
+        "get": {"summary": "Per-day counters and reasons; delivered in the last 7 days",
+                "responses": {**_ok(200, "Stats", "Statistics"), **_errors(404, 422), **common}}})
+    program_id = _id_param("program_id", s.ID_PATTERN)
+    spec.path("/programs/{program_id}", parameters=[program_id], operations={
+        "put": {"summary": "Create or replace a program and its Messenger nodes", "requestBody": _body("ProgramPut"),
+                "responses": {**_ok(200, "Program", "Replaced"), **_ok(201, "Program", "Created"),
+                              **_errors(400, 413, 422), **common}},
+        "get": {"summary": "Read a program", "responses": {**_ok(200, "Program", "The program"),
+                                                            **_errors(404, 422), **common}},
+        "delete": {"summary": "Delete a program", "responses": {"204": {"description": "Deleted"},
+                                                                 **_errors(404, 422), **common}}})
+    node_params = [program_id, _id_param("node_id", s.ID_PATTERN)]
+    spec.path("/programs/{program_id}/nodes/{node_id}/runs", parameters=node_params, operations={
+        "post": {"summary": "Hand up to 10 000 contacts to a Messenger node (idempotent with run_id)",
+                 "requestBody": _body("RunRequest"),
+                 "responses": {**_ok(202, "RunAccepted", "Accepted; sending happens in the background"),
+                               **_errors(400, 404, 409, 413, 422), **common}}})
+    spec.path("/programs/{program_id}/nodes/{node_id}/preview", parameters=node_params, operations={
+        "post": {"summary": "What each contact would get now; sends nothing", "requestBody": _body("PreviewRequest"),
+                 "responses": {**_ok(200, "Preview", "Per-contact outcome and rendered text"),
+                               **_errors(400, 404, 413, 422), **common}}})
+    spec.path("/runs/{run_id}", parameters=[_id_param("run_id", s.ID_PATTERN), _query("cursor", "integer"),
+                                            _query("limit", "integer")], operations={
+        "get": {"summary": "State, counts and per-contact outcomes of a run (paged)",
+                "responses": {**_ok(200, "RunStatus", "The run"), **_errors(404, 422), **common}}})
     document = spec.to_dict()
     document["servers"] = [{"url": "/api/v1"}]
     document["security"] = [{"bearer": []}]

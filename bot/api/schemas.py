@@ -83,3 +83,120 @@ class ContactPutSchema(Schema):
 class ContactSchema(Schema):
     id = fields.String()
     fields = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class RunContactSchema(Schema):
+    id = fields.String(required=True, validate=validate.Regexp(ID_PATTERN, error="1-128 letters, digits or . _ : @ -"))
+    fields = DataFields(load_default=dict)
+
+
+MAX_RUN_CONTACTS = 10_000
+MAX_PREVIEW_CONTACTS = 1_000
+
+
+class RunRequestSchema(Schema):
+    run_id = fields.String(load_default=None, allow_none=True,
+                           validate=validate.Regexp(ID_PATTERN, error="1-128 letters, digits or . _ : @ -"))
+    contacts = fields.List(fields.Nested(RunContactSchema), required=True,
+                           validate=validate.Length(1, MAX_RUN_CONTACTS))
+
+
+class PreviewRequestSchema(Schema):
+    contacts = fields.List(fields.Nested(RunContactSchema), required=True,
+                           validate=validate.Length(1, MAX_PREVIEW_CONTACTS))
+
+
+class RunAcceptedSchema(Schema):
+    run_id = fields.String()
+    status_url = fields.String()
+    created = fields.Boolean()
+    duplicates_ignored = fields.Integer()
+
+
+class RunCountsSchema(Schema):
+    sent = fields.Integer()
+    warning = fields.Integer()
+    failed = fields.Integer()
+    pending = fields.Integer()
+
+
+class RunContactOutcomeSchema(Schema):
+    id = fields.String()
+    outcome = fields.String(metadata={"enum": ["sent", "warning", "failed", "pending", "unknown"]})
+    reason_code = fields.String()
+    reason = fields.String()
+    message_id = fields.String()
+    detail = fields.String()
+    at = fields.DateTime(allow_none=True)
+
+
+class RunStatusSchema(Schema):
+    run_id = fields.String()
+    program_id = fields.String()
+    node_id = fields.String()
+    state = fields.String(metadata={"enum": ["queued", "running", "done"]})
+    counts = fields.Nested(RunCountsSchema)
+    contacts = fields.List(fields.Nested(RunContactOutcomeSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class TemplateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 512))
+    language = fields.String(required=True, validate=validate.Regexp(r"^[a-z]{2,3}(_[A-Z]{2})?$",
+                                                                     error="a language code like en or en_US"))
+    parameters = fields.List(fields.String(), load_default=list, validate=validate.Length(0, 20))
+
+
+class NodeSchema(Schema):
+    id = fields.String(required=True, validate=validate.Regexp(ID_PATTERN, error="1-128 letters, digits or . _ : @ -"))
+    type = fields.String(required=True, validate=validate.OneOf(("messenger",)))
+    profile_id = fields.String(required=True)
+    tag = fields.String(required=True)
+    message = fields.String(required=True)
+    utility_template = fields.Nested(TemplateSchema, load_default=None, allow_none=True)
+
+
+class ProgramPutSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    status = fields.String(required=True, validate=validate.OneOf(("draft", "active", "paused")))
+    nodes = fields.List(fields.Nested(NodeSchema), required=True, validate=validate.Length(0, 200))
+
+
+class ProgramSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    status = fields.String()
+    nodes = fields.List(fields.Nested(NodeSchema))
+    updated_at = fields.DateTime()
+
+
+class PreviewContactSchema(Schema):
+    id = fields.String()
+    outcome = fields.String(metadata={"enum": ["send", "warning", "failed"]})
+    reason_code = fields.String()
+    reason = fields.String()
+    messaging_type = fields.String()
+    text = fields.String(allow_none=True)
+    template = fields.Dict(allow_none=True)
+
+
+class PreviewSchema(Schema):
+    contacts = fields.List(fields.Nested(PreviewContactSchema))
+
+
+class DayStatsSchema(Schema):
+    date = fields.Date()
+    sent = fields.Integer()
+    delivered = fields.Integer()
+    read = fields.Integer()
+    warning = fields.Integer()
+    failed = fields.Integer()
+    reasons = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class StatsSchema(Schema):
+    profile_id = fields.String()
+    from_ = fields.Date(data_key="from")
+    to = fields.Date()
+    delivered_last_7_days = fields.Integer()
+    days = fields.List(fields.Nested(DayStatsSchema))

@@ -1,15 +1,12 @@
 -- Apply a batch of normalised webhook events atomically (storage/inbound.py builds them).
--- ARGV[1] key templates (storage/keys.py:lua_templates), ARGV[2] events (JSON list),
--- ARGV[3] clock skew tolerance (ms), ARGV[4] cap of unmatched opt-ins kept per profile.
+-- ARGV[1] key templates, ARGV[2] events (JSON list), ARGV[3] clock skew tolerance (ms),
+-- ARGV[4] cap of unmatched opt-ins kept per profile. _lib.lua is prepended.
 -- Every branch is idempotent, so a webhook delivered twice changes nothing the second time.
 -- Returns {applied, unknown_page, foreign_ref}.
-local T = cjson.decode(ARGV[1])
 local events = cjson.decode(ARGV[2])
 local skew = tonumber(ARGV[3])
 local unmatched_cap = tonumber(ARGV[4])
-local US, RS = '\31', '\30'  -- unit and record separators inside packed values
 
-local function key(name, ...) return string.format(T[name], ...) end
 local function optin_field(pid) return string.format(T.optin_field, tonumber(pid)) end
 
 local owner_cache = {}
@@ -26,11 +23,6 @@ local function touch_seen(pid, rcpt, ts)
   local k = key('seen', pid)
   local old = tonumber(redis.call('HGET', k, rcpt) or '0')
   if ts > old then redis.call('HSET', k, rcpt, ts) end
-end
-
-local function count(pid, day, kind, contact, mid, ts)
-  redis.call('HINCRBY', key('day', pid, day), kind, 1)
-  redis.call('RPUSH', key('rows', pid, day, kind), table.concat({ts, contact, mid, ''}, US))
 end
 
 local handlers = {}
@@ -91,11 +83,11 @@ local function receipt(pid, e, is_read)
       '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
     local covered = mids[mid] or tonumber(sent) <= e.wm + skew
     if covered and state == 's' then
-      count(pid, day, 'delivered', contact, mid, e.ts)
+      count_day(pid, day, day:gsub('-', ''), 'delivered', '', contact, mid, e.ts, '')
       state = 'd'
     end
     if covered and is_read then
-      count(pid, day, 'read', contact, mid, e.ts)  -- read: nothing more to wait for
+      count_day(pid, day, day:gsub('-', ''), 'read', '', contact, mid, e.ts, '')  -- nothing more to wait for
     else
       keep[#keep + 1] = table.concat({mid, day, contact, sent, state}, US)
     end
@@ -109,6 +101,15 @@ end
 
 handlers.delivery = function(pid, e) receipt(pid, e, false) end
 handlers.read = function(pid, e) receipt(pid, e, true) end
+
+-- Our own message echoed back: settles a send whose answer we lost (metadata names run and contact).
+handlers.echo = function(pid, e)
+  if redis.call('HGET', key('run', e.run), 'profile_id') ~= pid then return end
+  local cur = redis.call('HGET', key('run_outcomes', e.run), e.contact)
+  if not cur then return end  -- never claimed: not a send of this run
+  finish({run = e.run, contact = e.contact, state = 'sent', reason = '', mid = e.mid, at = e.ts,
+          detail = '', day = e.day, score = e.score, rcpt = e.rcpt, receipts = true})
+end
 
 handlers.block = function(pid, e)
   redis.call('HSET', key('profile', pid), 'health', 'blocked', 'health_reason', e.reason or '',

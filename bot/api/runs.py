@@ -1,0 +1,72 @@
+"""Runs API: hand contacts to a Messenger node, watch their outcomes, preview a node."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import request
+
+from bot.api import bp
+from bot.api.contacts import check_id
+from bot.errors import ApiError, not_found
+from bot.reasons import reason_text
+from jobs.runs import accept_run_request, preview
+from storage import get_storage
+from storage.runs import Outcome
+
+PAGE_DEFAULT, PAGE_MAX = 500, 1000
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object "
+                                            "(with Content-Type: application/json)")
+    return body
+
+
+@bp.post("/programs/<program_id>/nodes/<node_id>/runs")
+def create_run(program_id: str, node_id: str):
+    """Accept up to 10 000 contacts; 202 at once, sending happens in RQ jobs."""
+    accepted = accept_run_request(check_id(program_id, "program"), check_id(node_id, "node"), _json_body())
+    return accepted, 202, {"Location": accepted["status_url"]}
+
+
+@bp.post("/programs/<program_id>/nodes/<node_id>/preview")
+def preview_node(program_id: str, node_id: str):
+    return {"contacts": preview(check_id(program_id, "program"), check_id(node_id, "node"), _json_body())}
+
+
+def outcome_json(contact_id: str, outcome: Outcome | None) -> dict:
+    if outcome is None or not outcome.final:
+        state = "unknown" if outcome and outcome.state == "unknown" else "pending"
+        return {"id": contact_id, "outcome": state, "reason_code": "", "reason": "", "message_id": "",
+                "detail": "", "at": None}
+    return {"id": contact_id, "outcome": outcome.state, "reason_code": outcome.reason,
+            "reason": reason_text(outcome.reason) if outcome.reason else "", "message_id": outcome.message_id,
+            "detail": outcome.detail, "at": datetime.fromtimestamp(outcome.at_ms / 1000, timezone.utc).isoformat()}
+
+
+def _cursor() -> tuple[int, int]:
+    try:
+        cursor = int(request.args.get("cursor", "0"))
+        limit = int(request.args.get("limit", str(PAGE_DEFAULT)))
+    except ValueError:
+        raise ApiError(422, "validation_failed", "cursor and limit are whole numbers") from None
+    if cursor < 0 or not 1 <= limit <= PAGE_MAX:
+        raise ApiError(422, "validation_failed", f"cursor >= 0 and 1 <= limit <= {PAGE_MAX}")
+    return cursor, limit
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str):
+    """State, counts and per-contact outcomes (paged with `cursor`)."""
+    store = get_storage()
+    run = store.runs.get(check_id(run_id, "run"))
+    if run is None:
+        raise not_found("run", run_id)
+    cursor, limit = _cursor()
+    rows, next_cursor = store.runs.page(run.run_id, cursor, limit)
+    return {"run_id": run.run_id, "program_id": run.program_id, "node_id": run.node_id, "state": run.state,
+            "counts": {**run.counts, "pending": run.pending},
+            "contacts": [outcome_json(cid, o) for cid, o in rows],
+            "next_cursor": None if next_cursor is None else str(next_cursor)}

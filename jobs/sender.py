@@ -1,0 +1,186 @@
+"""Send one batch of a run: decide, claim, pace, send, classify, record — per contact.
+
+Every contact ends with exactly one outcome, and none is sent twice: a contact is claimed
+("inflight") before its request leaves; an answer we never got makes it `unknown` (settled by
+Facebook's echo or a deadline), never a resend. Retries happen only for errors that say the
+message was not sent (bot/policy.py), with exponential backoff and jitter, capped.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from bot import graph, policy
+from bot.config import Settings
+from bot.crypto import TokenDecryptError
+from storage import Storage
+from storage.runs import Run
+
+log = logging.getLogger(__name__)
+
+MAX_INLINE_WAIT_MS = 30_000     # a Page paused longer than this: stop and resume the batch later
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 8.0
+HIGH_USAGE_PERCENT, HIGH_USAGE_PAUSE_MS = 90, 2_000
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with full jitter: attempt 1 -> up to 0.5 s, 2 -> 1 s, ... capped."""
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
+
+
+def rate_limit_pause_ms(error: graph.GraphError, attempt: int) -> int:
+    """How long a Page rests after a rate-limit error: Facebook's estimate when it gives one."""
+    regain_minutes = error.usage.get("estimated_time_to_regain_access", 0)
+    if regain_minutes:
+        return regain_minutes * 60_000
+    return int(min(60_000, 2_000 * 2 ** (attempt - 1)))
+
+
+@dataclass
+class BatchResult:
+    paused_ms: int = 0          # > 0: the Page is resting; the rest of the batch waits for a later job
+
+
+class BatchSender:
+    """Process the contacts of one batch with SEND_CONCURRENCY sends in flight."""
+
+    def __init__(self, store: Storage, client: graph.GraphClient, settings: Settings, run: Run):
+        self.store, self.graph, self.settings, self.run = store, client, settings, run
+        self.node = run.node
+        self.profile = store.profiles.get(run.profile_id)
+        self.page_id = self.profile.page_id if self.profile else ""
+        self.stopped_reason = ""    # set once the Page's token died or the Page was blocked
+        try:
+            self.token = store.profiles.page_token(run.profile_id) if self.profile else None
+        except TokenDecryptError as error:  # key removed before rotation finished: same as a dead token
+            log.error("profile %s: %s", run.profile_id, error)
+            self.token, self.stopped_reason = None, "token_invalid"
+        self.paused_ms = 0
+        self.retirement = policy.retirement_on(settings.tag_retirement_date)
+        self._lock = threading.Lock()
+
+    def process(self, contacts: list[str]) -> BatchResult:
+        outcomes = self.store.runs.outcomes(self.run.run_id, contacts)
+        todo = [cid for cid in contacts if outcomes[cid] is None]
+        self.fields = self.store.contacts.get_many(todo)
+        recipients = [self.recipient_of(cid) for cid in todo]
+        self.seen = self.store.inbound.last_seen_many(self.run.profile_id, [r for r in recipients if r])
+        with ThreadPoolExecutor(self.settings.send_concurrency, thread_name_prefix="send") as pool:
+            list(pool.map(self.handle, todo))
+        return BatchResult(paused_ms=self.paused_ms)
+
+    def recipient_of(self, cid: str) -> str:
+        fields = self.fields.get(cid) or {}
+        return fields.get(self.profile.optin_field, "") if self.profile else ""
+
+    def decide(self, cid: str) -> policy.Decision:
+        now = time.time()
+        rcpt = self.recipient_of(cid)
+        return policy.decide(self.node, self.profile, self.fields.get(cid), self.seen.get(rcpt),
+                             now_ms=int(now * 1000), today=datetime.fromtimestamp(now, timezone.utc).date(),
+                             retirement=self.retirement)
+
+    # -- one contact ------------------------------------------------------------------------
+
+    def handle(self, cid: str) -> None:
+        if self.paused_ms:
+            return  # left unclaimed: the resumed job sends it
+        decision = self.decide(cid)
+        if decision.outcome != policy.SEND:
+            self.finish(cid, decision.outcome, decision.reason)
+            return
+        if self.stopped_reason:
+            self.finish(cid, policy.FAILED, self.stopped_reason)
+            return
+        deadline = int(time.time() * 1000) + self.settings.unknown_deadline_seconds * 1000
+        if not self.store.runs.claim(self.run.run_id, cid, deadline):
+            return  # another executor already has it
+        self.send(cid, decision)
+
+    def send(self, cid: str, decision: policy.Decision) -> None:
+        rcpt = self.recipient_of(cid)
+        metadata = graph.send_metadata(self.run.run_id, cid)
+        attempt, fell_through = 0, False
+        while True:
+            if self.stopped_reason:
+                self.finish(cid, policy.FAILED, self.stopped_reason)
+                return
+            if not self.wait_for_slot(cid):
+                return
+            attempt += 1
+            sent_ms = int(time.time() * 1000)
+            try:
+                result = self.graph.send(self.page_id, self.token, graph.message_body(rcpt, decision, metadata))
+            except graph.RateLimitError as error:
+                self.store.rates.pause(self.page_id, rate_limit_pause_ms(error, attempt))
+                if attempt >= self.settings.send_max_attempts:
+                    self.failed(cid, error)
+                    return
+            except graph.RetryableError as error:
+                if attempt >= self.settings.send_max_attempts:
+                    self.failed(cid, error)
+                    return
+                time.sleep(backoff_seconds(attempt))
+            except graph.AmbiguousError:
+                self.store.runs.mark_unknown(self.run.run_id, [cid])  # the echo or the deadline decides
+                return
+            except graph.OutsideWindowError as error:
+                if fell_through or not decision.is_text:
+                    self.failed(cid, error)
+                    return
+                # Facebook says the window is closed: try the utility template rule, once.
+                fell_through, decision = True, policy.template_rule(self.node, self.fields.get(cid) or {})
+                if decision.outcome != policy.SEND:
+                    self.store.runs.release_claims(self.run.run_id, [cid])
+                    self.finish(cid, decision.outcome, decision.reason)
+                    return
+            except (graph.TokenError, graph.PageBlockedError) as error:
+                self.stop_page(error)
+                self.failed(cid, error)
+                return
+            except graph.GraphError as error:
+                self.failed(cid, error)
+                return
+            else:
+                self.store.runs.finish(self.run.run_id, cid, "sent", message_id=result.message_id,
+                                       recipient=rcpt, at_ms=sent_ms)
+                self.slow_down_if_busy(result.usage)
+                return
+
+    def wait_for_slot(self, cid: str) -> bool:
+        """Sleep until this Page may send again; False (claim released) if it rests too long."""
+        wait_ms = self.store.rates.reserve(self.page_id)
+        if wait_ms > MAX_INLINE_WAIT_MS:
+            with self._lock:
+                self.paused_ms = max(self.paused_ms, wait_ms)
+            self.store.runs.release_claims(self.run.run_id, [cid])
+            return False
+        if wait_ms > 0:
+            time.sleep(wait_ms / 1000)
+        return True
+
+    def slow_down_if_busy(self, usage: dict) -> None:
+        """Facebook's usage header near its limit: let the Page rest before it refuses."""
+        if usage.get("estimated_time_to_regain_access"):
+            self.store.rates.pause(self.page_id, usage["estimated_time_to_regain_access"] * 60_000)
+        elif max((usage.get(k, 0) for k in ("call_count", "total_cputime", "total_time")), default=0) >= HIGH_USAGE_PERCENT:
+            self.store.rates.pause(self.page_id, HIGH_USAGE_PAUSE_MS)
+
+    def stop_page(self, error: graph.GraphError) -> None:
+        """A dead token or a blocked Page: flag the profile once and hold the Page's other sends."""
+        health = "needs_reauth" if isinstance(error, graph.TokenError) else "blocked"
+        with self._lock:
+            self.stopped_reason = error.reason
+        if self.store.profiles.flag_unhealthy(self.run.profile_id, health, error.summary()):
+            log.warning("profile %s marked %s: %s", self.run.profile_id, health, error.summary())
+
+    def failed(self, cid: str, error: graph.GraphError) -> None:
+        self.finish(cid, policy.FAILED, error.reason, detail=error.summary())
+
+    def finish(self, cid: str, outcome: str, reason: str, detail: str = "") -> None:
+        self.store.runs.finish(self.run.run_id, cid, outcome, reason=reason, detail=detail)

@@ -1,0 +1,227 @@
+"""Node runs: the contacts handed to a Messenger node and the one outcome each ends with.
+
+Keys: run:{rid} (meta and counts), run:{rid}:contacts, run:{rid}:outcomes, run:{rid}:batches,
+run:{rid}:lease:{n}, runs:active, runs:deadlines. Outcomes move inflight -> unknown -> final
+(sent / warning / failed) and never back; `finish` (Lua, storage/lua/_lib.lua) records a final
+outcome once, with its run counts and day statistics, so a retried job or a late echo cannot
+count anything twice.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from redis.exceptions import WatchError
+
+from storage import keys, scripts
+from storage.contacts import Contacts
+from storage.errors import StorageError
+from storage.messages import expects_receipts
+from storage.programs import Node
+from storage.stats import day_of, day_score
+
+FINAL = ("sent", "warning", "failed")
+US = "\x1f"
+_WATCH_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str                 # inflight, unknown, sent, warning, failed
+    reason: str = ""
+    message_id: str = ""
+    at_ms: int = 0
+    detail: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    @classmethod
+    def from_redis(cls, raw: str | None) -> "Outcome | None":
+        if raw is None:
+            return None
+        o = json.loads(raw)
+        return cls(o["s"], o.get("r") or "", o.get("m") or "", int(o.get("t") or 0), o.get("d") or "")
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    program_id: str
+    node_id: str
+    profile_id: str
+    node: Node
+    total: int
+    batch_size: int
+    batches: int
+    state: str
+    created_at_ms: int
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        return self.total - sum(self.counts.get(k, 0) for k in FINAL)
+
+    @classmethod
+    def from_redis(cls, data: dict[str, str]) -> "Run":
+        return cls(run_id=data["run_id"], program_id=data["program_id"], node_id=data["node_id"],
+                   profile_id=data["profile_id"], node=Node.from_dict(json.loads(data["node"])),
+                   total=int(data["total"]), batch_size=int(data["batch_size"]), batches=int(data["batches"]),
+                   state=data["state"], created_at_ms=int(data["created_at"]),
+                   counts={k: int(data.get(k, 0)) for k in FINAL})
+
+
+class Runs:
+    """Create runs, claim and settle their contacts, and track batches."""
+
+    def __init__(self, redis, tz, retention_days: int = 30):
+        self.redis = redis
+        self.tz = tz
+        self.retention_s = retention_days * 86400
+        self._templates = json.dumps(keys.lua_templates())
+        self._finish = scripts.register(redis, "finish")
+        self._claim = scripts.register(redis, "claim")
+        self._pending_state = scripts.register(redis, "set_pending_state")
+        self._expire = scripts.register(redis, "expire_unknown")
+        self._lease = scripts.register(redis, "lease")
+
+    # -- creating and reading -------------------------------------------------------------------
+
+    def create(self, run_id: str, program_id: str, node: Node, contacts: dict[str, dict[str, str]],
+               batch_size: int) -> tuple[Run, bool]:
+        """Store a run and merge the contacts' fields, unless `run_id` exists: (run, created)."""
+        meta_key = keys.run(run_id)
+        with self.redis.pipeline() as pipe:
+            for _ in range(_WATCH_ATTEMPTS):
+                try:
+                    pipe.watch(meta_key)
+                    if pipe.exists(meta_key):
+                        pipe.reset()
+                        return self.get(run_id), False
+                    pipe.multi()
+                    self._write_new(pipe, run_id, program_id, node, contacts, batch_size)
+                    pipe.execute()
+                    return self.get(run_id), True
+                except WatchError:
+                    continue
+        raise StorageError(f"run {run_id} kept changing while being created")
+
+    def _write_new(self, pipe, run_id, program_id, node, contacts, batch_size) -> None:
+        ids = list(contacts)
+        now_ms = int(time.time() * 1000)
+        pipe.hset(keys.run(run_id), mapping={
+            "run_id": run_id, "program_id": program_id, "node_id": node.id, "profile_id": node.profile_id,
+            "node": json.dumps(node.to_dict()), "total": len(ids), "batch_size": batch_size,
+            "batches": -(-len(ids) // batch_size), "state": "queued" if ids else "done",
+            "created_at": now_ms, "sent": 0, "warning": 0, "failed": 0})
+        for start in range(0, len(ids), 1000):
+            pipe.rpush(keys.run_contacts(run_id), *ids[start:start + 1000])
+        Contacts(self.redis).merge_many(contacts, pipeline=pipe)
+        if ids:
+            pipe.zadd(keys.runs_active(), {run_id: now_ms})
+        for key in (keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),
+                    keys.run_batches(run_id)):
+            pipe.expire(key, self.retention_s)
+
+    def get(self, run_id: str) -> Run | None:
+        data = self.redis.hgetall(keys.run(run_id))
+        return Run.from_redis(data) if data else None
+
+    def batch_contacts(self, run_id: str, batch: int, batch_size: int) -> list[str]:
+        start = batch * batch_size
+        return self.redis.lrange(keys.run_contacts(run_id), start, start + batch_size - 1)
+
+    def outcomes(self, run_id: str, contact_ids: list[str]) -> dict[str, Outcome | None]:
+        if not contact_ids:
+            return {}
+        raw = self.redis.hmget(keys.run_outcomes(run_id), contact_ids)
+        return {cid: Outcome.from_redis(value) for cid, value in zip(contact_ids, raw)}
+
+    def page(self, run_id: str, cursor: int, limit: int) -> tuple[list[tuple[str, Outcome | None]], int | None]:
+        """Contacts in hand-over order with their outcomes, from `cursor`; and the next cursor."""
+        ids = self.redis.lrange(keys.run_contacts(run_id), cursor, cursor + limit - 1)
+        outcomes = self.outcomes(run_id, ids)
+        next_cursor = cursor + len(ids) if len(ids) == limit else None
+        if next_cursor is not None and next_cursor >= self.redis.llen(keys.run_contacts(run_id)):
+            next_cursor = None
+        return [(cid, outcomes[cid]) for cid in ids], next_cursor
+
+    def active(self) -> list[str]:
+        return self.redis.zrange(keys.runs_active(), 0, -1)
+
+    def mark_running(self, run_id: str) -> None:
+        self.redis.eval("if redis.call('HGET', KEYS[1], 'state') == 'queued' then "
+                        "redis.call('HSET', KEYS[1], 'state', 'running') end", 1, keys.run(run_id))
+
+    # -- batches and leases ---------------------------------------------------------------------
+
+    def batch_states(self, run_id: str) -> dict[str, str]:
+        return self.redis.hgetall(keys.run_batches(run_id))
+
+    def set_batch(self, run_id: str, batch: int, state: str, job_id: str | None = None) -> None:
+        mapping = {str(batch): state}
+        if job_id:
+            mapping[f"job:{batch}"] = job_id
+        self.redis.hset(keys.run_batches(run_id), mapping=mapping)
+
+    def claim_batch(self, run_id: str, batch: int) -> bool:
+        """Mark a batch queued unless it already is (or is done): True if we should queue it."""
+        return bool(self.redis.hsetnx(keys.run_batches(run_id), str(batch), "queued"))
+
+    def count_resume(self, run_id: str, batch: int) -> int:
+        return int(self.redis.hincrby(keys.run_batches(run_id), f"resumes:{batch}", 1))
+
+    def forget_active(self, run_id: str) -> None:
+        self.redis.zrem(keys.runs_active(), run_id)
+
+    def acquire_lease(self, run_id: str, batch: int, token: str, ttl_ms: int) -> bool:
+        return bool(self.redis.set(keys.run_lease(run_id, batch), token, nx=True, px=ttl_ms))
+
+    def renew_lease(self, run_id: str, batch: int, token: str, ttl_ms: int) -> bool:
+        return bool(self._lease(keys=[keys.run_lease(run_id, batch)], args=[token, ttl_ms]))
+
+    def release_lease(self, run_id: str, batch: int, token: str) -> None:
+        self._lease(keys=[keys.run_lease(run_id, batch)], args=[token, 0])
+
+    def lease_held(self, run_id: str, batch: int) -> bool:
+        return bool(self.redis.exists(keys.run_lease(run_id, batch)))
+
+    # -- per-contact outcomes -----------------------------------------------------------------------
+
+    def claim(self, run_id: str, contact: str, deadline_ms: int) -> bool:
+        """Mark a contact in flight before its send leaves; False if it already has an outcome."""
+        record = json.dumps({"s": "inflight", "t": int(time.time() * 1000)})
+        return bool(self._claim(keys=[keys.run_outcomes(run_id), keys.deadlines()],
+                                args=[contact, record, deadline_ms, f"{run_id}{US}{contact}"]))
+
+    def release_claims(self, run_id: str, contacts: list[str]) -> int:
+        """Forget in-flight claims whose request never left (so a later job sends them)."""
+        return self._set_pending(run_id, "inflight", "", contacts)
+
+    def mark_unknown(self, run_id: str, contacts: list[str]) -> int:
+        """In flight when their worker died: the send may have left. Never resent."""
+        return self._set_pending(run_id, "inflight", "unknown", contacts)
+
+    def _set_pending(self, run_id: str, source: str, target: str, contacts: list[str]) -> int:
+        if not contacts:
+            return 0
+        return int(self._pending_state(keys=[keys.run_outcomes(run_id), keys.deadlines()],
+                                       args=[source, target, run_id, *contacts]))
+
+    def finish(self, run_id: str, contact: str, state: str, *, reason: str = "", message_id: str = "",
+               detail: str = "", recipient: str = "", at_ms: int | None = None) -> bool:
+        """Record the contact's final outcome once (run counts, day statistics, receipts)."""
+        at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
+        day = day_of(at_ms, self.tz)
+        outcome = {"run": run_id, "contact": contact, "state": state, "reason": reason, "mid": message_id,
+                   "at": at_ms, "detail": detail[:500], "day": day, "score": day_score(day),
+                   "rcpt": recipient, "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient)}
+        return bool(self._finish(args=[self._templates, json.dumps(outcome)]))
+
+    def expire_unknown(self, now_ms: int | None = None, limit: int = 500) -> int:
+        """Sends in flight or unknown past their deadline become failed/interrupted."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        day = day_of(now_ms, self.tz)
+        return int(self._expire(args=[self._templates, now_ms, day, day_score(day), limit]))

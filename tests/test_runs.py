@@ -1,0 +1,430 @@
+"""Messenger node runs: programs API, outcomes and reasons, errors, idempotency, preview.
+
+Jobs run in this process through RQ's SimpleWorker (`drain`) against the real Redis and the
+Facebook simulator over HTTP; the app is served live so the simulator's echoes and receipts
+reach the webhook.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from storage import keys
+from storage.inbound import Event
+from storage.stats import day_of
+from tests.conftest import wait_until
+
+TEMPLATE = {"name": "order_update", "language": "en", "parameters": ["ORDER_ID"]}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.fixture
+def page(fb, live_app):
+    page = fb.create_page(name="Shop")
+    fb.add_template(page["id"], "order_update", "en", param_count=1)
+    return page
+
+
+@pytest.fixture
+def profile(api, page):
+    answer = api("post", "/profiles", json={"name": "Shop", "page_id": page["id"], "page_access_token": page["token"]})
+    return answer.get_json()
+
+
+@pytest.fixture
+def opted_in(fb, store, page, profile):
+    """Create a person on the Page and opt a contact in (window open unless `last` says when)."""
+    def make(contact: str, last_interaction_ms: int | None = 0, **fields) -> str:
+        last = now_ms() if last_interaction_ms == 0 else last_interaction_ms
+        psid = fb.add_person(page["id"], last_interaction_ms=last)
+        store.inbound.apply([Event("optin", page["id"], psid, last or 1, profile=profile["id"], contact=contact)])
+        if last is None:  # never interacted: forget the opt-in's interaction time too
+            store.redis.hdel(keys.seen(profile["id"]), psid)
+        store.contacts.merge_many({contact: fields})
+        return psid
+    return make
+
+
+@pytest.fixture
+def program(api, profile):
+    def save(message="Hi @FIRSTNAME|there@, order @ORDER_ID@ shipped.", template=None, status="active", node_id="n1"):
+        node = {"id": node_id, "type": "messenger", "profile_id": profile["id"], "tag": "POST_PURCHASE_UPDATE",
+                "message": message}
+        if template:
+            node["utility_template"] = template
+        answer = api("put", "/programs/p1", json={"name": "Orders", "status": status, "nodes": [node]})
+        assert answer.status_code in (200, 201), answer.get_json()
+        return answer.get_json()
+    return save
+
+
+def start_run(api, contacts, run_id=None, node="n1"):
+    body = {"contacts": [c if isinstance(c, dict) else {"id": c} for c in contacts]}
+    if run_id:
+        body["run_id"] = run_id
+    return api("post", f"/programs/p1/nodes/{node}/runs", json=body)
+
+
+def outcomes(api, run_id) -> dict[str, dict]:
+    body = api("get", f"/runs/{run_id}?limit=1000").get_json()
+    return {c["id"]: c for c in body["contacts"]}
+
+
+def run_to_end(api, drain, contacts, **kwargs) -> tuple[str, dict]:
+    answer = start_run(api, contacts, **kwargs)
+    assert answer.status_code == 202, answer.get_json()
+    drain()
+    return answer.get_json()["run_id"], outcomes(api, answer.get_json()["run_id"])
+
+
+# -- programs ---------------------------------------------------------------------------------
+
+def test_program_round_trip(api, program, profile):
+    saved = program(template=TEMPLATE)
+    assert api("get", "/programs/p1").get_json() == saved
+    assert saved["nodes"][0]["utility_template"] == TEMPLATE
+    assert api("delete", "/programs/p1").status_code == 204
+    assert api("get", "/programs/p1").status_code == 404
+
+
+def test_invalid_nodes_are_each_listed_with_their_reasons(api, store, profile, fb):
+    disabled = store.profiles.create(name="Off", page_id="77", page_name="Off", page_token="t", status="disabled")
+    nodes = [
+        {"id": "ok", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "Hi"},
+        {"id": "ghost", "type": "messenger", "profile_id": "999", "tag": "ACCOUNT_UPDATE", "message": "Hi"},
+        {"id": "off", "type": "messenger", "profile_id": disabled.id, "tag": "ACCOUNT_UPDATE", "message": "Hi"},
+        {"id": "tag", "type": "messenger", "profile_id": profile["id"], "tag": "HUMAN_AGENT", "message": "Hi"},
+        {"id": "empty", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "  "},
+        {"id": "long", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "x" * 2001},
+        {"id": "bad", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "Hi @name@"},
+    ]
+    answer = api("put", "/programs/p1", json={"name": "P", "status": "active", "nodes": nodes})
+    assert answer.status_code == 422
+    problems = answer.get_json()["error"]["details"]["nodes"]
+    assert set(problems) == {"ghost", "off", "tag", "empty", "long", "bad"}
+    assert "does not exist" in problems["ghost"][0] and "disabled" in problems["off"][0]
+    assert "HUMAN_AGENT" in problems["tag"][0] and "empty" in problems["empty"][0]
+    assert "2000" in problems["long"][0] and "upper case" in problems["bad"][0]
+    assert api("get", "/programs/p1").status_code == 404  # nothing saved
+
+
+def test_programs_index_the_profiles_they_use(api, store, program, profile):
+    program()
+    assert [p.id for p in store.programs.using_profile(profile["id"])] == ["p1"]
+    api("delete", "/programs/p1")
+    assert store.programs.using_profile(profile["id"]) == []
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+
+def test_each_contact_gets_one_outcome_with_a_reason(api, fb, drain, store, program, opted_in, profile):
+    program(template=TEMPLATE)
+    opted_in("inside", FIRSTNAME="Ann", ORDER_ID="1")
+    opted_in("outside", last_interaction_ms=now_ms() - 30 * 3600_000, ORDER_ID="2")
+    opted_in("outside_no_order", last_interaction_ms=now_ms() - 30 * 3600_000)
+    store.contacts.merge_many({"not_opted": {"FIRSTNAME": "Bo"}})
+    run_id, result = run_to_end(api, drain, ["inside", "outside", "outside_no_order", "not_opted", "stranger"])
+    assert {cid: (o["outcome"], o["reason_code"]) for cid, o in result.items()} == {
+        "inside": ("sent", ""), "outside": ("sent", ""), "outside_no_order": ("warning", "template_field_missing"),
+        "not_opted": ("warning", "no_optin"), "stranger": ("warning", "contact_unknown")}
+    sends = {s["metadata"]: s for s in fb.sends(status="accepted")}
+    inside = next(s for s in sends.values() if s["messaging_type"] == "UPDATE")
+    assert inside["text"] == "Hi Ann, order 1 shipped."
+    utility = next(s for s in sends.values() if s["messaging_type"] == "UTILITY")
+    assert utility["template"]["components"][0]["parameters"] == [{"type": "text", "text": "2"}]
+    assert result["inside"]["message_id"] == inside["message_id"]
+    run = api("get", f"/runs/{run_id}").get_json()
+    assert run["state"] == "done" and run["counts"] == {"sent": 2, "warning": 3, "failed": 0, "pending": 0}
+    today = store.stats.day(profile["id"], day_of(now_ms(), store.tz))
+    assert (today["sent"], today["warning"], today["warning:no_optin"]) == (2, 3, 1)
+
+
+def test_outside_window_without_template_is_a_warning_and_nothing_is_sent(api, fb, drain, program, opted_in):
+    program()
+    opted_in("c1", last_interaction_ms=now_ms() - 25 * 3600_000)
+    _, result = run_to_end(api, drain, ["c1"])
+    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("warning", "outside_window_no_template")
+    assert fb.sends() == []
+
+
+def test_disabled_profile_sends_nothing(api, fb, drain, store, program, opted_in, profile):
+    program()
+    opted_in("c1")
+    store.redis.hset(keys.profile(profile["id"]), "status", "disabled")
+    _, result = run_to_end(api, drain, ["c1"])
+    assert result["c1"]["reason_code"] == "profile_disabled" and fb.sends() == []
+
+
+def test_receipts_turn_sent_into_delivered_and_read_on_the_send_day(api, fb, drain, store, program, opted_in, profile):
+    program()
+    opted_in("c1", FIRSTNAME="Ann")
+    run_to_end(api, drain, ["c1"])
+    fb.flush()
+    counts = wait_until(lambda: (c := store.stats.day(profile["id"], day_of(now_ms(), store.tz)))["read"] and c)
+    assert (counts["sent"], counts["delivered"], counts["read"]) == (1, 1, 1)
+
+
+# -- before and after the tag retirement date ------------------------------------------------------
+
+@pytest.mark.parametrize("settings_overrides", [{"TAG_RETIREMENT_DATE": "2099-01-01"}])
+def test_before_the_date_tagged_messages_reach_people_outside_the_window(api, fb, drain, program, opted_in):
+    fb.configure(tags_retired_on="2099-01-01")
+    program()
+    opted_in("c1", last_interaction_ms=now_ms() - 72 * 3600_000, FIRSTNAME="Ann", ORDER_ID="9")
+    _, result = run_to_end(api, drain, ["c1"])
+    assert result["c1"]["outcome"] == "sent"
+    (sent,) = fb.sends()
+    assert (sent["messaging_type"], sent["tag"]) == ("MESSAGE_TAG", "POST_PURCHASE_UPDATE")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"TAG_RETIREMENT_DATE": "2099-01-01"}])
+def test_facebook_refuses_a_retired_tag_with_error_100(api, fb, drain, program, opted_in):
+    program()  # our date says the tag still works; Facebook (the simulator) retired it already
+    opted_in("c1", FIRSTNAME="Ann", ORDER_ID="9")
+    _, result = run_to_end(api, drain, ["c1"])
+    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("failed", "invalid_request")
+    assert result["c1"]["detail"].startswith("#100 ")
+    assert len(fb.sends()) == 1  # permanent: not retried
+
+
+# -- Facebook's errors -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rule,reason,attempts", [
+    ({"code": 551, "message": "This person isn't available right now."}, "recipient_unavailable", 1),
+    ({"code": 100, "subcode": 2018001, "message": "No matching user found"}, "invalid_recipient", 1),
+    ({"code": 10, "subcode": 2018108, "message": "They can't receive your messages right now."}, "recipient_unavailable", 1),
+    ({"code": 200, "message": "Cannot message users who are not admins"}, "app_not_reviewed", 1),
+    ({"code": 2, "http_status": 500, "message": "An unexpected error has occurred."}, "facebook_unavailable", 3),
+    ({"code": 0, "http_status": 503}, "facebook_unavailable", 3),
+])
+def test_errors_fail_with_a_named_reason_after_the_right_number_of_attempts(api, fb, drain, program, opted_in,
+                                                                           rule, reason, attempts):
+    program()
+    psid = opted_in("c1", FIRSTNAME="Ann")
+    fb.add_fault(recipient=psid, **rule)
+    _, result = run_to_end(api, drain, ["c1"])
+    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("failed", reason)
+    assert len(fb.sends(recipient=psid)) == attempts
+
+
+def test_transient_errors_are_retried_until_sent(api, fb, drain, program, opted_in):
+    program()
+    psid = opted_in("c1", FIRSTNAME="Ann")
+    fb.add_fault(recipient=psid, code=1, http_status=500, message="An unknown error occurred", times=2)
+    _, result = run_to_end(api, drain, ["c1"])
+    assert result["c1"]["outcome"] == "sent"
+    assert [s["status"] for s in fb.sends(recipient=psid)] == ["refused", "refused", "accepted"]
+
+
+def test_rate_limit_error_slows_the_page_then_sends(api, fb, drain, store, program, opted_in, page):
+    program()
+    psid = opted_in("c1", FIRSTNAME="Ann")
+    fb.add_fault(recipient=psid, code=613, subcode=2534040, message="(#613) Calls to this api have exceeded the rate limit.", times=1)
+    started = time.monotonic()
+    _, result = run_to_end(api, drain, ["c1"])
+    assert result["c1"]["outcome"] == "sent"
+    first, second = fb.sends(recipient=psid)
+    assert second["received_ms"] - first["received_ms"] >= 1900  # the Page rested ~2 s
+    assert time.monotonic() - started < 10
+
+
+def test_outside_window_refusal_falls_through_to_the_template_once(api, fb, drain, store, program, opted_in, profile):
+    program(template=TEMPLATE)
+    # We think the window is open; Facebook disagrees.
+    psid = opted_in("c1", last_interaction_ms=now_ms() - 30 * 3600_000, ORDER_ID="42")
+    store.redis.hset(keys.seen(profile["id"]), psid, now_ms())
+    _, result = run_to_end(api, drain, ["c1"])
+    assert result["c1"]["outcome"] == "sent"
+    assert [(s["messaging_type"], s["status"]) for s in fb.sends()] == [("UPDATE", "refused"), ("UTILITY", "accepted")]
+
+
+def test_outside_window_refusal_without_template_is_a_warning(api, fb, drain, store, program, opted_in, profile):
+    program()
+    psid = opted_in("c1", last_interaction_ms=now_ms() - 30 * 3600_000)
+    store.redis.hset(keys.seen(profile["id"]), psid, now_ms())
+    _, result = run_to_end(api, drain, ["c1"])
+    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("warning", "outside_window_no_template")
+    assert len(fb.sends()) == 1
+
+
+def test_dead_token_flips_health_once_and_holds_the_pages_other_sends(api, fb, drain, store, program, opted_in,
+                                                                      profile, page):
+    program()
+    for i in range(30):
+        opted_in(f"c{i}", FIRSTNAME="Ann")
+    fb.invalidate_page(page["id"])
+    run_id, result = run_to_end(api, drain, [f"c{i}" for i in range(30)])
+    assert {(o["outcome"], o["reason_code"]) for o in result.values()} == {("failed", "token_invalid")}
+    assert len(fb.sends()) <= 16  # at most the sends already in flight; the rest never called Facebook
+    health = api("get", f"/profiles/{profile['id']}").get_json()
+    assert health["health"] == "needs_reauth" and "#190" in health["health_reason"]
+    # Later runs are held at once, without calling Facebook.
+    before = len(fb.sends())
+    _, again = run_to_end(api, drain, ["c1"], run_id="again")
+    assert again["c1"]["reason_code"] == "token_invalid" and len(fb.sends()) == before
+
+
+def test_blocked_page_pauses_the_profile(api, fb, drain, store, program, opted_in, profile):
+    program()
+    psid = opted_in("c1", FIRSTNAME="Ann")
+    fb.add_fault(recipient=psid, code=10, subcode=1893063, message="You are temporarily restricted from sending messages")
+    _, result = run_to_end(api, drain, ["c1"])
+    assert result["c1"]["reason_code"] == "page_blocked"
+    assert store.profiles.get(profile["id"]).health == "blocked"
+
+
+# -- at most once -----------------------------------------------------------------------------------
+
+def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent(api, fb, drain, app, program, opted_in):
+    app.extensions["graph"].timeout = (3.0, 0.3)
+    program()
+    psid = opted_in("c1", FIRSTNAME="Ann")
+    fb.configure(echo=False)  # hold the echo back so the unknown state can be seen
+    fb.add_fault(recipient=psid, code=2, delay_ms=800, accept=True, times=1)
+    run_id, result = run_to_end(api, drain, ["c1"])
+    assert result["c1"]["outcome"] == "unknown"
+    assert api("get", f"/runs/{run_id}").get_json()["state"] == "running"
+    wait_until(lambda: fb.sends(status="accepted"))
+    (accepted,) = fb.sends(status="accepted")
+    answer = fb.post_event("echo", page_id=accepted["page_id"], psid=psid, mid=accepted["message_id"],
+                           metadata=accepted["metadata"], text=accepted["text"])
+    assert answer["status"] == 200
+    settled = outcomes(api, run_id)["c1"]
+    assert (settled["outcome"], settled["message_id"]) == ("sent", accepted["message_id"])
+    assert api("get", f"/runs/{run_id}").get_json()["state"] == "done"
+    assert len(fb.sends()) == 1  # never resent
+
+
+@pytest.mark.parametrize("settings_overrides", [{"UNKNOWN_DEADLINE_SECONDS": "1"}])
+def test_unknown_without_echo_becomes_failed_interrupted_after_the_deadline(api, fb, drain, app, store, program,
+                                                                          opted_in, profile):
+    app.extensions["graph"].timeout = (3.0, 0.3)
+    program()
+    psid = opted_in("c1", FIRSTNAME="Ann")
+    fb.add_fault(recipient=psid, code=2, delay_ms=800, times=1)  # Facebook never took it
+    run_id, result = run_to_end(api, drain, ["c1"])
+    assert result["c1"]["outcome"] == "unknown"
+    wait_until(lambda: store.runs.expire_unknown(), timeout=5)
+    settled = outcomes(api, run_id)["c1"]
+    assert (settled["outcome"], settled["reason_code"]) == ("failed", "interrupted")
+    assert store.stats.day(profile["id"], day_of(now_ms(), store.tz))["failed:interrupted"] == 1
+    assert len(fb.sends()) == 1
+
+
+def test_repeated_run_id_sends_nothing_twice(api, fb, drain, program, opted_in):
+    program()
+    opted_in("c1", FIRSTNAME="Ann")
+    first = start_run(api, ["c1"], run_id="order-566701")
+    again = start_run(api, ["c1"], run_id="order-566701")
+    assert first.status_code == again.status_code == 202
+    assert (first.get_json()["created"], again.get_json()["created"]) == (True, False)
+    drain()
+    start_run(api, ["c1"], run_id="order-566701")
+    drain()
+    assert len(fb.sends()) == 1
+
+
+def test_a_contact_listed_twice_in_a_run_is_sent_once(api, fb, drain, program, opted_in):
+    program()
+    opted_in("c1", FIRSTNAME="Ann")
+    answer = start_run(api, [{"id": "c1"}, {"id": "c1", "fields": {"FIRSTNAME": "Anne"}}])
+    assert answer.get_json()["duplicates_ignored"] == 1
+    drain()
+    assert [s["text"] for s in fb.sends()] == ["Hi Anne, order  shipped."]
+
+
+def test_run_id_reused_for_another_node_is_a_conflict(api, program, opted_in):
+    program()
+    start_run(api, ["c1"], run_id="r1")
+    program(node_id="n2")
+    answer = start_run(api, ["c1"], run_id="r1", node="n2")
+    assert answer.status_code == 409 and answer.get_json()["error"]["code"] == "run_id_conflict"
+
+
+# -- the run API ------------------------------------------------------------------------------------
+
+def test_runs_need_an_active_program_and_a_known_node(api, program):
+    program(status="paused")
+    answer = start_run(api, ["c1"])
+    assert answer.status_code == 409 and answer.get_json()["error"]["code"] == "program_not_active"
+    assert start_run(api, ["c1"], node="nope").status_code == 404
+
+
+@pytest.mark.parametrize("body,problem", [
+    ({"contacts": []}, "contacts"),
+    ({"contacts": [{"id": "has space"}]}, "contacts"),
+    ({"contacts": [{"id": "c1", "fields": {"FBOPTIN_001": "1"}}]}, "contacts"),
+    ({"contacts": [{"id": f"c{i}"} for i in range(10_001)]}, "contacts"),
+    ({"contacts": [{"id": "c1"}], "run_id": "bad id"}, "run_id"),
+])
+def test_run_validation(api, program, body, problem, redis_client):
+    program()
+    before = set(redis_client.keys("*"))
+    answer = api("post", "/programs/p1/nodes/n1/runs", json=body)
+    assert answer.status_code == 422 and problem in answer.get_json()["error"]["details"]["fields"]
+    assert set(redis_client.keys("*")) == before
+
+
+def test_run_fields_are_merged_into_contacts(api, store, program, opted_in):
+    program()
+    opted_in("c1", FIRSTNAME="Ann", CITY="Paris")
+    start_run(api, [{"id": "c1", "fields": {"FIRSTNAME": "Anne"}}])
+    fields = store.contacts.get("c1")
+    assert (fields["FIRSTNAME"], fields["CITY"]) == ("Anne", "Paris")
+
+
+def test_run_outcomes_are_paged(api, drain, program):
+    program()
+    run_id, _ = run_to_end(api, drain, [f"c{i:03d}" for i in range(250)])
+    seen, cursor = [], "0"
+    while cursor is not None:
+        page = api("get", f"/runs/{run_id}?cursor={cursor}&limit=100").get_json()
+        seen += [c["id"] for c in page["contacts"]]
+        cursor = page["next_cursor"]
+    assert seen == [f"c{i:03d}" for i in range(250)]
+    assert api("get", f"/runs/{run_id}?limit=0").status_code == 422
+    assert api("get", "/runs/nope").status_code == 404
+
+
+def test_batches_are_jobs_of_run_batch_size_not_one_per_contact(api, app, program):
+    program()
+    start_run(api, [f"c{i}" for i in range(450)])
+    queue = app.extensions["rq_queue"]
+    assert queue.count == 1  # the run is a chain: one batch queued, each queues the next
+    job = queue.jobs[0]
+    assert job.func_name == "jobs.runs.run_batch" and job.args[1] == 0
+
+
+def test_preview_renders_and_sends_nothing(api, fb, program, opted_in, redis_client):
+    program(template=TEMPLATE)
+    opted_in("c1", FIRSTNAME="Ann", ORDER_ID="7")
+    opted_in("c2", last_interaction_ms=now_ms() - 30 * 3600_000, ORDER_ID="8")
+    before = {k: redis_client.type(k) for k in redis_client.keys("*")}
+    answer = api("post", "/programs/p1/nodes/n1/preview",
+                 json={"contacts": [{"id": "c1", "fields": {"FIRSTNAME": "Annie"}}, {"id": "c2"}, {"id": "c3"}]})
+    assert answer.status_code == 200
+    preview = {c["id"]: c for c in answer.get_json()["contacts"]}
+    assert (preview["c1"]["outcome"], preview["c1"]["text"]) == ("send", "Hi Annie, order 7 shipped.")
+    assert preview["c2"]["messaging_type"] == "UTILITY" and preview["c2"]["template"]["parameters"] == ["8"]
+    assert preview["c3"]["reason_code"] == "contact_unknown"
+    assert fb.sends() == []
+    assert {k: redis_client.type(k) for k in redis_client.keys("*")} == before
+    assert redis_client.hget(keys.contact("c1"), "FIRSTNAME") == "Ann"
+
+
+def test_python_entry_point_for_the_program_engine(app, fb, drain, program, opted_in):
+    import jobs
+    from jobs.runs import RunRejected
+    program()
+    opted_in("c1", FIRSTNAME="Ann")
+    accepted = jobs.enqueue_run("p1", "n1", [{"id": "c1"}], run_id="py-1")
+    assert accepted["run_id"] == "py-1" and accepted["created"] is True
+    drain()
+    assert len(fb.sends(status="accepted")) == 1
+    with pytest.raises(RunRejected) as caught:
+        jobs.enqueue_run("p1", "n1", [])
+    assert caught.value.status == 422
