@@ -23,7 +23,7 @@ from storage.runs import Run
 
 log = logging.getLogger(__name__)
 
-MAX_INLINE_WAIT_MS = 30_000     # a Page paused longer than this: stop and resume the batch later
+MAX_INLINE_WAIT_MS = 30_000     # a Page resting longer than this: stop and resume the batch later
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 8.0
 HIGH_USAGE_PERCENT, HIGH_USAGE_PAUSE_MS = 90, 2_000
 
@@ -33,7 +33,7 @@ def backoff_seconds(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
 
 
-def rate_limit_pause_ms(error: graph.GraphError, attempt: int) -> int:
+def rate_limit_rest_ms(error: graph.GraphError, attempt: int) -> int:
     """How long a Page rests after a rate-limit error: Facebook's estimate when it gives one."""
     regain_minutes = error.usage.get("estimated_time_to_regain_access", 0)
     if regain_minutes:
@@ -117,7 +117,7 @@ class BatchSender:
             try:
                 result = self.graph.send(self.page_id, self.token, graph.message_body(rcpt, decision, metadata))
             except graph.RateLimitError as error:
-                self.store.rates.pause(self.page_id, rate_limit_pause_ms(error, attempt))
+                self.store.rates.rest(self.page_id, rate_limit_rest_ms(error, attempt))
                 if attempt >= self.settings.send_max_attempts:
                     self.failed(cid, error)
                     return
@@ -144,7 +144,8 @@ class BatchSender:
                 self.failed(cid, error)
                 return
             except graph.GraphError as error:
-                self.failed(cid, error)
+                template_refused = decision.messaging_type == "UTILITY" and error.reason == "invalid_request"
+                self.failed(cid, error, "template_rejected" if template_refused else "")
                 return
             else:
                 self.store.runs.finish(self.run.run_id, cid, "sent", message_id=result.message_id,
@@ -155,21 +156,25 @@ class BatchSender:
     def wait_for_slot(self, cid: str) -> bool:
         """Sleep until this Page may send again; False (claim released) if it rests too long."""
         wait_ms = self.store.rates.reserve(self.page_id)
-        if wait_ms > MAX_INLINE_WAIT_MS:
-            with self._lock:
-                self.paused_ms = max(self.paused_ms, wait_ms)
-            self.store.runs.release_claims(self.run.run_id, [cid])
-            return False
-        if wait_ms > 0:
+        while True:
+            if wait_ms > MAX_INLINE_WAIT_MS:
+                with self._lock:
+                    self.paused_ms = max(self.paused_ms, wait_ms)
+                self.store.runs.release_claims(self.run.run_id, [cid])
+                return False
+            if wait_ms <= 0:
+                return True  # a slot for now: any rest was already in the timeline
             time.sleep(wait_ms / 1000)
-        return True
+            if not self.store.rates.resting_ms(self.page_id):
+                return True
+            wait_ms = self.store.rates.reserve(self.page_id)  # told to rest after we got our slot
 
     def slow_down_if_busy(self, usage: dict) -> None:
         """Facebook's usage header near its limit: let the Page rest before it refuses."""
         if usage.get("estimated_time_to_regain_access"):
-            self.store.rates.pause(self.page_id, usage["estimated_time_to_regain_access"] * 60_000)
+            self.store.rates.rest(self.page_id, usage["estimated_time_to_regain_access"] * 60_000)
         elif max((usage.get(k, 0) for k in ("call_count", "total_cputime", "total_time")), default=0) >= HIGH_USAGE_PERCENT:
-            self.store.rates.pause(self.page_id, HIGH_USAGE_PAUSE_MS)
+            self.store.rates.rest(self.page_id, HIGH_USAGE_PAUSE_MS)
 
     def stop_page(self, error: graph.GraphError) -> None:
         """A dead token or a blocked Page: flag the profile once and hold the Page's other sends."""
@@ -179,8 +184,8 @@ class BatchSender:
         if self.store.profiles.flag_unhealthy(self.run.profile_id, health, error.summary()):
             log.warning("profile %s marked %s: %s", self.run.profile_id, health, error.summary())
 
-    def failed(self, cid: str, error: graph.GraphError) -> None:
-        self.finish(cid, policy.FAILED, error.reason, detail=error.summary())
+    def failed(self, cid: str, error: graph.GraphError, reason: str = "") -> None:
+        self.finish(cid, policy.FAILED, reason or error.reason, detail=error.summary())
 
     def finish(self, cid: str, outcome: str, reason: str, detail: str = "") -> None:
         self.store.runs.finish(self.run.run_id, cid, outcome, reason=reason, detail=detail)

@@ -26,6 +26,7 @@ Key families (all under PREFIX):
     runs:active                  ZSET    run id -> created ms, until every contact has an outcome
     runs:deadlines               ZSET    "run US contact" -> ms when an in-flight send becomes interrupted
     rate:{page_id}               STRING  next free send slot of a Page (ms, shared by all workers)
+    rate:{page_id}:rest          STRING  present while the Page rests after a rate-limit signal
     tick:{task}                  STRING  lock: the worker that runs a periodic task this interval
 
 Lua scripts receive key *templates* made by calling these functions with "%s" placeholders
@@ -136,6 +137,10 @@ def deadlines() -> str:
 
 def rate(page_id: str) -> str:
     return f"{PREFIX}rate:{page_id}"
+
+
+def rate_rest(page_id: str) -> str:
+    return f"{PREFIX}rate:{page_id}:rest"
 
 
 def tick(task: str) -> str:

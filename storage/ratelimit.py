@@ -1,8 +1,9 @@
-"""Per-Page send pacing shared by every worker (key rate:{page_id}).
+"""Per-Page send pacing shared by every worker (keys rate:{page_id}, rate:{page_id}:rest).
 
 Facebook allows 300 calls/s per Page, but above ~40 messages/s a Page's inbox stops working
-(MESSENGER.md), so the default is 20/s. Rate-limit errors and high usage headers push that
-Page's timeline out (`pause`), which slows every worker sending to it.
+(MESSENGER.md), so the default is 20/s. Rate-limit errors and high usage headers make the Page
+rest (`rest`): no new slot before the rest ends, and senders holding earlier slots check
+`resting_ms` before they send.
 """
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ class PageRateLimiter:
         self.interval_ms = max(1, round(1000 / per_second))
         self._reserve = scripts.register(redis, "rate_reserve")
 
+    def _keys(self, page_id: str) -> list[str]:
+        return [keys.rate(page_id), keys.rate_rest(page_id)]
+
     def reserve(self, page_id: str) -> int:
         """Milliseconds to wait before this send may leave (the slot is then ours)."""
-        return int(self._reserve(keys=[keys.rate(page_id)], args=[self.interval_ms, 0]))
+        return int(self._reserve(keys=self._keys(page_id), args=[self.interval_ms, 0]))
 
-    def pause(self, page_id: str, ms: int) -> None:
-        """Let nothing leave for this Page for `ms` from now (on top of what is reserved)."""
-        self._reserve(keys=[keys.rate(page_id)], args=[0, max(0, int(ms))])
+    def rest(self, page_id: str, ms: int) -> None:
+        """Let nothing leave for this Page for `ms` from now."""
+        self._reserve(keys=self._keys(page_id), args=[0, max(1, int(ms))])
+
+    def resting_ms(self, page_id: str) -> int:
+        """How much longer the Page rests (0 if it does not)."""
+        return max(0, int(self.redis.pttl(keys.rate_rest(page_id))))

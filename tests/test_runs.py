@@ -232,6 +232,24 @@ def test_rate_limit_error_slows_the_page_then_sends(api, fb, drain, store, progr
     assert time.monotonic() - started < 10
 
 
+def test_template_facebook_does_not_know_is_template_rejected(api, fb, drain, program, opted_in):
+    program(template={**TEMPLATE, "name": "not_approved_here"})
+    opted_in("c1", last_interaction_ms=now_ms() - 30 * 3600_000, ORDER_ID="1")
+    _, result = run_to_end(api, drain, ["c1"])
+    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("failed", "template_rejected")
+
+
+def test_high_usage_header_rests_the_page_before_facebook_refuses(api, fb, drain, program, opted_in, page):
+    program()
+    for cid in ("c1", "c2"):
+        opted_in(cid, FIRSTNAME="Ann")
+    fb.set_usage(page["id"], 95)
+    _, result = run_to_end(api, drain, ["c1", "c2"])
+    assert {o["outcome"] for o in result.values()} == {"sent"}
+    first, second = sorted(s["received_ms"] for s in fb.sends())
+    assert second - first >= 1900  # the usage header made the Page rest ~2 s
+
+
 def test_outside_window_refusal_falls_through_to_the_template_once(api, fb, drain, store, program, opted_in, profile):
     program(template=TEMPLATE)
     # We think the window is open; Facebook disagrees.
