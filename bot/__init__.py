@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from flask import Flask, g, request
 
@@ -14,15 +15,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
     app = Flask(__name__)
-    app.config.update(SECRET_KEY=settings.secret_key, SETTINGS=settings,
-                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.config.update(SECRET_KEY=settings.secret_key, SETTINGS=settings, SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+                      SESSION_COOKIE_NAME="messenger_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=8))
+    app.jinja_env.filters["datetime"] = format_datetime
     app.json.sort_keys = False
     init_services(app, settings)
 
-    from bot import api, handlers, health, webhook
+    from bot import api, facebook_callbacks, handlers, health, pages, webhook
     app.register_blueprint(webhook.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(facebook_callbacks.bp)
     handlers.register(app)
 
     @app.before_request
@@ -31,6 +36,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         logs.context_id.set(g.request_id)
 
     return app
+
+
+def format_datetime(epoch_s: int | float | None) -> str:
+    if not epoch_s:
+        return ""
+    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def init_services(app: Flask, settings: Settings) -> None:
@@ -46,7 +57,7 @@ def init_services(app: Flask, settings: Settings) -> None:
     storage.init_app(app, settings, TokenCipher(settings.token_encryption_keys))
     app.extensions["rq_queue"] = queue(storage.connect(settings.redis_url, decode=False))
     app.extensions["graph"] = GraphClient(settings.graph_api_url, settings.graph_api_version,
-                                          app_secret=settings.fb_app_secret,
+                                          app_secret=settings.fb_app_secret, app_id=settings.fb_app_id,
                                           timeout=settings.graph_timeout_seconds)
     app.extensions["signature"] = WebhookSignature(settings.fb_app_secret)
     app.extensions["refs"] = OptinRefs(settings.secret_key)

@@ -36,6 +36,10 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "TOKEN_ENCRYPTION_KEY": (None, "Fernet key(s) encrypting Page tokens at rest, comma-separated, newest first "
                                    "(older ones still decrypt: that is how a key is rotated)."),
     "GRAPH_API_URL": ("", "Graph API base URL. Default `https://graph.facebook.com`, or the simulator in sandbox mode."),
+    "FB_LOGIN_URL": ("", "Where Facebook Login's dialog lives. Default `https://www.facebook.com`, or the simulator in sandbox mode."),
+    "PUBLIC_URL": ("", "The service's public base URL (for Facebook Login's redirect and the data deletion status URL). "
+                       "Default: taken from each request."),
+    "SESSION_COOKIE_SECURE": ("", "`1` sends the sign-in cookie over HTTPS only. Default: `1` outside sandbox mode."),
     "GRAPH_API_VERSION": ("v26.0", "Graph API version used on every call."),
     "GRAPH_TIMEOUT_SECONDS": ("10", "Read timeout of one Graph API call (connect timeout is 3 s)."),
     "STATS_TIMEZONE": ("UTC", "Time zone whose calendar days the statistics use."),
@@ -48,6 +52,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "RUN_PARALLEL_BATCHES": ("1", "Batches of one run processed at once (one Page's rate is shared anyway)."),
     "UNKNOWN_DEADLINE_SECONDS": ("900", "How long a send whose answer was lost waits for Facebook's echo before `failed`/`interrupted`."),
     "RUN_LEASE_SECONDS": ("15", "A batch whose worker stopped renewing its lease this long is resumed by another worker."),
+    "PROFILE_CHECK_MINUTES": ("60", "How often every profile's token and webhook subscription are checked."),
     "RUN_RETENTION_DAYS": ("30", "How long a run's per-contact outcomes stay readable through the API."),
     "TAG_RETIREMENT_DATE": ("2026-04-27", "Day Meta stopped accepting the three message tags; before it, nodes send tagged messages."),
     "SANDBOX_PORT": ("8001", "Port of the Facebook simulator in sandbox mode."),
@@ -88,6 +93,9 @@ class Settings:
     fb_verify_token: str
     token_encryption_keys: tuple[str, ...]
     graph_api_url: str
+    fb_login_url: str
+    public_url: str
+    session_cookie_secure: bool
     graph_api_version: str
     graph_timeout_seconds: float
     stats_timezone: str
@@ -101,6 +109,7 @@ class Settings:
     unknown_deadline_seconds: int
     run_lease_seconds: int
     run_retention_days: int
+    profile_check_minutes: int
     tag_retirement_date: date
     sandbox_port: int
     port: int
@@ -134,6 +143,7 @@ class _Parser:
     def settings(self) -> Settings:
         sandbox = self.flag("SANDBOX", default=not self.raw("FB_APP_ID"))
         secrets = {name: self.secret(name, sandbox) for name in _SANDBOX_DEFAULTS}
+        graph_url = self.graph_url(sandbox)
         values = dict(
             redis_url=self.redis_url(),
             sandbox=sandbox,
@@ -144,7 +154,10 @@ class _Parser:
             fb_app_secret=secrets["FB_APP_SECRET"],
             fb_verify_token=secrets["FB_VERIFY_TOKEN"],
             token_encryption_keys=self.fernet_keys(sandbox, secrets["SECRET_KEY"]),
-            graph_api_url=self.graph_url(sandbox),
+            graph_api_url=graph_url,
+            fb_login_url=self.url_or("FB_LOGIN_URL", graph_url if sandbox else "https://www.facebook.com"),
+            public_url=self.url_or("PUBLIC_URL", ""),
+            session_cookie_secure=self.flag("SESSION_COOKIE_SECURE", default=not sandbox),
             graph_api_version=self.pattern("GRAPH_API_VERSION", r"v\d+\.\d+", "like v26.0"),
             graph_timeout_seconds=float(self.integer("GRAPH_TIMEOUT_SECONDS", 1, 120)),
             stats_timezone=self.timezone("STATS_TIMEZONE"),
@@ -158,6 +171,7 @@ class _Parser:
             unknown_deadline_seconds=self.integer("UNKNOWN_DEADLINE_SECONDS", 1, 7 * 86400),
             run_lease_seconds=self.integer("RUN_LEASE_SECONDS", 2, 600),
             run_retention_days=self.integer("RUN_RETENTION_DAYS", 1, 3650),
+            profile_check_minutes=self.integer("PROFILE_CHECK_MINUTES", 1, 7 * 24 * 60),
             tag_retirement_date=self.date("TAG_RETIREMENT_DATE"),
             sandbox_port=self.integer("SANDBOX_PORT", 1, 65535),
             port=self.integer("PORT", 1, 65535),
@@ -221,6 +235,14 @@ class _Parser:
             return f"http://127.0.0.1:{port}" if sandbox else "https://graph.facebook.com"
         if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", url):
             self.problems.append(f"GRAPH_API_URL must be an http(s) URL (got {url!r})")
+        return url.rstrip("/")
+
+    def url_or(self, name: str, default: str) -> str:
+        url = self.raw(name)
+        if not url:
+            return default
+        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", url):
+            self.problems.append(f"{name} must be an http(s) URL (got {url!r})")
         return url.rstrip("/")
 
     def pattern(self, name: str, regex: str, hint: str) -> str:

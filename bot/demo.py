@@ -36,7 +36,13 @@ def sandbox_seed() -> dict:
     return {"config": {"delivery_delay_ms": 1500, "read_delay_ms": 4000},
             "pages": [{**PAGE, "templates": [{"name": TEMPLATE.name, "language": TEMPLATE.language,
                                               "param_count": len(TEMPLATE.parameters)}],
-                       "people": people}]}
+                       "people": people}],
+            # Who can "Log in with Facebook" in sandbox mode: an owner of the demo Page, with a
+            # second Page to connect, and a Page on which they are only an Analyst (refused).
+            "users": [{"id": "900000000000001", "name": "Demo Owner",
+                       "pages": [{"id": PAGE["id"], "role": "admin"},
+                                 {"id": "104857600000998", "name": "Demo Café", "role": "editor"},
+                                 {"id": "104857600000997", "name": "Demo Newsletter", "role": "analyst"}]}]}
 
 
 def write_seed(path: Path) -> Path:

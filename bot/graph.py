@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,11 +138,13 @@ class SendResult:
 class GraphClient:
     """Calls to the Graph API under one pinned version."""
 
-    def __init__(self, base_url: str, version: str, *, app_secret: str, timeout: float = 10.0,
-                 pool_size: int = 32):
+    def __init__(self, base_url: str, version: str, *, app_secret: str, app_id: str = "",
+                 timeout: float = 10.0, pool_size: int = 32):
         self.base = f"{base_url.rstrip('/')}/{version}"
         self.timeout = (CONNECT_TIMEOUT, timeout)
+        self.app_id = app_id
         self._secret = app_secret.encode()
+        self._pid = os.getpid()
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
@@ -149,6 +152,15 @@ class GraphClient:
 
     def close(self) -> None:
         self.session.close()
+
+    def _fresh_session_after_fork(self) -> None:
+        """A forked RQ work horse must not share the parent's pooled sockets."""
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self.session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+            self.session.mount("http://", adapter)
+            self.session.mount("https://", adapter)
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -171,6 +183,39 @@ class GraphClient:
         data = self._call("GET", f"{page_id}/subscribed_apps", token)[0].get("data") or []
         return [f for app in data for f in app.get("subscribed_fields", [])]
 
+    # -- Facebook Login ----------------------------------------------------------------------
+
+    def exchange_code(self, code: str, redirect_uri: str) -> str:
+        """The user access token for an OAuth code (the code works once)."""
+        data = self._call("GET", "oauth/access_token", None, params={
+            "client_id": self.app_id, "client_secret": self._secret.decode(), "redirect_uri": redirect_uri,
+            "code": code})[0]
+        return str(data.get("access_token", ""))
+
+    def long_lived(self, user_token: str) -> str:
+        """A 60-day user token; Page tokens derived from it do not expire."""
+        data = self._call("GET", "oauth/access_token", None, params={
+            "grant_type": "fb_exchange_token", "client_id": self.app_id, "client_secret": self._secret.decode(),
+            "fb_exchange_token": user_token})[0]
+        return str(data.get("access_token", ""))
+
+    def accounts(self, user_token: str, limit: int = 100, max_pages: int = 20) -> list[dict]:
+        """The Pages the user has a role on: id, name, access_token, tasks (all result pages)."""
+        pages, after = [], None
+        for _ in range(max_pages):
+            params = {"fields": "id,name,access_token,tasks", "limit": limit, **({"after": after} if after else {})}
+            data = self._call("GET", "me/accounts", user_token, params=params)[0]
+            pages += [p for p in data.get("data") or [] if isinstance(p, dict) and p.get("id")]
+            after = ((data.get("paging") or {}).get("cursors") or {}).get("after")
+            if not (data.get("paging") or {}).get("next") or not after:
+                break
+        return pages
+
+    def debug_token(self, token: str) -> dict:
+        """Facebook's view of a token (is_valid, scopes, ...), asked with our app token."""
+        app_token = f"{self.app_id}|{self._secret.decode()}"
+        return self._call("GET", "debug_token", app_token, params={"input_token": token})[0].get("data") or {}
+
     def send(self, page_id: str, token: str, body: dict) -> SendResult:
         """POST /{page}/messages. A timeout after the request left is ambiguous, not retryable."""
         data, headers = self._call("POST", f"{page_id}/messages", token, json_body=body, idempotent=False)
@@ -179,10 +224,13 @@ class GraphClient:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, token: str, *, params: dict | None = None,
+    def _call(self, method: str, path: str, token: str | None, *, params: dict | None = None,
               json_body: dict | None = None, idempotent: bool = True) -> tuple[dict, Any]:
-        headers = {"Authorization": f"Bearer {token}"}
-        params = {**(params or {}), "appsecret_proof": self._proof(token)}
+        self._fresh_session_after_fork()
+        headers, params = {}, dict(params or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+            params["appsecret_proof"] = self._proof(token)
         try:
             response = self.session.request(method, f"{self.base}/{path}", params=params,
                                              json=json_body, headers=headers, timeout=self.timeout)
@@ -213,7 +261,7 @@ class GraphClient:
         if rule.action == policy.FAIL and response.status_code >= 500 and code in (None, 0):
             rule = policy.ErrorRule(policy.RETRY, "facebook_unavailable")
         message = str(error.get("message", ""))[:300]
-        log.info("graph %s refused: code=%s subcode=%s fbtrace_id=%s", path.split("/")[-1], code, subcode,
+        log.info("graph %s refused: code=%s subcode=%s fbtrace_id=%s", path.split("/")[-1].split("?")[0], code, subcode,
                  error.get("fbtrace_id", ""))
         raise _CLASS_OF_ACTION[rule.action](
             message, rule=rule, http_status=response.status_code, code=code, subcode=subcode,

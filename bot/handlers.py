@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -18,12 +18,23 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/facebook/deauthorize", "/facebook/data-deletion"))
+
+
+def _wants_page() -> bool:
+    return not request.path.startswith(("/webhook", "/healthz", "/metrics", "/static/"))
+
+
+_TITLES = {400: "Something was wrong with that request", 403: "Not allowed", 404: "Not found",
+           405: "Not allowed", 413: "Too large", 500: "Something went wrong", 503: "Temporarily unavailable"}
 
 
 def _answer(error: ApiError):
     if _wants_json():
         return jsonify(error.body()), error.status
+    if _wants_page():
+        title = _TITLES.get(error.status, "Something went wrong")
+        return render_template("pages/error.html", title=title, message=error.message), error.status
     return error.message, error.status, {"Content-Type": "text/plain; charset=utf-8"}
 
 

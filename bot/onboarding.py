@@ -1,4 +1,4 @@
-"""Connecting a Facebook Page as a Messenger profile (API now; Facebook Login pages later).
+"""Connecting a Facebook Page as a Messenger profile (API and the Facebook Login pages).
 
 Checks the token against the Graph API (it must be that Page's), refuses a Page that already
 has a profile, subscribes our app to the Page's webhook fields, then stores the profile with
@@ -10,7 +10,7 @@ import logging
 
 from flask import current_app
 
-from bot import graph
+from bot import graph, policy
 from bot.errors import ApiError
 from storage import get_storage
 from storage.errors import PageTaken
@@ -24,7 +24,7 @@ def page_taken(page_id: str, owner_id: str) -> ApiError:
                                        "a Page can have only one profile", {"profile_id": owner_id})
 
 
-def connect_page(*, name: str, page_id: str, page_token: str, status: str) -> Profile:
+def connect_page(*, name: str, page_id: str, page_token: str, status: str, connected_by: str = "") -> Profile:
     """Create a profile for a Page after Facebook confirms the token; ApiError otherwise."""
     store = get_storage()
     owner = store.profiles.owner_of_page(page_id)
@@ -45,8 +45,51 @@ def connect_page(*, name: str, page_id: str, page_token: str, status: str) -> Pr
                        "Facebook refused access to that Page with this token: " + exc.summary()) from None
     try:
         profile = store.profiles.create(name=name, page_id=page_id, page_name=str(page.get("name", "")),
-                                        page_token=page_token, status=status)
+                                        page_token=page_token, status=status, connected_by=connected_by)
     except PageTaken as exc:  # another request connected the same Page meanwhile
         raise page_taken(page_id, exc.owner_id) from None
     log.info("profile %s connected to page %s", profile.id, page_id)
     return profile
+
+
+Refused = ApiError  # a refusal with a message to show the person as it is
+
+
+def _login_page(nonce: str, page_id: str) -> tuple[str, dict]:
+    """(user id, the Page) from a Facebook login still pending, or a refusal."""
+    login = get_storage().users.login_pages(nonce)
+    if login is None:
+        raise Refused(410, "login_expired", "Your Facebook login has expired; please log in to Facebook again.")
+    user_id, pages = login
+    page = next((p for p in pages if p["id"] == page_id), None)
+    if page is None:
+        raise Refused(422, "page_not_yours", "The Facebook account you logged in with has no role on that Page.")
+    role = policy.role_from_tasks(page.get("tasks"))
+    if not policy.can_connect(page.get("tasks")):
+        has = f"you are {role}" if role != "none" else "you have no role"
+        raise Refused(403, "role_insufficient", f"On the Page {page['name']!r} {has}: connecting a Page needs the "
+                                                "Admin, Editor or Moderator role.", {"role": role})
+    return user_id, page
+
+
+def connect_from_login(nonce: str, page_id: str, *, name: str, status: str) -> Profile:
+    """Create a profile from a Page of the user's Facebook login (role, Page, Facebook checked)."""
+    user_id, page = _login_page(nonce, page_id)
+    token = get_storage().users.login_page_token(nonce, page_id)
+    profile = connect_page(name=name, page_id=page_id, page_token=token, status=status, connected_by=user_id)
+    get_storage().users.end_login(nonce)
+    return profile
+
+
+def reauthorise(profile: Profile, nonce: str) -> None:
+    """Give a profile the Page token of a fresh login (and subscribe the app again)."""
+    user_id, page = _login_page(nonce, profile.page_id)
+    token = get_storage().users.login_page_token(nonce, profile.page_id)
+    client: graph.GraphClient = current_app.extensions["graph"]
+    try:
+        client.subscribe(profile.page_id, token)
+    except graph.GraphError as exc:
+        raise Refused(422, "facebook_refused", "Facebook refused the new token: " + exc.summary()) from None
+    get_storage().profiles.replace_token(profile.id, token, user_id)
+    get_storage().users.end_login(nonce)
+    log.info("profile %s reauthorised", profile.id)

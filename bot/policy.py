@@ -174,3 +174,29 @@ def _text(text: str, messaging_type: str, tag: str | None = None) -> Decision:
     if not text.strip():
         return not_sent(WARNING, "empty_message")
     return Decision(SEND, messaging_type=messaging_type, tag=tag, text=text)
+
+
+# -- Page roles (Facebook Login; MESSENGER.md "Connecting a Page") --------------------------------
+
+CONNECT_SCOPES = ("pages_show_list", "pages_manage_metadata", "pages_messaging", "pages_read_engagement",
+                  "business_management", "page_utility_messaging")
+# Classic roles as sets of Page tasks, strongest first.
+ROLES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("Admin", frozenset({"MANAGE", "CREATE_CONTENT", "MODERATE", "MESSAGING", "ADVERTISE", "ANALYZE"})),
+    ("Editor", frozenset({"CREATE_CONTENT", "MODERATE", "MESSAGING", "ADVERTISE", "ANALYZE"})),
+    ("Moderator", frozenset({"MODERATE", "MESSAGING", "ADVERTISE", "ANALYZE"})),
+    ("Advertiser", frozenset({"ADVERTISE", "ANALYZE"})),
+    ("Analyst", frozenset({"ANALYZE"})),
+)
+CONNECT_ROLES = ("Admin", "Editor", "Moderator")
+
+
+def role_from_tasks(tasks) -> str:
+    """The strongest classic role the tasks amount to ("none" if not even Analyst)."""
+    granted = frozenset(tasks or ())
+    return next((name for name, needed in ROLES if needed <= granted), "none")
+
+
+def can_connect(tasks) -> bool:
+    """Whether this person may connect the Page (Admin, Editor or Moderator: MESSAGING + MODERATE)."""
+    return role_from_tasks(tasks) in CONNECT_ROLES

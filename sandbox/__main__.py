@@ -18,6 +18,19 @@ ids and tokens in advance:
 
 Every key but a page's `name` is optional. `last_interaction_ago_ms` is relative to startup
 (inside the 24-hour window if under 86400000); `last_interaction_ms` is absolute epoch ms.
+
+A top-level `"users"` list (same shape as `POST /_sandbox/users`) gives the OAuth dialog people
+to log in as, so a demo can connect Pages through a sandbox Facebook Login:
+
+    {"users": [{"id": "10160000000000001", "name": "Ann Admin",
+                "pages": [{"id": "104857600000001", "tasks": ["MANAGE", "CREATE_CONTENT",
+                           "MODERATE", "MESSAGING", "ADVERTISE", "ANALYZE"]},
+                          {"name": "Ann's Bakery", "role": "editor", "category": "Bakery"}],
+                "declined": []}]}
+
+A page entry names a seeded Page by `id`, or describes a new one (`name`, optional `id`,
+`token`, `category`); its role is `tasks` or `role` (admin, editor, moderator, advertiser,
+analyst; admin if neither). Users are created after the pages.
 """
 from __future__ import annotations
 
@@ -29,6 +42,7 @@ import signal
 import threading
 from typing import Any
 
+from sandbox import users
 from sandbox.server import SandboxServer
 from sandbox.state import DEFAULT_APP_ID, DEFAULT_APP_SECRET, State
 
@@ -44,12 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--webhook-url", default=env.get("SANDBOX_WEBHOOK_URL",
                                                          "http://127.0.0.1:8000/webhook"))
     parser.add_argument("--seed", default=env.get("SANDBOX_SEED") or None,
-                        help="JSON file of pages/people/templates to create (env SANDBOX_SEED)")
+                        help="JSON file of pages/people/templates/users to create "
+                             "(env SANDBOX_SEED)")
     return parser.parse_args(argv)
 
 
 def load_seed(state: State, seed: dict[str, Any]) -> None:
-    """Create the seed file's pages, templates and people."""
+    """Create the seed file's pages, templates, people and Login users."""
     if seed.get("config"):
         state.configure(seed["config"])
     now = state.now_ms()
@@ -66,6 +81,8 @@ def load_seed(state: State, seed: dict[str, Any]) -> None:
             if ago is not None:
                 person["last_interaction_ms"] = now - int(ago)
             state.add_person(page["id"], **person)
+    for spec in seed.get("users", []):
+        users.add_user(state, spec)
 
 
 def main(argv: list[str] | None = None) -> None:

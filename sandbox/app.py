@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from sandbox import control, graph
+from sandbox import control, control_users, graph, login
 from sandbox.state import State
 from sandbox.webhooks import Runtime
 
@@ -20,8 +20,10 @@ def create_app(state: State | None = None, **config: Any) -> Flask:
     app.json.sort_keys = False  # keep Facebook's field order in answers and logs
     app.url_map.converters["version"] = graph.VersionConverter
     app.extensions["sandbox"] = Runtime(state)
+    app.register_blueprint(login.bp)
     app.register_blueprint(graph.bp)
     app.register_blueprint(control.bp)
+    app.register_blueprint(control_users.bp)
     app.register_error_handler(404, not_found)
     return app
 

@@ -49,9 +49,9 @@ class SandboxControl:
         return self._call("GET", "/config")
 
     def create_page(self, name: str = "Sandbox Page", page_id: str | None = None,
-                    token: str | None = None) -> dict[str, Any]:
+                    token: str | None = None, category: str | None = None) -> dict[str, Any]:
         """Create a page and return {"id", "name", "token"}."""
-        data = {"name": name, "id": page_id, "token": token}
+        data = {"name": name, "id": page_id, "token": token, "category": category}
         return self._call("POST", "/pages", {k: v for k, v in data.items() if v is not None})
 
     def page(self, page_id: str) -> dict[str, Any]:
@@ -86,6 +86,70 @@ class SandboxControl:
         """Create many people at once and return their PSIDs."""
         return [p["psid"] for p in self._call("POST", f"/pages/{page_id}/people", people)["people"]]
 
+    # -- Facebook Login ----------------------------------------------------------------------
+    def create_user(self, name: str, pages: list[dict[str, Any]] | None = None,
+                    user_id: str | None = None,
+                    declined: list[str] | None = None) -> dict[str, Any]:
+        """Create a Login user with roles on Pages; return {"id", "name", "pages": [...]}.
+
+        Each page is {"name", "tasks"|"role", "id"?, "category"?}, or {"id": existing, "tasks"}.
+        """
+        data: dict[str, Any] = {"name": name, "pages": pages or []}
+        if user_id is not None:
+            data["id"] = user_id
+        if declined is not None:
+            data["declined"] = declined
+        return self._call("POST", "/users", data)
+
+    def users(self) -> list[dict[str, Any]]:
+        """Return every user with Pages, tasks, permissions and `authorized`."""
+        return self._call("GET", "/users")["users"]
+
+    def user(self, user_id: str) -> dict[str, Any]:
+        """Return one user."""
+        return self._call("GET", f"/users/{user_id}")
+
+    def set_auto_login(self, user_id: str | None) -> None:
+        """Make the OAuth dialog redirect at once as this user (None: show the page)."""
+        self._call("POST", "/login/auto", {"user_id": user_id})
+
+    def invalidate_user(self, user_id: str, pages: bool = True) -> list[str]:
+        """End the user's sessions (190/460); return the Pages whose token died with them."""
+        return self._call("POST", f"/users/{user_id}/invalidate",
+                          {"pages": pages})["pages_invalidated"]
+
+    def set_page_tasks(self, user_id: str, page_id: str, tasks: list[str]) -> list[str]:
+        """Set the user's tasks on a Page ([] = no role); return Pages whose token died."""
+        return self._call("POST", f"/users/{user_id}/pages/{page_id}",
+                          {"tasks": tasks})["pages_invalidated"]
+
+    def set_declined(self, user_id: str, permissions: list[str]) -> dict[str, Any]:
+        """Make the user decline these permissions at login (revoked if already granted)."""
+        return self._call("POST", f"/users/{user_id}/permissions", {"declined": permissions})
+
+    def remove_app(self, user_id: str, deauthorize_url: str | None = None) -> dict[str, Any]:
+        """The user removes the app; return {"pages_invalidated", "deauthorize": answer|None}."""
+        data = {"deauthorize_url": deauthorize_url} if deauthorize_url else {}
+        return self._call("POST", f"/users/{user_id}/remove_app", data)
+
+    def post_deauthorize(self, user_id: str, url: str,
+                         signature: str | None = None) -> dict[str, Any]:
+        """POST a signed deauthorize request; return {"status", "body", "signed_request"}."""
+        return self._callback("deauthorize", user_id, url, signature)
+
+    def post_data_deletion(self, user_id: str, url: str,
+                           signature: str | None = None) -> dict[str, Any]:
+        """POST a signed data-deletion request; return {"status", "body", "signed_request"}."""
+        return self._callback("data_deletion", user_id, url, signature)
+
+    def _callback(self, kind: str, user_id: str, url: str,
+                  signature: str | None) -> dict[str, Any]:
+        data = {"user_id": user_id, "url": url}
+        if signature is not None:
+            data["signature"] = signature
+        return self._call("POST", f"/callbacks/{kind}", data)
+
+    # -- faults --------------------------------------------------------------------------------
     def add_fault(self, **rule: Any) -> str:
         """Add one fault rule and return its id."""
         return self._call("POST", "/faults", rule)["ids"][0]

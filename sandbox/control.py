@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from sandbox import users
 from sandbox.errors import add_faults
 from sandbox.simulate import EventError, build_event
 from sandbox.state import ConfigError
@@ -86,11 +87,11 @@ def list_pages() -> Response:
 
 @bp.post("/pages")
 def create_page() -> tuple[Response, int]:
-    """Create a page; id and token are generated unless given."""
+    """Create a page; id, token and category are generated unless given."""
     data = body()
     try:
         page = runtime().state.add_page(str(data.get("name") or "Sandbox Page"),
-                                        data.get("id"), data.get("token"))
+                                        data.get("id"), data.get("token"), data.get("category"))
     except ValueError as exc:
         raise ControlError(str(exc), 409) from exc
     return jsonify(id=page["id"], name=page["name"], token=page["token"]), 201
@@ -111,7 +112,8 @@ def show_page(page_id: str) -> Response:
 def invalidate_page(page_id: str) -> Response:
     """Invalidate the page token: Graph now answers 190/460 for it."""
     with runtime().state.lock:
-        live_page(page_id)["valid"] = False
+        live_page(page_id)
+        users.kill_page_token(runtime().state, page_id, 460)
     return jsonify(ok=True)
 
 

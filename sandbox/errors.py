@@ -45,7 +45,7 @@ class GraphError(Exception):
 
     def __init__(self, code: int, message: str | None = None, subcode: int | None = None,
                  http_status: int = 400, type_: str | None = None,
-                 user_msg: str | None = None) -> None:
+                 user_msg: str | None = None, transient: bool | None = None) -> None:
         self.code = code
         self.subcode = subcode
         self.message = message or default_message(code, subcode)
@@ -54,6 +54,7 @@ class GraphError(Exception):
         self.type = type_ or ("GraphMethodException" if (code, subcode) == (100, 33)
                               else "OAuthException")
         self.user_msg = user_msg
+        self.transient = code in TRANSIENT_CODES if transient is None else transient
 
     def body(self) -> dict[str, Any] | None:
         """Return the error JSON, or None for a bare 5xx (code 0) that has no body."""
@@ -64,7 +65,7 @@ class GraphError(Exception):
             error["error_subcode"] = self.subcode
         if self.user_msg:
             error["error_user_msg"] = self.user_msg
-        error["is_transient"] = self.code in TRANSIENT_CODES
+        error["is_transient"] = self.transient
         error["fbtrace_id"] = "A" + secrets.token_urlsafe(8)[:10]
         return {"error": error}
 

@@ -2,11 +2,13 @@
 
 Shapes follow Meta's webhook event references (see /work/shared/reference/messenger-facts.md §2):
 every delivery is `{"object": "page", "entry": [{"id", "time", "messaging": [event]}]}`, ids are
-strings and times are epoch milliseconds. The functions here are pure so tests of the main
+strings and times are epoch milliseconds. Login's deauthorize and data-deletion callbacks are
+form posts of a `signed_request` instead (§8). The functions here are pure so tests of the main
 service can build fixtures with them.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -143,3 +145,28 @@ def post_webhook(url: str, payload: dict[str, Any], secret: str,
         return session.post(url, data=body, headers=headers, timeout=timeout)
     with requests.Session() as own:
         return own.post(url, data=body, headers=headers, timeout=timeout)
+
+
+def b64url(data: bytes) -> str:
+    """Return base64url without padding, as signed requests use it."""
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def signed_request(payload: dict[str, Any], app_secret: str) -> str:
+    """Return `<sig>.<payload>`: sig = HMAC-SHA256(app secret, payload as encoded)."""
+    body = {"algorithm": "HMAC-SHA256", **payload}
+    encoded = b64url(json.dumps(body, separators=(",", ":")).encode("utf-8"))
+    digest = hmac.new(app_secret.encode("utf-8"), encoded.encode("ascii"), hashlib.sha256)
+    return f"{b64url(digest.digest())}.{encoded}"
+
+
+def login_payload(user_id: str, issued_at: int) -> dict[str, Any]:
+    """Build the payload of a deauthorize or data-deletion callback (app-scoped user id)."""
+    return {"algorithm": "HMAC-SHA256", "issued_at": issued_at, "user_id": str(user_id)}
+
+
+def post_signed_request(url: str, signed: str | None, timeout: float = 10.0) -> requests.Response:
+    """POST `signed_request=...` form-encoded to a callback URL (None posts an empty form)."""
+    form = {"signed_request": signed} if signed is not None else {}
+    with requests.Session() as session:
+        return session.post(url, data=form, timeout=timeout)

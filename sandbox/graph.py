@@ -8,13 +8,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.routing import BaseConverter
 
-from sandbox import sends
+from sandbox import sends, tokens
 from sandbox.errors import GraphError, fault_error, take_fault
 from sandbox.webhooks import Runtime
 
 bp = Blueprint("graph", __name__)
 APP_NAME = "Sandbox app"
 PAGE_FIELDS = ("id", "name")
+USER_FIELDS = ("id", "name")
 
 
 class VersionConverter(BaseConverter):
@@ -49,10 +50,9 @@ def token(values: dict[str, Any]) -> str | None:
 def authorise(page_ref: str, values: dict[str, Any], endpoint: str) -> dict[str, Any]:
     """Return the page the token belongs to, or raise 190 (bad token) / 100-33 (other page)."""
     state = runtime().state
-    page, known = state.page_for_token(token(values))
+    page, _known = state.page_for_token(token(values))
     if page is None:
-        raise GraphError(190, "Invalid OAuth access token - Cannot parse access token",
-                         460 if known else None)
+        raise tokens.page_token_error(state, token(values))
     g.sandbox_page_id = page["id"]
     if page_ref not in ("me", page["id"]):
         raise GraphError(100, f"Unsupported {request.method.lower()} request. Object with ID "
@@ -86,9 +86,23 @@ def usage_header(response: Response) -> Response:
 
 @bp.get("/<version:version>/me")
 def read_me(version: str) -> Response:
-    """Answer GET /me with the Page the token belongs to."""
-    page = authorise("me", params(), "me")
+    """Answer GET /me with the Page (Page token) or the person (user token from Login)."""
+    values = params()
+    if tokens.is_user_token(runtime().state, token(values)):
+        return read_user(values)
+    page = authorise("me", values, "me")
     return jsonify(id=page["id"], name=page["name"])
+
+
+def read_user(values: dict[str, Any]) -> Response:
+    """Answer GET /me?fields=id,name for a user token."""
+    user = tokens.user_for_token(runtime().state, token(values))
+    fields = [f.strip() for f in values.get("fields", "id,name").split(",") if f.strip()]
+    for field in fields:
+        if field not in USER_FIELDS:
+            raise GraphError(100, f"(#100) Tried accessing nonexisting field ({field}) on "
+                                  "node type (User)")
+    return jsonify({field: user[field] for field in fields})
 
 
 @bp.get("/<version:version>/<page_ref>")

@@ -19,6 +19,8 @@ DEFAULT_APP_SECRET = "sandbox-app-secret"
 PAGE_ID_BASE = 104857600000000  # 15 digits, like real Page ids
 PSID_BASE = 6543210987600000  # 16 digits, like real PSIDs
 TEMPLATE_ID_BASE = 102295129340000
+USER_ID_BASE = 10160000000000000  # 17 digits, like app-scoped user ids from Login
+DEFAULT_CATEGORY = "Local business"
 DAY_MS = 24 * 3600 * 1000
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -99,7 +101,14 @@ class State:
             self.faults: list[dict[str, Any]] = []
             self.rates: dict[str, dict[int, int]] = {}  # page -> epoch second -> accepted
             self.window_calls: dict[str, tuple[int, int]] = {}  # page -> (second, calls)
-            self.counters = {"page": 0, "psid": 0, "template": 0, "fault": 0, "user_ref": 0}
+            # Facebook Login (sandbox/users.py and sandbox/tokens.py work on these).
+            self.users: dict[str, dict[str, Any]] = {}  # app-scoped id -> user
+            self.codes: dict[str, dict[str, Any]] = {}  # one-time code -> grant
+            self.user_tokens: dict[str, dict[str, Any]] = {}  # token -> user token record
+            self.dead_tokens: dict[str, dict[str, Any]] = {}  # retired page token -> why
+            self.auto_login: str | None = None  # user the OAuth dialog logs in at once
+            self.counters = {"page": 0, "psid": 0, "template": 0, "fault": 0, "user_ref": 0,
+                             "user": 0}
             self.rng = random.Random(self.config["seed"])
 
     # -- config and clock ------------------------------------------------------------------
@@ -135,17 +144,25 @@ class State:
             return str(base + self.counters[kind])
 
     # -- pages -----------------------------------------------------------------------------
-    def add_page(self, name: str, page_id: str | None = None, token: str | None = None) -> dict:
+    def add_page(self, name: str, page_id: str | None = None, token: str | None = None,
+                 category: str | None = None) -> dict:
         """Create a Page with a fresh token (or the given one) and return it."""
         with self.lock:
-            page_id = str(page_id) if page_id else self.next_id("page", PAGE_ID_BASE)
+            if not page_id:
+                # Skip ids given explicitly earlier (a seed file's), so generated ones never clash.
+                page_id = self.next_id("page", PAGE_ID_BASE)
+                while page_id in self.pages:
+                    page_id = self.next_id("page", PAGE_ID_BASE)
+            page_id = str(page_id)
             if page_id in self.pages:
                 raise ValueError(f"page {page_id} already exists")
             token = token or random_token()
-            if token in self.tokens:
+            if token in self.tokens or token in self.dead_tokens:
                 raise ValueError("token already used by another page")
+            # `sponsors`: users whose login handed this token out; `invalid`: why it died.
             self.pages[page_id] = {
-                "id": page_id, "name": name, "token": token, "valid": True,
+                "id": page_id, "name": name, "category": category or DEFAULT_CATEGORY,
+                "token": token, "valid": True, "invalid": None, "sponsors": [],
                 "subscribed_fields": [], "templates": {}, "usage_percent": None,
                 "regain_minutes": 0,
             }
@@ -164,7 +181,7 @@ class State:
         with self.lock:
             page_id = self.tokens.get(token or "")
             if page_id is None:
-                return None, False
+                return None, (token or "") in self.dead_tokens
             page = self.pages[page_id]
             return (page if page["valid"] else None), True
 

@@ -18,6 +18,7 @@ from storage.programs import Programs
 from storage.ratelimit import PageRateLimiter
 from storage.runs import Runs
 from storage.stats import Stats
+from storage.users import Users
 
 # Short timeouts: a webhook must answer within Facebook's 5 s even when Redis is gone.
 _CLIENT_OPTIONS = dict(socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=30)
@@ -43,6 +44,7 @@ class Storage:
         self.programs = Programs(client)
         self.runs = Runs(client, self.tz, run_retention_days)
         self.rates = PageRateLimiter(client, send_rate)
+        self.users = Users(client, cipher)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

@@ -15,3 +15,20 @@ class PageTaken(StorageError):
         super().__init__(f"page {page_id} already belongs to profile {owner_id}")
         self.page_id = page_id
         self.owner_id = owner_id
+
+
+class ProfileUnavailable(StorageError):
+    """A node names a profile that is missing or disabled."""
+
+    def __init__(self, profile_id: str, why: str):
+        super().__init__(f"profile {profile_id} is {why}")
+        self.profile_id = profile_id
+        self.why = why
+
+
+class ProfileInUse(StorageError):
+    """The profile is used by active programs: [(program id, name)]."""
+
+    def __init__(self, programs: list[tuple[str, str]]):
+        super().__init__("profile used by active programs: " + ", ".join(name for _, name in programs))
+        self.programs = programs

@@ -16,6 +16,7 @@ Key families (all under PREFIX):
     p:{pid}:day:{day}            HASH    counters: sent, delivered, read, warning, failed, <kind>:<reason>
     p:{pid}:day:{day}:{kind}     LIST    rows behind a counter: ms, contact, message id, reason, detail
     p:{pid}:programs             SET     ids of programs with a node using the profile
+    p:{pid}:runs                 SET     ids of the runs that sent for the profile (deleted with it)
     program:{id}                 HASH    name, status, nodes (JSON), updated_at
     programs                     ZSET    program id -> updated_at
     run:{rid}                    HASH    run meta: program, node snapshot, counts, state, batch bookkeeping
@@ -28,6 +29,9 @@ Key families (all under PREFIX):
     rate:{page_id}               STRING  next free send slot of a Page (ms, shared by all workers)
     rate:{page_id}:rest          STRING  present while the Page rests after a rate-limit signal
     tick:{task}                  STRING  lock: the worker that runs a periodic task this interval
+    user:{fb_user_id}            HASH    a Facebook user who signed in: name, Pages and tasks (no tokens)
+    login:{nonce}                STRING  one Facebook login's Pages with encrypted tokens (15 minutes)
+    deletion:{code}              STRING  result of a Facebook data deletion request (90 days)
 
 Lua scripts receive key *templates* made by calling these functions with "%s" placeholders
 (`lua_templates`), so a key's shape is still written only once.
@@ -99,6 +103,10 @@ def profile_programs(pid: str) -> str:
     return f"{PREFIX}p:{pid}:programs"
 
 
+def profile_runs(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:runs"
+
+
 def program(prog_id: str) -> str:
     return f"{PREFIX}program:{prog_id}"
 
@@ -147,6 +155,18 @@ def tick(task: str) -> str:
     return f"{PREFIX}tick:{task}"
 
 
+def user(fb_user_id: str) -> str:
+    return f"{PREFIX}user:{fb_user_id}"
+
+
+def login(nonce: str) -> str:
+    return f"{PREFIX}login:{nonce}"
+
+
+def deletion(code: str) -> str:
+    return f"{PREFIX}deletion:{code}"
+
+
 def profile_scoped(pid: str) -> list[str]:
     """Keys of one profile that do not depend on a day (deleted with the profile)."""
     return [recipients(pid), seen(pid), unmatched(pid), marketing(pid), awaiting(pid), stat_days(pid),
@@ -157,7 +177,7 @@ def lua_templates() -> dict[str, str]:
     """Key templates for Lua scripts (string.format with the same arguments, in order)."""
     s = "%s"
     return {
-        "profile": profile(s), "page": page_owner(s), "contact": contact(s),
+        "profile": profile(s), "profiles": profiles(), "page": page_owner(s), "contact": contact(s),
         "recipients": recipients(s), "seen": seen(s), "unmatched": unmatched(s),
         "marketing": marketing(s), "await": awaiting(s), "days": stat_days(s),
         "day": day_counters(s, s), "rows": day_rows(s, s, s),

@@ -5,13 +5,15 @@ The Page token is stored only encrypted; `page_token` is the one place that decr
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
 from storage import keys, scripts
-from storage.errors import PageTaken
+from storage.errors import PageTaken, ProfileInUse
 
 STATUSES = ("enabled", "disabled")
+DAY_KINDS = ("sent", "delivered", "read", "warning", "failed")
 HEALTH = ("ok", "needs_reauth", "disconnected", "blocked")
 
 
@@ -27,6 +29,7 @@ class Profile:
     health_reason: str
     health_checked_at: int | None
     created_at: int
+    connected_by: str = ""      # app-scoped id of the Facebook user whose login gave the token
 
     @classmethod
     def from_redis(cls, data: dict[str, str]) -> "Profile":
@@ -37,7 +40,7 @@ class Profile:
             optin_field=keys.optin_field(data["id"]), health=data.get("health", "ok"),
             health_reason=data.get("health_reason", ""),
             health_checked_at=int(checked) if checked else None,
-            created_at=int(data["created_at"]),
+            created_at=int(data["created_at"]), connected_by=data.get("connected_by", ""),
         )
 
     @property
@@ -52,14 +55,16 @@ class Profiles:
         self.redis = redis
         self.cipher = cipher
         self._create = scripts.register(redis, "create_profile")
+        self._status = scripts.register(redis, "profile_status")
+        self._templates = json.dumps(keys.lua_templates())
 
     def create(self, *, name: str, page_id: str, page_name: str, page_token: str,
-               status: str = "enabled", now: float | None = None) -> Profile:
+               status: str = "enabled", connected_by: str = "", now: float | None = None) -> Profile:
         """Store a new profile; raise PageTaken when the Page already has one."""
         created_at = int(now if now is not None else time.time())
         fields = ["name", name, "page_id", page_id, "page_name", page_name, "status", status,
                   "health", "ok", "token", self.cipher.encrypt(page_token),
-                  "health_checked_at", str(created_at)]
+                  "health_checked_at", str(created_at), "connected_by", connected_by]
         outcome, ident = self._create(
             keys=[keys.page_owner(page_id), keys.profile_seq(), keys.profiles()],
             args=[keys.profile("%s"), created_at, *fields])
@@ -67,9 +72,12 @@ class Profiles:
             raise PageTaken(page_id, ident)
         return self.get(ident)
 
-    def get(self, pid: str) -> Profile | None:
+    def get(self, pid: str, *, deleting: bool = False) -> Profile | None:
+        """The profile, or None (also while it is being deleted, unless `deleting`)."""
         data = self.redis.hgetall(keys.profile(pid))
-        return Profile.from_redis(data) if data else None
+        if not data or (data.get("status") == "deleting" and not deleting):
+            return None
+        return Profile.from_redis(data)
 
     def list(self) -> list[Profile]:
         ids = self.redis.zrange(keys.profiles(), 0, -1)
@@ -96,9 +104,81 @@ class Profiles:
         return bool(self.redis.eval(script, 1, keys.profile(pid), health, reason[:500],
                                     int(now if now is not None else time.time())))
 
+    def touch_checked(self, pid: str, now: float | None = None) -> None:
+        self.redis.hset(keys.profile(pid), "health_checked_at", int(now if now is not None else time.time()))
+
     def set_health(self, pid: str, health: str, reason: str = "", now: float | None = None) -> None:
         if health not in HEALTH:
             raise ValueError(f"unknown health {health!r}")
         self.redis.hset(keys.profile(pid), mapping={
             "health": health, "health_reason": reason,
             "health_checked_at": int(now if now is not None else time.time())})
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def rename(self, pid: str, name: str) -> None:
+        self.redis.hset(keys.profile(pid), "name", name)
+
+    def set_status(self, pid: str, status: str) -> bool:
+        """Enable or disable; ProfileInUse when disabling one that active programs use.
+        False if the profile does not exist."""
+        return self._change_status(pid, status)
+
+    def begin_delete(self, pid: str) -> bool:
+        """Hide the profile and free its Page at once (ProfileInUse if active programs use it);
+        `purge` removes the rest. False if it does not exist."""
+        return self._change_status(pid, "deleting")
+
+    def _change_status(self, pid: str, status: str) -> bool:
+        result = self._status(args=[self._templates, pid, status])
+        if result[0] == "in_use":
+            raise ProfileInUse(list(zip(result[1::2], result[2::2])))
+        return result[0] == "ok"
+
+    def replace_token(self, pid: str, page_token: str, connected_by: str, now: float | None = None) -> None:
+        """A new token after reauthorisation: the profile is healthy again."""
+        self.redis.hset(keys.profile(pid), mapping={
+            "token": self.cipher.encrypt(page_token), "connected_by": connected_by, "health": "ok",
+            "health_reason": "", "health_checked_at": int(now if now is not None else time.time())})
+
+    def forget_connector(self, pid: str) -> None:
+        self.redis.hset(keys.profile(pid), "connected_by", "")
+
+    def connected_by_user(self, fb_user_id: str) -> list[Profile]:
+        return [p for p in self.list() if p.connected_by == fb_user_id]
+
+    def rotate_tokens(self) -> int:
+        """Re-encrypt every stored token with the newest key (after adding a key). Returns count."""
+        rotated = 0
+        for pid in self.redis.zrange(keys.profiles(), 0, -1):
+            stored = self.redis.hget(keys.profile(pid), "token")
+            if stored:
+                self.redis.hset(keys.profile(pid), "token", self.cipher.rotate(stored))
+                rotated += 1
+        return rotated
+
+    def purge(self, pid: str, chunk: int = 1000) -> None:
+        """Remove everything a deleted profile left: statistics, runs, opt-in values, token."""
+        data = self.redis.hgetall(keys.profile(pid))
+        if data.get("status") != "deleting":
+            return
+        field = keys.optin_field(pid)
+        cursor = 0
+        while True:  # forget the opt-in values this profile gave contacts, in chunks
+            cursor, items = self.redis.hscan(keys.recipients(pid), cursor, count=chunk)
+            pipe = self.redis.pipeline(transaction=False)
+            for contact in set(items.values()):
+                pipe.hdel(keys.contact(contact), field)
+            pipe.execute()
+            if cursor == 0:
+                break
+        days = self.redis.zrange(keys.stat_days(pid), 0, -1)
+        doomed = [keys.day_counters(pid, d) for d in days] + [keys.day_rows(pid, d, k) for d in days for k in DAY_KINDS]
+        for run_id in self.redis.smembers(keys.profile_runs(pid)):
+            doomed += [keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),
+                       keys.run_batches(run_id)]
+        doomed += keys.profile_scoped(pid) + [keys.profile_runs(pid), keys.rate(data.get("page_id", "")),
+                                              keys.rate_rest(data.get("page_id", ""))]
+        for start in range(0, len(doomed), chunk):
+            self.redis.unlink(*doomed[start:start + chunk])  # UNLINK: big lists are freed in the background
+        self.redis.unlink(keys.profile(pid))

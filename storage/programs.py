@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from storage import keys, scripts
+from storage.errors import ProfileUnavailable
 
 STATUSES = ("draft", "active", "paused")
 
@@ -71,14 +72,17 @@ class Programs:
         self._templates = json.dumps(keys.lua_templates())
 
     def put(self, prog_id: str, name: str, status: str, nodes: list[Node]) -> Program:
-        """Create or replace a program atomically (index of profiles in use included)."""
+        """Create or replace a program atomically; ProfileUnavailable if a node's profile is
+        missing or disabled at that moment (index of profiles in use kept in step)."""
         nodes_json = json.dumps([n.to_dict() for n in nodes])
         profile_ids = json.dumps(sorted({n.profile_id for n in nodes}))
-        self._put(args=[self._templates, prog_id, name, status, nodes_json, int(time.time()), profile_ids])
+        result = self._put(args=[self._templates, prog_id, name, status, nodes_json, int(time.time()), profile_ids])
+        if result[0] == "unavailable":
+            raise ProfileUnavailable(result[1], result[2])
         return self.get(prog_id)
 
     def delete(self, prog_id: str) -> bool:
-        return bool(self._put(args=[self._templates, prog_id, "", "", "", 0, "[]"]))
+        return bool(self._put(args=[self._templates, prog_id, "", "", "", 0, "[]"])[0])
 
     def get(self, prog_id: str) -> Program | None:
         data = self.redis.hgetall(keys.program(prog_id))

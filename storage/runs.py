@@ -119,6 +119,7 @@ class Runs:
         for start in range(0, len(ids), 1000):
             pipe.rpush(keys.run_contacts(run_id), *ids[start:start + 1000])
         Contacts(self.redis).merge_many(contacts, pipeline=pipe)
+        pipe.sadd(keys.profile_runs(node.profile_id), run_id)
         if ids:
             pipe.zadd(keys.runs_active(), {run_id: now_ms})
         for key in (keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),

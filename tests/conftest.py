@@ -67,7 +67,8 @@ def service_env(redis_url: str, graph_url: str, **overrides: str) -> dict[str, s
             "API_TOKEN": API_TOKEN, "ADMIN_PASSWORD": "test-admin", "FB_APP_ID": "100000000000001",
             "FB_APP_SECRET": APP_SECRET, "FB_VERIFY_TOKEN": VERIFY_TOKEN,
             "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
-            "GRAPH_API_URL": graph_url, "LOG_LEVEL": "WARNING", "SEND_MAX_ATTEMPTS": "3", **overrides}
+            "GRAPH_API_URL": graph_url, "FB_LOGIN_URL": graph_url, "LOG_LEVEL": "WARNING", "SEND_MAX_ATTEMPTS": "3",
+            **overrides}
 
 
 def make_settings(redis_url: str, graph_url: str, **overrides: str) -> Settings:
@@ -172,3 +173,33 @@ def drain(app):
     def run() -> None:
         SimpleWorker([queue], connection=queue.connection).work(burst=True, logging_level="WARNING")
     return run
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium driven by Playwright (never a downloaded browser build)."""
+    from playwright.sync_api import sync_playwright
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page_in_browser(browser):
+    """A fresh browser context (cookies, clipboard permission) and page."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    context_ = browser.new_context(permissions=["clipboard-read", "clipboard-write"], viewport={"width": 1200, "height": 900})
+    page = context_.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context_.close()

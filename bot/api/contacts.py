@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import re
 
+from flask import current_app
+
 from bot.api import bp, load_body
 from bot.api.schemas import ID_PATTERN, ContactPutSchema
 from bot.errors import ApiError, not_found
+from bot.optin_code import ref_field
 from storage import get_storage
 
 _ID = re.compile(ID_PATTERN)
@@ -25,7 +28,7 @@ def put_contact(contact_id: str):
     check_id(contact_id)
     body = load_body(ContactPutSchema())
     fields = get_storage().contacts.replace(contact_id, body["fields"])
-    return {"id": contact_id, "fields": fields}
+    return contact_json(contact_id, fields)
 
 
 @bp.get("/contacts/<contact_id>")
@@ -33,4 +36,11 @@ def get_contact(contact_id: str):
     fields = get_storage().contacts.get(check_id(contact_id))
     if fields is None:
         raise not_found("contact", contact_id)
-    return {"id": contact_id, "fields": fields}
+    return contact_json(contact_id, fields)
+
+
+def contact_json(contact_id: str, fields: dict[str, str]) -> dict:
+    """The contact with its data fields and, per profile, the signed ref its landing pages merge in."""
+    refs = current_app.extensions["refs"]
+    return {"id": contact_id, "fields": fields,
+            "optin_refs": {ref_field(p.id): refs.sign(p.id, contact_id) for p in get_storage().profiles.list()}}

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from flask import current_app, request
+
+from bot import lifecycle
 from bot.api import bp, load_body
-from bot.api.schemas import ProfileCreateSchema, ProfileSchema
+from bot.api.contacts import check_id
+from bot.api.schemas import ProfileCreateSchema, ProfilePatchSchema, ProfileSchema
 from bot.errors import not_found
 from bot.onboarding import connect_page
+from bot.optin_code import generic_ref, optin_html
 from storage import get_storage
 from storage.profiles import Profile
 
@@ -32,7 +37,7 @@ def get_profile_or_404(profile_id: str) -> Profile:
 def create_profile():
     body = load_body(ProfileCreateSchema())
     profile = connect_page(name=body["name"], page_id=body["page_id"],
-                           page_token=body["page_access_token"], status=body["status"])
+                           page_token=body["page_access_token"], status=body["status"], connected_by="api")
     return profile_json(profile), 201, {"Location": f"/api/v1/profiles/{profile.id}"}
 
 
@@ -44,3 +49,34 @@ def list_profiles():
 @bp.get("/profiles/<profile_id>")
 def get_profile(profile_id: str):
     return profile_json(get_profile_or_404(profile_id))
+
+
+@bp.patch("/profiles/<profile_id>")
+def update_profile(profile_id: str):
+    """Rename, enable or disable; disabling one used by an active program is 409 profile_in_use."""
+    profile = get_profile_or_404(profile_id)
+    body = load_body(ProfilePatchSchema())
+    if "status" in body and body["status"] != profile.status:
+        lifecycle.set_status(profile.id, body["status"])
+    if "name" in body:
+        get_storage().profiles.rename(profile.id, body["name"])
+    return profile_json(get_profile_or_404(profile.id))
+
+
+@bp.delete("/profiles/<profile_id>")
+def delete_profile(profile_id: str):
+    """Delete the profile and all its statistics (409 profile_in_use if active programs use it)."""
+    lifecycle.delete(get_profile_or_404(profile_id).id)
+    return "", 204
+
+
+@bp.get("/profiles/<profile_id>/optin-code")
+def optin_code(profile_id: str):
+    """The HTML a business pastes: for one contact (`contact_id`) or generic (a merge field)."""
+    profile = get_profile_or_404(profile_id)
+    contact_id = request.args.get("contact_id")
+    ref = current_app.extensions["refs"].sign(profile.id, check_id(contact_id)) if contact_id else generic_ref(profile.id)
+    settings = current_app.config["SETTINGS"]
+    html = optin_html(profile_name=profile.name, page_name=profile.page_name, page_id=profile.page_id,
+                      app_id=settings.fb_app_id, version=settings.graph_api_version, ref=ref)
+    return {"profile_id": profile.id, "contact_id": contact_id, "ref": ref, "html": html}

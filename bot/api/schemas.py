@@ -28,6 +28,18 @@ class ProfileCreateSchema(Schema):
     status = fields.String(load_default="enabled", validate=validate.OneOf(("enabled", "disabled")))
 
 
+class ProfilePatchSchema(Schema):
+    name = fields.String(validate=validate.Length(1, 100))
+    status = fields.String(validate=validate.OneOf(("enabled", "disabled")))
+
+
+class OptinCodeSchema(Schema):
+    profile_id = fields.String()
+    contact_id = fields.String(allow_none=True)
+    ref = fields.String()
+    html = fields.String()
+
+
 class ProfileSchema(Schema):
     id = fields.String()
     name = fields.String()
@@ -82,6 +94,9 @@ class ContactPutSchema(Schema):
 
 class ContactSchema(Schema):
     id = fields.String()
+    optin_refs = fields.Dict(keys=fields.String(), values=fields.String(),
+                             metadata={"description": "FBOPTINREF_XXX merge field values: the contact's signed "
+                                                      "ref for each profile's generic opt-in code"})
     fields = fields.Dict(keys=fields.String(), values=fields.String())
 
 

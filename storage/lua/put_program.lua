@@ -1,10 +1,17 @@
 -- Create, replace (name non-empty) or delete (name empty) a program, keeping
 -- p:{pid}:programs in step. ARGV: templates, id, name, status, nodes JSON, updated_at,
--- profile ids JSON. Returns 1 if the program existed before.
+-- profile ids JSON. Refuses (writing nothing) a node whose profile is missing or disabled,
+-- checked here so that a profile cannot be disabled or deleted between check and save.
+-- Returns {existed (0/1)} or {"unavailable", profile id, why}.
 local T = cjson.decode(ARGV[1])
 local function key(name, ...) return string.format(T[name], ...) end
 local id, name = ARGV[2], ARGV[3]
 local pk = key('program', id)
+local profile_ids = cjson.decode(ARGV[7])
+for _, pid in ipairs(profile_ids) do
+  local status = redis.call('HGET', key('profile', pid), 'status')
+  if status ~= 'enabled' then return {'unavailable', pid, status or 'missing'} end
+end
 local old = redis.call('HGET', pk, 'nodes')
 if old then
   for _, node in ipairs(cjson.decode(old)) do
@@ -14,11 +21,11 @@ end
 if name == '' then
   redis.call('DEL', pk)
   redis.call('ZREM', key('programs'), id)
-  return old and 1 or 0
+  return {old and 1 or 0}
 end
 redis.call('HSET', pk, 'name', name, 'status', ARGV[4], 'nodes', ARGV[5], 'updated_at', ARGV[6])
 redis.call('ZADD', key('programs'), ARGV[6], id)
-for _, pid in ipairs(cjson.decode(ARGV[7])) do
+for _, pid in ipairs(profile_ids) do
   redis.call('SADD', key('profile_programs', pid), id)
 end
-return old and 1 or 0
+return {old and 1 or 0}

@@ -1,0 +1,67 @@
+"""Enabling, disabling and deleting profiles: the rules, shared by the API and the pages.
+
+A profile used by a node of an active program can be neither disabled nor deleted (the refusal
+names the programs); deleting removes its statistics, runs, PSID index, opt-in values and
+token, and unsubscribes our app from the Page while the token still works. Its FBOPTIN_XXX
+name is never reused (profile ids only grow).
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+
+from bot import graph
+from bot.crypto import TokenDecryptError
+from bot.errors import ApiError, not_found
+from jobs import context
+from storage import get_storage
+from storage.errors import ProfileInUse
+
+log = logging.getLogger(__name__)
+
+
+def in_use(error: ProfileInUse, action: str) -> ApiError:
+    names = ", ".join(f"{name} ({prog_id})" for prog_id, name in error.programs)
+    return ApiError(409, "profile_in_use", f"The profile cannot be {action}: active programs use it: {names}",
+                    {"programs": [{"id": prog_id, "name": name} for prog_id, name in error.programs]})
+
+
+def set_status(profile_id: str, status: str) -> None:
+    try:
+        found = get_storage().profiles.set_status(profile_id, status)
+    except ProfileInUse as error:
+        raise in_use(error, "disabled") from None
+    if not found:
+        raise not_found("profile", profile_id)
+
+
+def delete(profile_id: str) -> None:
+    """Hide the profile and free its Page now; the purge job removes everything else."""
+    try:
+        found = get_storage().profiles.begin_delete(profile_id)
+    except ProfileInUse as error:
+        raise in_use(error, "deleted") from None
+    if not found:
+        raise not_found("profile", profile_id)
+    current_app.extensions["rq_queue"].enqueue(purge_profile, profile_id, job_id=f"purge-profile-{profile_id}",
+                                               retry=None, result_ttl=86400)
+    log.info("profile %s deleted; purge queued", profile_id)
+
+
+@context.in_app_context
+def purge_profile(profile_id: str) -> str:
+    """RQ job: unsubscribe the app from the Page (if the token still works), then remove all data."""
+    store = get_storage()
+    profile = store.profiles.get(profile_id, deleting=True)
+    if profile is None:
+        return "nothing left"
+    try:
+        current_app.extensions["graph"].unsubscribe(profile.page_id, store.profiles.page_token(profile_id))
+    except graph.GraphError as error:  # a dead token, an unreachable Facebook: delete anyway
+        log.info("profile %s: could not unsubscribe the app from page %s (%s)", profile_id, profile.page_id,
+                 error.summary())
+    except TokenDecryptError:
+        log.info("profile %s: token unreadable, app not unsubscribed from page %s", profile_id, profile.page_id)
+    store.profiles.purge(profile_id)
+    return "purged"

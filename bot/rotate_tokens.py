@@ -1,0 +1,28 @@
+"""`python -m bot.rotate_tokens`: re-encrypt every stored Page token with the newest key.
+
+Rotation: put a new key first in TOKEN_ENCRYPTION_KEY (`new,old`), restart web and workers,
+run this, then remove the old key.
+"""
+from __future__ import annotations
+
+import sys
+
+import storage
+from bot.config import Settings
+from bot.crypto import TokenCipher
+from bot.errors import ConfigError
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    store = storage.Storage(storage.connect(settings.redis_url), cipher=TokenCipher(settings.token_encryption_keys))
+    print(f"re-encrypted {store.profiles.rotate_tokens()} Page tokens with the newest key")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Periodic: is each profile's Page token still good, and is our app still subscribed?
+
+Facebook unsubscribes an app from a Page after an hour of failed webhooks ("Webhooks
+Disabled"), and tokens die when passwords change or roles go. One Graph call or two per
+profile, spaced out, once per PROFILE_CHECK_MINUTES.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import current_app
+
+from bot import graph
+from bot.crypto import TokenDecryptError
+from jobs import context
+from storage import get_storage
+
+log = logging.getLogger(__name__)
+SPACING_S = 0.2  # at most 5 profiles a second: a health check must not eat the Pages' rate limits
+
+
+def queue_checks() -> None:
+    """Ticker task: one check job per interval for the whole deployment."""
+    every = current_app.config["SETTINGS"].profile_check_minutes * 60
+    current_app.extensions["rq_queue"].enqueue(check_profiles, job_id=f"check-profiles-{int(time.time() // every)}",
+                                               result_ttl=every, failure_ttl=86400)
+
+
+@context.in_app_context
+def check_profiles(spacing_s: float = SPACING_S) -> dict[str, int]:
+    """Check every profile; flag dead tokens once and re-subscribe where Facebook dropped us."""
+    tally = {"checked": 0, "needs_reauth": 0, "resubscribed": 0, "skipped": 0}
+    for profile in get_storage().profiles.list():
+        tally[_check(profile)] += 1
+        time.sleep(spacing_s)
+    if tally["needs_reauth"] or tally["resubscribed"]:
+        log.warning("profile check: %s", tally)
+    return tally
+
+
+def _check(profile) -> str:
+    store, client = get_storage(), current_app.extensions["graph"]
+    try:
+        token = store.profiles.page_token(profile.id)
+        info = client.debug_token(token)
+        if not info.get("is_valid"):
+            reason = str((info.get("error") or {}).get("message", "Facebook says the token is not valid"))
+            store.profiles.flag_unhealthy(profile.id, "needs_reauth", reason)
+            return "needs_reauth"
+        missing = set(graph.SUBSCRIBED_FIELDS) - set(client.subscribed_fields(profile.page_id, token))
+        if missing:
+            client.subscribe(profile.page_id, token)
+            log.warning("profile %s: app was unsubscribed from page %s; subscribed again", profile.id, profile.page_id)
+        store.profiles.touch_checked(profile.id)
+        return "resubscribed" if missing else "checked"
+    except (graph.TokenError, TokenDecryptError) as error:
+        store.profiles.flag_unhealthy(profile.id, "needs_reauth", str(error)[:300])
+        return "needs_reauth"
+    except graph.GraphError as error:
+        log.info("profile %s not checked this time: %s", profile.id, error.summary())
+        return "skipped"
