@@ -2,9 +2,9 @@
 
 Deauthorize: the person who connected Pages removed our app; their Page tokens stop working,
 so those profiles become "disconnected" — never deleted (the product's rule).
-Data deletion: delete what we hold about that Facebook user and answer with the status URL and
-confirmation code Facebook shows them. `user_id` is the app-scoped id from Facebook Login, not
-a PSID: Messenger contacts are not covered by it (MESSENGER.md).
+Data deletion: answer at once with the status URL and confirmation code Facebook shows the
+person; a job (jobs/privacy.py) deletes what we hold about them, matching their app-scoped id
+to their PSIDs on our Pages through Facebook's ID matching API.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import time
 from flask import Blueprint, current_app, render_template, request, url_for
 
 from bot.signed_request import parse_signed_request
+from jobs.privacy import delete_user_data
 from storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,13 @@ def data_deletion():
     if user_id is None:
         return {"error": {"code": "invalid_signed_request", "message": "signed_request missing or not valid",
                           "details": {}}}, 400
-    store = get_storage()
-    forgot_user = store.users.forget(user_id)
-    disconnected = 0
-    for profile in store.profiles.connected_by_user(user_id):
-        store.profiles.forget_connector(profile.id)  # keep the profile, drop the link to the person
-        disconnected += 1
     code = secrets.token_hex(10)
-    store.users.record_deletion(code, {"status": "completed", "requested_at": int(time.time()),
-                                       "deleted": {"account": forgot_user, "profile_links": disconnected}})
+    get_storage().users.record_deletion(code, {"status": "in progress", "requested_at": int(time.time())})
+    current_app.extensions["rq_queue"].enqueue(delete_user_data, user_id, code, job_id=f"data-deletion-{code}",
+                                               result_ttl=86400, failure_ttl=30 * 86400)
     public = current_app.config["SETTINGS"].public_url
     path = url_for("facebook.deletion_status", code=code)
-    log.info("data deletion request %s completed", code)
+    log.info("data deletion request %s queued", code)
     return {"url": public + path if public else url_for("facebook.deletion_status", code=code, _external=True),
             "confirmation_code": code}
 

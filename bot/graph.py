@@ -211,6 +211,11 @@ class GraphClient:
                 break
         return pages
 
+    def ids_for_pages(self, user_id: str, page_id: str, page_token: str) -> list[str]:
+        """ID matching: the PSIDs a Facebook Login user has on one of our Pages."""
+        data = self._call("GET", f"{user_id}/ids_for_pages", page_token, params={"page": page_id})[0]
+        return [str(row["id"]) for row in data.get("data") or [] if isinstance(row, dict) and row.get("id")]
+
     def debug_token(self, token: str) -> dict:
         """Facebook's view of a token (is_valid, scopes, ...), asked with our app token."""
         app_token = f"{self.app_id}|{self._secret.decode()}"

@@ -162,7 +162,7 @@ def add_person(page_id: str) -> tuple[Response, int]:
 def _new_person(page_id: str, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ControlError("each person must be a JSON object")
-    unknown = set(data) - {"psid", "last_interaction_ms", "receipts", "user_ref"}
+    unknown = set(data) - {"psid", "last_interaction_ms", "receipts", "user_ref", "user_id"}
     if unknown:
         raise ControlError(f"unknown keys: {', '.join(sorted(unknown))}")
     try:

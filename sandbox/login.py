@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template_string
 
 from sandbox import tokens, users
 from sandbox.errors import GraphError
-from sandbox.graph import params, runtime, token
+from sandbox.graph import authorise, params, runtime, token
 from sandbox.state import State
 
 bp = Blueprint("login", __name__)
@@ -224,6 +224,17 @@ def after_index(listed: list[dict[str, Any]], after: str | None) -> int:
         return len(listed)
     ids = [row["id"] for row in listed]
     return ids.index(page_id) + 1 if page_id in ids else len(listed)
+
+
+@bp.get("/<version:version>/<user_id>/ids_for_pages")
+def ids_for_pages(version: str, user_id: str) -> Response:
+    """ID matching: the PSIDs an app-scoped user has on a Page (asked with that Page's token)."""
+    values = params()
+    page = authorise(str(values.get("page", "")), values, "ids_for_pages")
+    state = runtime().state
+    with state.lock:
+        matches = [p["psid"] for p in state.people[page["id"]].values() if p.get("user_id") == user_id]
+    return jsonify(data=[{"id": psid, "page": {"id": page["id"], "name": page["name"]}} for psid in matches])
 
 
 @bp.get("/<version:version>/me/permissions")

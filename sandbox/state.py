@@ -198,15 +198,16 @@ class State:
     # -- people ----------------------------------------------------------------------------
     def add_person(self, page_id: str, psid: str | None = None,
                    last_interaction_ms: int | None = None, receipts: str = "read",
-                   user_ref: str | None = None) -> dict[str, Any]:
-        """Create (or update) a person of a Page and return the record."""
+                   user_ref: str | None = None, user_id: str | None = None) -> dict[str, Any]:
+        """Create (or update) a person of a Page and return the record. `user_id` is the same
+        human's app-scoped id (Facebook Login), for the ID matching API."""
         if receipts not in RECEIPTS:
             raise ValueError(f"receipts must be one of {', '.join(RECEIPTS)}")
         with self.lock:
             psid = str(psid) if psid else self.next_id("psid", PSID_BASE)
             person = self.people[page_id].setdefault(psid, {"psid": psid})
             person.update(last_interaction_ms=last_interaction_ms, receipts=receipts,
-                          user_ref=user_ref)
+                          user_ref=user_ref, user_id=user_id)
             if user_ref:
                 info = self.user_refs[page_id].setdefault(user_ref, {"opted_in_ms": None})
                 info["psid"] = psid

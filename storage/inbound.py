@@ -66,6 +66,7 @@ class Inbound:
         self.tz = tz
         self.clock_skew_ms = clock_skew_ms
         self._apply = scripts.register(redis, "apply_events")
+        self._forget = scripts.register(redis, "forget_recipient")
         self._templates = json.dumps(keys.lua_templates())
 
     def apply(self, events: list[Event]) -> Applied:
@@ -101,6 +102,10 @@ class Inbound:
             return {}
         values = self.redis.hmget(keys.seen(pid), rcpts)
         return {r: int(v) for r, v in zip(rcpts, values) if v}
+
+    def forget_recipient(self, pid: str, rcpt: str) -> int:
+        """Remove what a profile holds about one person (data deletion); returns records removed."""
+        return int(self._forget(args=[self._templates, pid, rcpt]))
 
     def contact_of(self, pid: str, rcpt: str) -> str | None:
         return self.redis.hget(keys.recipients(pid), rcpt)

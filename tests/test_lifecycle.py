@@ -1,6 +1,7 @@
 """Profile lifecycle: disable/delete rules, deletion leaves nothing, opt-in code, callbacks."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -198,16 +199,30 @@ def test_deauthorize_disconnects_the_users_profiles_but_keeps_them(client, store
     assert store.profiles.get(other.id).health == "ok"
 
 
-def test_data_deletion_deletes_the_users_data_and_gives_a_status_url(client, store, page):
+def test_data_deletion_deletes_the_users_data_and_gives_a_status_url(client, fb, store, drain, page, redis_client):
     store.users.save("u-1", "Ann Owner", [{"id": page["id"], "name": "P", "tasks": ["MANAGE"]}])
-    mine = store.profiles.create(name="Mine", page_id=page["id"], page_name="P", page_token="t", connected_by="u-1")
+    mine = store.profiles.create(name="Mine", page_id=page["id"], page_name="P", page_token=page["token"],
+                                 connected_by="u-1")
+    psid = fb.add_person(page["id"], user_id="u-1")  # the same human, on Messenger
+    other = fb.add_person(page["id"])
+    now = int(time.time() * 1000)
+    store.inbound.apply([Event("optin", page["id"], psid, now, profile=mine.id, contact="c1"),
+                         Event("optin", page["id"], other, now, profile=mine.id, contact="c2")])
+    store.messages.record_sent(mine.id, "c1", psid, "m_1", now)
     assert client.post("/facebook/data-deletion", data={"signed_request": signed("u-1", "forged")}).status_code == 400
     assert store.users.get("u-1") is not None
     answer = client.post("/facebook/data-deletion", data={"signed_request": signed("u-1")})
     body = answer.get_json()
     assert answer.status_code == 200 and set(body) == {"url", "confirmation_code"}
+    status_path = body["url"].replace("http://localhost", "")
+    assert "deleting your data" in client.get(status_path).get_data(as_text=True)
+    drain()
     assert store.users.get("u-1") is None and store.profiles.get(mine.id).connected_by == ""
-    status = client.get(body["url"].replace("http://localhost", ""))
-    assert status.status_code == 200 and body["confirmation_code"] in status.get_data(as_text=True)
-    assert "completed" in status.get_data(as_text=True)
+    assert store.contacts.get("c1") is None and store.inbound.last_seen(mine.id, psid) is None
+    assert store.inbound.contact_of(mine.id, psid) is None and store.messages.awaiting(mine.id, psid) == []
+    assert store.contacts.get("c2") == {mine.optin_field: other}  # nobody else is touched
+    status = client.get(status_path)
+    text = status.get_data(as_text=True)
+    assert status.status_code == 200 and body["confirmation_code"] in text and "completed" in text
+    assert int(re.search(r'id="messenger-records">(\d+)<', text).group(1)) >= 4
     assert client.get("/facebook/data-deletion/nosuchcode").status_code == 404
