@@ -53,6 +53,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "UNKNOWN_DEADLINE_SECONDS": ("900", "How long a send whose answer was lost waits for Facebook's echo before `failed`/`interrupted`."),
     "RUN_LEASE_SECONDS": ("15", "A batch whose worker stopped renewing its lease this long is resumed by another worker."),
     "PROFILE_CHECK_MINUTES": ("60", "How often every profile's token and webhook subscription are checked."),
+    "ROW_RETENTION_DAYS": ("90", "How long the per-contact rows behind the statistics are kept (the counters stay until the profile is deleted)."),
     "RUN_RETENTION_DAYS": ("30", "How long a run's per-contact outcomes stay readable through the API."),
     "TAG_RETIREMENT_DATE": ("2026-04-27", "Day Meta stopped accepting the three message tags; before it, nodes send tagged messages."),
     "SANDBOX_PORT": ("8001", "Port of the Facebook simulator in sandbox mode."),
@@ -109,6 +110,7 @@ class Settings:
     unknown_deadline_seconds: int
     run_lease_seconds: int
     run_retention_days: int
+    row_retention_days: int
     profile_check_minutes: int
     tag_retirement_date: date
     sandbox_port: int
@@ -171,6 +173,7 @@ class _Parser:
             unknown_deadline_seconds=self.integer("UNKNOWN_DEADLINE_SECONDS", 1, 7 * 86400),
             run_lease_seconds=self.integer("RUN_LEASE_SECONDS", 2, 600),
             run_retention_days=self.integer("RUN_RETENTION_DAYS", 1, 3650),
+            row_retention_days=self.integer("ROW_RETENTION_DAYS", 1, 3650),
             profile_check_minutes=self.integer("PROFILE_CHECK_MINUTES", 1, 7 * 24 * 60),
             tag_retirement_date=self.date("TAG_RETIREMENT_DATE"),
             sandbox_port=self.integer("SANDBOX_PORT", 1, 65535),

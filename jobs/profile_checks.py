@@ -60,3 +60,14 @@ def _check(profile) -> str:
     except graph.GraphError as error:
         log.info("profile %s not checked this time: %s", profile.id, error.summary())
         return "skipped"
+
+
+def trim_rows() -> int:
+    """Ticker task (daily): drop per-contact statistics rows past ROW_RETENTION_DAYS."""
+    from bot.stats_view import today
+    store = get_storage()
+    keep = current_app.config["SETTINGS"].row_retention_days
+    trimmed = sum(store.stats.trim_rows(p.id, keep, today(store).isoformat()) for p in store.profiles.list())
+    if trimmed:
+        log.info("dropped the per-contact rows of %d profile-days past %d days", trimmed, keep)
+    return trimmed

@@ -30,7 +30,8 @@ def default_tasks() -> list[Task]:
     from jobs import profile_checks, runs
     check_every = context.get_app().config["SETTINGS"].profile_check_minutes * 60
     return [Task("resume_runs", 5, runs.resume_runs), Task("expire_unknown", 10, runs.expire_unknown),
-            Task("check_profiles", check_every, profile_checks.queue_checks)]
+            Task("check_profiles", check_every, profile_checks.queue_checks),
+            Task("trim_rows", 3600, profile_checks.trim_rows)]
 
 
 class Ticker:

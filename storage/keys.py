@@ -13,9 +13,13 @@ Key families (all under PREFIX):
     p:{pid}:marketing            HASH    PSID -> marketing opt-in status|token expiry (kept, not used)
     p:{pid}:await                HASH    recipient -> messages awaiting delivery/read receipts
     p:{pid}:days                 ZSET    day (YYYY-MM-DD) -> YYYYMMDD, days that have statistics
-    p:{pid}:day:{day}            HASH    counters: sent, delivered, read, warning, failed, <kind>:<reason>
-    p:{pid}:day:{day}:{kind}     LIST    rows behind a counter: ms, contact, message id, reason, detail
+    p:{pid}:day:{day}            HASH    counters: sent, delivered, read, warning, failed, <kind>:<reason>,
+                                         no_receipts (sends to checkbox user_refs: no receipts come)
+    p:{pid}:day:{day}:{kind}     LIST    rows behind a counter (US-separated): sent "ms contact mid";
+                                         warning/failed (and per reason, kind "warning:<reason>")
+                                         "ms contact reason detail"; delivered/read "ms index-of-sent-row"
     p:{pid}:programs             SET     ids of programs with a node using the profile
+    p:{pid}:trimmed              STRING  YYYYMMDD up to which per-contact rows were dropped (retention)
     p:{pid}:runs                 SET     ids of the runs that sent for the profile (deleted with it)
     program:{id}                 HASH    name, status, nodes (JSON), updated_at
     programs                     ZSET    program id -> updated_at
@@ -103,6 +107,10 @@ def profile_programs(pid: str) -> str:
     return f"{PREFIX}p:{pid}:programs"
 
 
+def rows_trimmed_until(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:trimmed"
+
+
 def profile_runs(pid: str) -> str:
     return f"{PREFIX}p:{pid}:runs"
 
@@ -170,7 +178,7 @@ def deletion(code: str) -> str:
 def profile_scoped(pid: str) -> list[str]:
     """Keys of one profile that do not depend on a day (deleted with the profile)."""
     return [recipients(pid), seen(pid), unmatched(pid), marketing(pid), awaiting(pid), stat_days(pid),
-            profile_programs(pid)]
+            profile_programs(pid), rows_trimmed_until(pid)]
 
 
 def lua_templates() -> dict[str, str]:

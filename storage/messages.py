@@ -1,6 +1,6 @@
 """Messages Facebook accepted, and those still awaiting delivery/read receipts.
 
-Keys: p:{pid}:await (recipient -> packed entries "mid US day US contact US sent_ms US state",
+Keys: p:{pid}:await (recipient -> packed entries "mid US day US sent-row index US sent_ms US state",
 entries separated by RS; state s = sent, d = delivered) plus the day counters and rows of
 storage/stats.py. Receipts (storage/inbound.py) consume the awaiting entries, which is what
 makes a receipt count once however often Facebook repeats it.
@@ -45,7 +45,7 @@ class Messages:
             return []
         entries = []
         for entry in packed.split(RS):
-            mid, day, contact, sent_ms, state = entry.split(US)
-            entries.append({"message_id": mid, "day": day, "contact_id": contact,
+            mid, day, index, sent_ms, state = entry.split(US)
+            entries.append({"message_id": mid, "day": day, "row": int(index),
                             "sent_ms": int(sent_ms), "delivered": state == "d"})
         return entries

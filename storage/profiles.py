@@ -173,7 +173,11 @@ class Profiles:
             if cursor == 0:
                 break
         days = self.redis.zrange(keys.stat_days(pid), 0, -1)
-        doomed = [keys.day_counters(pid, d) for d in days] + [keys.day_rows(pid, d, k) for d in days for k in DAY_KINDS]
+        doomed = []
+        for day in days:
+            counters = self.redis.hkeys(keys.day_counters(pid, day))
+            kinds = set(DAY_KINDS) | {name for name in counters if ":" in name}  # per-reason lists too
+            doomed += [keys.day_counters(pid, day)] + [keys.day_rows(pid, day, kind) for kind in kinds]
         for run_id in self.redis.smembers(keys.profile_runs(pid)):
             doomed += [keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),
                        keys.run_batches(run_id)]

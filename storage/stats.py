@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 from storage import keys
 
 KINDS = ("sent", "delivered", "read", "warning", "failed")
+RECEIPTS = ("delivered", "read")
+NOT_SENT = ("warning", "failed")
 US = "\x1f"
 
 
@@ -51,12 +53,49 @@ class Stats:
             result.append((day, counts))
         return result
 
-    def rows(self, pid: str, day: str, kind: str, start: int = 0, count: int = 100) -> list[dict]:
-        """The contacts behind one number, in the order they were recorded."""
-        raw = self.redis.lrange(keys.day_rows(pid, day, kind), start, start + count - 1)
+    def trim_rows(self, pid: str, keep_days: int, today: str) -> int:
+        """Drop the per-contact rows of days older than `keep_days` (counters stay). Returns days trimmed."""
+        from datetime import date, timedelta
+        cutoff = day_score((date.fromisoformat(today) - timedelta(days=keep_days)).isoformat())
+        done_until = int(self.redis.get(keys.rows_trimmed_until(pid)) or 0)
+        days = self.redis.zrangebyscore(keys.stat_days(pid), done_until + 1, cutoff)
+        for day in days:
+            counters = self.redis.hkeys(keys.day_counters(pid, day))
+            kinds = set(KINDS) | {name for name in counters if ":" in name}
+            self.redis.unlink(*[keys.day_rows(pid, day, kind) for kind in kinds])
+        self.redis.set(keys.rows_trimmed_until(pid), cutoff)
+        return len(days)
+
+    def rows(self, pid: str, day: str, kind: str, start: int = 0, count: int = 100,
+             reason: str | None = None) -> list[dict]:
+        """The contacts behind one number (optionally one reason), in the order recorded."""
+        list_kind = f"{kind}:{reason}" if reason and kind in NOT_SENT else kind
+        raw = self.redis.lrange(keys.day_rows(pid, day, list_kind), start, start + count - 1)
+        if kind in RECEIPTS:
+            return self._receipt_rows(pid, day, raw)
+        return [_row(kind, line) for line in raw]
+
+    def row_count(self, pid: str, day: str, kind: str, reason: str | None = None) -> int:
+        list_kind = f"{kind}:{reason}" if reason and kind in NOT_SENT else kind
+        return int(self.redis.llen(keys.day_rows(pid, day, list_kind)))
+
+    def _receipt_rows(self, pid: str, day: str, raw: list[str]) -> list[dict]:
+        """Delivered/read rows point at the sent row: fetch those in one round trip."""
+        pairs = [line.split(US) for line in raw]
+        pipe = self.redis.pipeline(transaction=False)
+        for _, index in pairs:
+            pipe.lindex(keys.day_rows(pid, day, "sent"), int(index))
         rows = []
-        for line in raw:
-            at_ms, contact, message_id, reason, detail = (line.split(US) + [""])[:5]
-            rows.append({"at_ms": int(at_ms), "contact_id": contact, "message_id": message_id,
-                         "reason_code": reason, "detail": detail})
+        for (at_ms, _), sent in zip(pairs, pipe.execute()):
+            row = _row("sent", sent) if sent else {"contact_id": "", "message_id": "", "sent_ms": 0}
+            rows.append({**row, "at_ms": int(at_ms), "sent_ms": row.get("at_ms", 0), "reason_code": "", "detail": ""})
         return rows
+
+
+def _row(kind: str, line: str) -> dict:
+    parts = line.split(US)
+    if kind == "sent":
+        at_ms, contact, message_id = (parts + ["", ""])[:3]
+        return {"at_ms": int(at_ms), "contact_id": contact, "message_id": message_id, "reason_code": "", "detail": ""}
+    at_ms, contact, reason, detail = (parts + ["", "", ""])[:4]
+    return {"at_ms": int(at_ms), "contact_id": contact, "message_id": "", "reason_code": reason, "detail": detail}

@@ -63,7 +63,7 @@ def test_make_run_serves_healthz_stops_cleanly_and_keeps_data(tmp_path):
         assert demo_run(url, auth) == {"ann": ("sent", ""), "ben": ("sent", ""), "cara": ("sent", ""),
                                        "dan": ("warning", "template_field_missing"), "eve": ("warning", "no_optin")}
         stats = wait_until(lambda: (s := requests.get(f"{url}/api/v1/profiles/1/stats", headers=auth, timeout=5)
-                                    .json())["days"] and s["days"][-1]["read"] == 3 and s, timeout=30)
+                                    .json())["days"] and s["days"][0]["read"] == 3 and s, timeout=30)
         assert stats["delivered_last_7_days"] == 3
         assert requests.put(f"{url}/api/v1/contacts/c-1", json={"fields": {"FIRSTNAME": "Ann"}},
                             headers=auth, timeout=5).status_code == 200

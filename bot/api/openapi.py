@@ -53,7 +53,9 @@ def build_spec() -> dict:
                          "ProgramPut": s.ProgramPutSchema, "Program": s.ProgramSchema,
                          "RunRequest": s.RunRequestSchema, "RunAccepted": s.RunAcceptedSchema,
                          "RunStatus": s.RunStatusSchema, "PreviewRequest": s.PreviewRequestSchema,
-                         "Preview": s.PreviewSchema, "Stats": s.StatsSchema}.items():
+                         "Preview": s.PreviewSchema, "Stats": s.StatsSchema,
+                         "StatsContacts": s.StatsContactsSchema, "OptinCode": s.OptinCodeSchema,
+                         "ProfilePatch": s.ProfilePatchSchema}.items():
         spec.components.schema(name, schema=schema)
     common = _errors(401, 503)
     spec.path("/profiles", operations={
@@ -61,14 +63,34 @@ def build_spec() -> dict:
                  "responses": {**_ok(201, "Profile", "Created"), **_errors(400, 409, 413, 422, 502), **common}},
         "get": {"summary": "List profiles", "responses": {**_ok(200, "ProfileList", "Profiles"), **common}}})
     spec.path("/profiles/{profile_id}", parameters=[_id_param("profile_id")], operations={
-        "get": {"summary": "Read a profile", "responses": {**_ok(200, "Profile", "The profile"), **_errors(404), **common}}})
+        "get": {"summary": "Read a profile", "responses": {**_ok(200, "Profile", "The profile"), **_errors(404), **common}},
+        "patch": {"summary": "Rename, enable or disable (409 profile_in_use when active programs use it)",
+                  "requestBody": _body("ProfilePatch"),
+                  "responses": {**_ok(200, "Profile", "The profile"), **_errors(400, 404, 409, 422), **common}},
+        "delete": {"summary": "Delete the profile and all its statistics (409 profile_in_use)",
+                   "responses": {"204": {"description": "Deleted"}, **_errors(404, 409), **common}}})
+    spec.path("/profiles/{profile_id}/optin-code", parameters=[
+            _id_param("profile_id"), {"name": "contact_id", "in": "query", "required": False, "schema": {"type": "string"}}],
+              operations={"get": {"summary": "The opt-in HTML (for one contact, or generic with a merge field)",
+                                  "responses": {**_ok(200, "OptinCode", "The code"), **_errors(404, 422), **common}}})
     spec.path("/contacts/{contact_id}", parameters=[_id_param("contact_id")], operations={
         "put": {"summary": "Set a contact's data fields (opt-in fields are kept)", "requestBody": _body("ContactPut"),
                 "responses": {**_ok(200, "Contact", "The contact"), **_errors(400, 413, 422), **common}},
         "get": {"summary": "Read a contact with every FBOPTIN_XXX field",
                 "responses": {**_ok(200, "Contact", "The contact"), **_errors(404, 422), **common}}})
+    spec.path("/profiles/{profile_id}/stats/{day}/contacts", parameters=[
+            _id_param("profile_id"), {"name": "day", "in": "path", "required": True, "schema": {"type": "string", "format": "date"}},
+            {"name": "kind", "in": "query", "required": True,
+             "schema": {"type": "string", "enum": ["sent", "delivered", "read", "warning", "failed"]}},
+            {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"}},
+            _query("cursor", "integer"), _query("limit", "integer")], operations={
+        "get": {"summary": "The contacts behind one number (kind and reason on a day), paged",
+                "responses": {**_ok(200, "StatsContacts", "Contacts"), **_errors(404, 422), **common}}})
     spec.path("/profiles/{profile_id}/stats", parameters=[_id_param("profile_id"), _query("from", "date"),
-                                                          _query("to", "date")], operations={
+                                                          _query("to", "date"),
+                                                          {"name": "kind", "in": "query", "required": False,
+                                                           "schema": {"type": "string", "enum": ["all", "sent", "delivered", "read", "warning", "failed"]}}],
+              operations={
         "get": {"summary": "Per-day counters and reasons; delivered in the last 7 days",
                 "responses": {**_ok(200, "Stats", "Statistics"), **_errors(404, 422), **common}}})
     program_id = _id_param("program_id", s.ID_PATTERN)

@@ -200,10 +200,12 @@ class PreviewSchema(Schema):
 
 
 class DayStatsSchema(Schema):
-    date = fields.Date()
+    date = fields.Date(allow_none=True)
     sent = fields.Integer()
     delivered = fields.Integer()
     read = fields.Integer()
+    awaiting_receipt = fields.Integer()
+    no_receipts = fields.Integer()
     warning = fields.Integer()
     failed = fields.Integer()
     reasons = fields.Dict(keys=fields.String(), values=fields.Integer())
@@ -213,5 +215,29 @@ class StatsSchema(Schema):
     profile_id = fields.String()
     from_ = fields.Date(data_key="from")
     to = fields.Date()
+    kind = fields.String()
+    timezone = fields.String()
     delivered_last_7_days = fields.Integer()
+    totals = fields.Nested(DayStatsSchema)
     days = fields.List(fields.Nested(DayStatsSchema))
+
+
+class StatsContactSchema(Schema):
+    contact_id = fields.String()
+    fields_ = fields.Dict(data_key="fields", keys=fields.String(), values=fields.String())
+    at = fields.DateTime(allow_none=True)
+    sent_at = fields.DateTime(allow_none=True)
+    reason_code = fields.String()
+    reason = fields.String()
+    message_id = fields.String()
+    detail = fields.String()
+
+
+class StatsContactsSchema(Schema):
+    profile_id = fields.String()
+    date = fields.Date()
+    kind = fields.String()
+    reason = fields.String(allow_none=True)
+    total = fields.Integer()
+    contacts = fields.List(fields.Nested(StatsContactSchema))
+    next_cursor = fields.String(allow_none=True)

@@ -1,52 +1,64 @@
-"""Usage statistics of a profile as JSON (the pages of a later issue read the same counters)."""
+"""Usage statistics as JSON: the same counters and rows the pages and CSV show."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from flask import request
 
+from bot import stats_view
 from bot.api import bp
 from bot.api.profiles import get_profile_or_404
 from bot.errors import ApiError
+from bot.reasons import REASONS, reason_text
 from storage import get_storage
 
-MAX_DAYS = 366
-
-
-def today_in(tz) -> date:
-    return datetime.now(tz).date()
-
-
-def _day_arg(name: str, default: date) -> date:
-    text = request.args.get(name)
-    if not text:
-        return default
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ApiError(422, "validation_failed", f"{name} must be a date like 2026-11-25",
-                       {name: text[:40]}) from None
-
-
-def split_reasons(counts: dict[str, int]) -> dict:
-    """Counters as the API shows them: kinds, plus reasons of warnings and failures."""
-    reasons = {k.split(":", 1)[1]: v for k, v in counts.items() if ":" in k}
-    return {kind: counts.get(kind, 0) for kind in ("sent", "delivered", "read", "warning", "failed")} | {
-        "reasons": reasons}
+LIST_KINDS = ("sent", "delivered", "read", "warning", "failed")
+PAGE_DEFAULT, PAGE_MAX = 100, 1000
 
 
 @bp.get("/profiles/<profile_id>/stats")
 def profile_stats(profile_id: str):
-    """Per-day counters between `from` and `to` (default: the last 30 days), and delivered in 7 days."""
+    """Per-day counters (default: the last 30 days), kind filter, and delivered in 7 days."""
     profile = get_profile_or_404(profile_id)
     store = get_storage()
-    today = today_in(store.tz)
-    last = _day_arg("to", today)
-    first = _day_arg("from", last - timedelta(days=29))
-    if first > last or (last - first).days >= MAX_DAYS:
-        raise ApiError(422, "validation_failed", f"from must be on or before to, at most {MAX_DAYS} days apart")
-    week = store.stats.days(profile.id, (today - timedelta(days=6)).isoformat(), today.isoformat())
-    days = store.stats.days(profile.id, first.isoformat(), last.isoformat())
-    return {"profile_id": profile.id, "from": first.isoformat(), "to": last.isoformat(),
-            "delivered_last_7_days": sum(counts["delivered"] for _, counts in week),
-            "days": [{"date": day, **split_reasons(counts)} for day, counts in days]}
+    filters, problems = stats_view.parse_filters(store, request.args)
+    if problems:
+        raise ApiError(422, "validation_failed", " ".join(problems))
+    rows = stats_view.day_rows(store, profile.id, filters)
+    _, week = stats_view.last_week(store, profile.id)
+    return {"profile_id": profile.id, "from": filters.first.isoformat(), "to": filters.last.isoformat(),
+            "kind": filters.kind, "timezone": str(store.tz),
+            "delivered_last_7_days": stats_view.totals(week).delivered,
+            "totals": stats_view.day_json(stats_view.totals(rows)) | {"date": None},
+            "days": [stats_view.day_json(row) for row in rows]}
+
+
+@bp.get("/profiles/<profile_id>/stats/<day>/contacts")
+def stats_contacts(profile_id: str, day: str):
+    """The contacts behind one number: kind (and reason) on a day, paged with `cursor`."""
+    profile = get_profile_or_404(profile_id)
+    kind, reason = request.args.get("kind", ""), request.args.get("reason") or None
+    try:
+        date.fromisoformat(day)
+        cursor = int(request.args.get("cursor", "0"))
+        limit = int(request.args.get("limit", str(PAGE_DEFAULT)))
+    except ValueError:
+        raise ApiError(422, "validation_failed", "day is a date like 2026-11-25; cursor and limit are whole numbers") from None
+    if kind not in LIST_KINDS:
+        raise ApiError(422, "validation_failed", f"kind must be one of {', '.join(LIST_KINDS)}")
+    if reason and (reason not in REASONS or kind not in ("warning", "failed")):
+        raise ApiError(422, "validation_failed", "reason must be a reason code of warnings or failures")
+    if cursor < 0 or not 1 <= limit <= PAGE_MAX:
+        raise ApiError(422, "validation_failed", f"cursor >= 0 and 1 <= limit <= {PAGE_MAX}")
+    store = get_storage()
+    total = store.stats.row_count(profile.id, day, kind, reason)
+    rows = store.stats.rows(profile.id, day, kind, cursor, limit, reason)
+    fields = store.contacts.get_many(list({r["contact_id"] for r in rows if r["contact_id"]}))
+    at = lambda ms: datetime.fromtimestamp(ms / 1000, store.tz).isoformat() if ms else None  # noqa: E731
+    contacts = [{"contact_id": r["contact_id"], "fields": fields.get(r["contact_id"], {}), "at": at(r["at_ms"]),
+                 "sent_at": at(r.get("sent_ms", 0)), "reason_code": r["reason_code"],
+                 "reason": reason_text(r["reason_code"]) if r["reason_code"] else "", "message_id": r["message_id"],
+                 "detail": r["detail"]} for r in rows]
+    next_cursor = cursor + len(rows) if cursor + len(rows) < total else None
+    return {"profile_id": profile.id, "date": day, "kind": kind, "reason": reason, "total": total,
+            "contacts": contacts, "next_cursor": None if next_cursor is None else str(next_cursor)}

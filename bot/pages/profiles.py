@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 
-from bot import lifecycle, onboarding, policy
+from bot import lifecycle, onboarding, policy, stats_view
 from bot.errors import ApiError
 from bot.optin_code import generic_ref, optin_html, ref_field
 from bot.pages import bp
 from bot.pages import session as auth
+from bot.pages.chart import bar_chart
 from bot.pages.login import dialog_url
 from storage import get_storage
 
@@ -69,8 +70,10 @@ def show_profile(profile_id: str):
     code = optin_html(profile_name=profile.name, page_name=profile.page_name, page_id=profile.page_id,
                       app_id=settings.fb_app_id, version=settings.graph_api_version, ref=generic_ref(profile.id))
     programs = get_storage().programs.using_profile(profile.id)
+    week, rows = stats_view.last_week(get_storage(), profile.id)
     return render_template("pages/profile.html", profile=profile, optin_code=code, ref_field=ref_field(profile.id),
-                           programs=programs)
+                           programs=programs, week=week, week_total=stats_view.totals(rows),
+                           problems=stats_view.problems(rows), chart=bar_chart(rows, week.first, week.last))
 
 
 @bp.post("/profiles/<profile_id>/status")

@@ -7,21 +7,45 @@ local FINAL = {sent = true, warning = true, failed = true}
 
 local function key(name, ...) return string.format(T[name], ...) end
 
--- Count one outcome on its day: the counter, the per-reason counter, the row behind them.
-local function count_day(pid, day, score, kind, reason, contact, mid, at, detail)
+-- Count a message Facebook accepted on its day; returns its row's index in the day's sent
+-- list (delivered and read rows point at it instead of repeating contact and message id).
+local function count_sent(pid, day, score, contact, mid, at, receipts)
+  local k = key('day', pid, day)
+  redis.call('HINCRBY', k, 'sent', 1)
+  if not receipts then redis.call('HINCRBY', k, 'no_receipts', 1) end  -- checkbox user_ref sends
+  redis.call('ZADD', key('days', pid), 'NX', score, day)
+  return redis.call('RPUSH', key('rows', pid, day, 'sent'), table.concat({at, contact, mid}, US)) - 1
+end
+
+-- Count a contact not sent (warning) or refused (failed), in the per-kind and per-reason lists.
+local function count_not_sent(pid, day, score, kind, reason, contact, at, detail)
   local k = key('day', pid, day)
   redis.call('HINCRBY', k, kind, 1)
-  if reason ~= '' then redis.call('HINCRBY', k, kind .. ':' .. reason, 1) end
-  redis.call('RPUSH', key('rows', pid, day, kind), table.concat({at, contact, mid, reason, detail}, US))
+  redis.call('HINCRBY', k, kind .. ':' .. reason, 1)
+  local row = table.concat({at, contact, reason, detail}, US)
+  redis.call('RPUSH', key('rows', pid, day, kind), row)
+  redis.call('RPUSH', key('rows', pid, day, kind .. ':' .. reason), row)
   redis.call('ZADD', key('days', pid), 'NX', score, day)
 end
 
+-- A receipt for the message at `index` of the day's sent list.
+local function count_receipt(pid, day, kind, index, at)
+  redis.call('HINCRBY', key('day', pid, day), kind, 1)
+  redis.call('RPUSH', key('rows', pid, day, kind), at .. US .. index)
+end
+
 -- Keep a sent message awaiting its delivery and read receipts.
-local function await_receipts(pid, rcpt, mid, day, contact, sent)
+local function await_receipts(pid, rcpt, mid, day, index, sent)
   local k = key('await', pid)
-  local entry = table.concat({mid, day, contact, sent, 's'}, US)
+  local entry = table.concat({mid, day, index, sent, 's'}, US)
   local packed = redis.call('HGET', k, rcpt)
   redis.call('HSET', k, rcpt, packed and (packed .. RS .. entry) or entry)
+end
+
+-- Count a sent message and, if receipts can come, keep it awaiting them.
+local function record_sent(pid, day, score, contact, mid, at, rcpt, receipts)
+  local index = count_sent(pid, day, score, contact, mid, at, receipts)
+  if receipts then await_receipts(pid, rcpt, mid, day, index, at) end
 end
 
 -- Give a run's contact its final outcome, once, and count it.
@@ -42,9 +66,10 @@ local function finish(o)
     redis.call('HSET', meta, 'state', 'done', 'done_at', o.at)
     redis.call('ZREM', key('runs_active'), o.run)
   end
-  count_day(pid, o.day, o.score, o.state, o.reason, o.contact, o.mid, o.at, o.detail)
-  if o.state == 'sent' and o.receipts then
-    await_receipts(pid, o.rcpt, o.mid, o.day, o.contact, o.at)
+  if o.state == 'sent' then
+    record_sent(pid, o.day, o.score, o.contact, o.mid, o.at, o.rcpt, o.receipts)
+  else
+    count_not_sent(pid, o.day, o.score, o.state, o.reason, o.contact, o.at, o.detail)
   end
   return 1
 end

@@ -79,17 +79,17 @@ local function receipt(pid, e, is_read)
   for _, m in ipairs(e.mids or {}) do mids[m] = true end
   local keep = {}
   for entry in string.gmatch(packed, '[^' .. RS .. ']+') do
-    local mid, day, contact, sent, state = string.match(entry,
+    local mid, day, index, sent, state = string.match(entry,
       '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
     local covered = mids[mid] or tonumber(sent) <= e.wm + skew
     if covered and state == 's' then
-      count_day(pid, day, day:gsub('-', ''), 'delivered', '', contact, mid, e.ts, '')
+      count_receipt(pid, day, 'delivered', index, e.ts)
       state = 'd'
     end
     if covered and is_read then
-      count_day(pid, day, day:gsub('-', ''), 'read', '', contact, mid, e.ts, '')  -- nothing more to wait for
+      count_receipt(pid, day, 'read', index, e.ts)  -- read: nothing more to wait for
     else
-      keep[#keep + 1] = table.concat({mid, day, contact, sent, state}, US)
+      keep[#keep + 1] = table.concat({mid, day, index, sent, state}, US)
     end
   end
   if #keep == 0 then

@@ -1,0 +1,129 @@
+"""Usage statistics pages: the per-date table with filters, drill-down lists, CSV downloads.
+
+Numbers come from the day counters (bot/stats_view.py); each links to the contacts behind it.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from flask import render_template, request, url_for
+
+from bot import stats_view
+from bot.csv_export import csv_response
+from bot.pages import bp
+from bot.pages import session as auth
+from bot.reasons import REASONS, reason_text
+from storage import get_storage
+
+PAGE_SIZE = 50
+CSV_CHUNK = 1000
+LIST_KINDS = ("sent", "delivered", "read", "warning", "failed")
+KIND_TITLES = {"sent": "Messages sent", "delivered": "Messages delivered", "read": "Messages read",
+               "warning": "Contacts not sent (warnings)", "failed": "Contacts not sent (failed)"}
+RECOGNISE_FIELDS = ("FIRSTNAME", "LASTNAME", "FULLNAME", "EMAIL", "PHONE")
+
+
+@bp.get("/profiles/<profile_id>/stats")
+def stats(profile_id: str):
+    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    store = get_storage()
+    filters, notices = stats_view.parse_filters(store, request.args)
+    rows = stats_view.day_rows(store, profile.id, filters)
+    return render_template("pages/stats.html", profile=profile, filters=filters, notices=notices, rows=rows,
+                           total=stats_view.totals(rows), kinds=stats_view.FILTER_KINDS,
+                           reason_text=reason_text, timezone=str(store.tz))
+
+
+@bp.get("/profiles/<profile_id>/stats.csv")
+def stats_csv(profile_id: str):
+    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    store = get_storage()
+    filters, _ = stats_view.parse_filters(store, request.args)
+    rows = stats_view.day_rows(store, profile.id, filters)
+    header = ["date", "sent", "delivered", "read", "awaiting_receipt", "no_receipts", "warning", "failed", "reasons"]
+    lines = ([r.date, r.sent, r.delivered, r.read, r.awaiting, r.no_receipts, r.warning, r.failed,
+              "; ".join(f"{k}={v}" for k, v in sorted(r.reasons.items()))] for r in rows)
+    return csv_response(f"messenger-{profile.id}-{filters.first}-{filters.last}.csv", header, lines)
+
+
+def _list_args(day: str, kind: str) -> tuple[str | None, list[str]]:
+    """The reason filter, and what is wrong with the URL's values (shown as messages)."""
+    problems = []
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        problems.append(f"{day[:30]!r} is not a date like 2026-11-25.")
+    if kind not in LIST_KINDS:
+        problems.append(f"Unknown kind {kind[:30]!r}; choose one of {', '.join(LIST_KINDS)}.")
+    reason = request.args.get("reason") or None
+    if reason and (reason not in REASONS or kind not in ("warning", "failed")):
+        problems.append(f"Unknown reason {reason[:40]!r} for {kind[:30]}: showing every reason.")
+        reason = None
+    return reason, problems
+
+
+def _with_contact_data(rows: list[dict]) -> list[dict]:
+    fields = get_storage().contacts.get_many(list({r["contact_id"] for r in rows if r["contact_id"]}))
+    for row in rows:
+        data = fields.get(row["contact_id"], {})
+        row["recognise"] = {name: data[name] for name in RECOGNISE_FIELDS if data.get(name)}
+    return rows
+
+
+def _when(ms: int) -> str:
+    """A time in the stats time zone, to the second."""
+    return datetime.fromtimestamp(ms / 1000, get_storage().tz).strftime("%Y-%m-%d %H:%M:%S") if ms else ""
+
+
+@bp.get("/profiles/<profile_id>/stats/<day>/<kind>")
+def stats_contacts(profile_id: str, day: str, kind: str):
+    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    reason, problems = _list_args(day, kind)
+    store = get_storage()
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page, problems = 1, problems + ["The page number must be a whole number."]
+    total = rows = None
+    if not problems:
+        total = store.stats.row_count(profile.id, day, kind, reason)
+        rows = _with_contact_data(store.stats.rows(profile.id, day, kind, (page - 1) * PAGE_SIZE, PAGE_SIZE, reason))
+    return render_template("pages/stats_contacts.html", profile=profile, day=day, kind=kind, reason=reason,
+                           title=KIND_TITLES.get(kind, "Contacts"), rows=rows or [], total=total or 0,
+                           page=page, page_size=PAGE_SIZE, problems=problems, when=_when, reason_text=reason_text,
+                           timezone=str(store.tz))
+
+
+@bp.get("/profiles/<profile_id>/stats/<day>/<kind>.csv")
+def stats_contacts_csv(profile_id: str, day: str, kind: str):
+    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    reason, problems = _list_args(day, kind)
+    if problems:
+        return render_template("pages/error.html", title="Nothing to download", message=" ".join(problems)), 400
+    store = get_storage()
+
+    def lines():  # runs while the response streams, still inside the request (stream_with_context)
+        start = 0
+        while True:
+            chunk = _with_contact_data(store.stats.rows(profile.id, day, kind, start, CSV_CHUNK, reason))
+            for row in chunk:
+                yield [row["contact_id"], *(row["recognise"].get(name, "") for name in RECOGNISE_FIELDS),
+                       _when(row["at_ms"]), row["reason_code"],
+                       reason_text(row["reason_code"]) if row["reason_code"] else "", row["message_id"], row["detail"]]
+            if len(chunk) < CSV_CHUNK:
+                return
+            start += CSV_CHUNK
+    header = ["contact_id", *(name.lower() for name in RECOGNISE_FIELDS), "time", "reason_code", "reason",
+              "message_id", "detail"]
+    suffix = f"-{reason}" if reason else ""
+    return csv_response(f"messenger-{profile.id}-{day}-{kind}{suffix}.csv", header, lines())
+
+
+def list_url(profile_id: str, day: str, kind: str, reason: str | None = None) -> str:
+    return url_for("pages.stats_contacts", profile_id=profile_id, day=day, kind=kind,
+                   **({"reason": reason} if reason else {}))
+
+
+@bp.app_context_processor
+def stats_helpers():
+    return {"list_url": list_url}

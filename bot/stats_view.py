@@ -1,0 +1,145 @@
+"""What the statistics pages, their CSV and the JSON API show, built from the day counters.
+
+Never scans messages: a period of N days costs N hash reads, whatever the volume. Honest
+accounting on every row: sent = delivered + awaiting receipt (+ sent to checkbox opt-ins,
+which get no receipts); read never exceeds delivered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from bot.reasons import REASONS, Reason
+from storage import Storage
+
+FILTER_KINDS = ("all", "sent", "delivered", "read", "warning", "failed")
+MAX_DAYS = 366
+DEFAULT_DAYS = 30
+
+
+class FilterError(ValueError):
+    """A filter value we cannot use; the message says why (shown, not an error page)."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    first: date
+    last: date
+    kind: str = "all"
+
+    def query(self, **changes) -> dict[str, str]:
+        """The filters as URL query arguments (so a view can be bookmarked)."""
+        values = {"from": self.first.isoformat(), "to": self.last.isoformat(), "kind": self.kind, **changes}
+        return {k: v for k, v in values.items() if v and not (k == "kind" and v == "all")}
+
+
+def today(store: Storage) -> date:
+    return datetime.now(store.tz).date()
+
+
+def parse_filters(store: Storage, args) -> tuple[Filters, list[str]]:
+    """Filters from query arguments; bad values fall back to defaults with a message each."""
+    problems = []
+    last = _date(args.get("to"), today(store), "to", problems)
+    first = _date(args.get("from"), last - timedelta(days=DEFAULT_DAYS - 1), "from", problems)
+    kind = args.get("kind") or "all"
+    if kind not in FILTER_KINDS:
+        problems.append(f"Unknown kind {kind[:30]!r}: showing all kinds.")
+        kind = "all"
+    if first > last:
+        problems.append("The start date is after the end date: they were swapped.")
+        first, last = last, first
+    if (last - first).days >= MAX_DAYS:
+        problems.append(f"At most {MAX_DAYS} days at once: showing the last {MAX_DAYS} days of the period.")
+        first = last - timedelta(days=MAX_DAYS - 1)
+    return Filters(first, last, kind), problems
+
+
+def _date(text: str | None, default: date, name: str, problems: list[str]) -> date:
+    if not text:
+        return default
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        problems.append(f"{name!r} must be a date like 2026-11-25 (got {text[:30]!r}): using {default.isoformat()}.")
+        return default
+
+
+@dataclass
+class DayRow:
+    date: str
+    sent: int
+    delivered: int
+    read: int
+    warning: int
+    failed: int
+    no_receipts: int
+    reasons: dict[str, int] = field(default_factory=dict)   # "warning:no_optin" -> n
+
+    @property
+    def awaiting(self) -> int:
+        """Sent, but no delivery receipt yet (and one can still come)."""
+        return max(0, self.sent - self.delivered - self.no_receipts)
+
+    @property
+    def not_sent(self) -> int:
+        return self.warning + self.failed
+
+    def count(self, kind: str) -> int:
+        return getattr(self, kind)
+
+
+def day_rows(store: Storage, profile_id: str, filters: Filters) -> list[DayRow]:
+    """One row per date with statistics in the period, newest first, filtered by kind."""
+    rows = []
+    for day, counts in store.stats.days(profile_id, filters.first.isoformat(), filters.last.isoformat()):
+        row = DayRow(date=day, sent=counts["sent"], delivered=counts["delivered"], read=counts["read"],
+                     warning=counts["warning"], failed=counts["failed"], no_receipts=counts.get("no_receipts", 0),
+                     reasons={k: v for k, v in counts.items() if ":" in k and v})
+        if filters.kind == "all" or row.count(filters.kind):
+            rows.append(row)
+    return rows[::-1]
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str          # warning / failed
+    code: str
+    count: int
+    reason: Reason
+
+
+def problems(rows: list[DayRow]) -> list[Problem]:
+    """Why contacts were not sent, over the rows: reason, count, what to do; biggest first."""
+    totals: dict[str, int] = {}
+    for row in rows:
+        for key, count in row.reasons.items():
+            totals[key] = totals.get(key, 0) + count
+    found = []
+    for key, count in totals.items():
+        kind, code = key.split(":", 1)
+        reason = REASONS.get(code, Reason(kind, code, ""))
+        found.append(Problem(kind, code, count, reason))
+    return sorted(found, key=lambda p: (-p.count, p.code))
+
+
+def last_week(store: Storage, profile_id: str) -> tuple[Filters, list[DayRow]]:
+    end = today(store)
+    filters = Filters(end - timedelta(days=6), end)
+    return filters, day_rows(store, profile_id, filters)
+
+
+def totals(rows: list[DayRow]) -> DayRow:
+    total = DayRow("total", 0, 0, 0, 0, 0, 0)
+    for row in rows:
+        for name in ("sent", "delivered", "read", "warning", "failed", "no_receipts"):
+            setattr(total, name, getattr(total, name) + getattr(row, name))
+        for key, count in row.reasons.items():
+            total.reasons[key] = total.reasons.get(key, 0) + count
+    return total
+
+
+def day_json(row: DayRow) -> dict:
+    return {"date": row.date, "sent": row.sent, "delivered": row.delivered, "read": row.read,
+            "awaiting_receipt": row.awaiting, "no_receipts": row.no_receipts, "warning": row.warning,
+            "failed": row.failed, "reasons": {k.split(":", 1)[1]: v for k, v in row.reasons.items()}}
