@@ -30,6 +30,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(facebook_callbacks.bp)
     handlers.register(app)
 
+    @app.teardown_request
+    def flush_metrics(_error=None):
+        from bot import metrics
+        metrics.flush(app.extensions["storage"])
+
     @app.before_request
     def tag_request():
         g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
@@ -55,7 +60,9 @@ def init_services(app: Flask, settings: Settings) -> None:
     from jobs import queue
 
     storage.init_app(app, settings, TokenCipher(settings.token_encryption_keys))
-    app.extensions["rq_queue"] = queue(storage.connect(settings.redis_url, decode=False))
+    rq_connection = storage.connect(settings.redis_url, decode=False)
+    app.extensions["rq_queue"] = queue(rq_connection)
+    app.extensions["rq_maintenance"] = queue(rq_connection, "maintenance")
     app.extensions["graph"] = GraphClient(settings.graph_api_url, settings.graph_api_version,
                                           app_secret=settings.fb_app_secret, app_id=settings.fb_app_id,
                                           timeout=settings.graph_timeout_seconds)

@@ -47,6 +47,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "RECEIPT_CLOCK_SKEW_MS": ("1000", "Tolerance between our send time and Facebook's receipt watermark."),
     "SEND_RATE_PER_PAGE": ("20", "Messages per second per Page, shared by all workers (Facebook's inbox breaks above ~40)."),
     "SEND_CONCURRENCY": ("16", "Sends in flight at once per worker process."),
+    "SEND_PAGES_PER_WORKER": ("32", "Batches of different Pages one worker sends at once (sharing SEND_CONCURRENCY; twice it keeps threads from waiting on one Page's pace)."),
     "SEND_MAX_ATTEMPTS": ("4", "Attempts per contact on transient Facebook errors before `failed`."),
     "RUN_BATCH_SIZE": ("200", "Contacts per RQ job of a node run."),
     "RUN_PARALLEL_BATCHES": ("1", "Batches of one run processed at once (one Page's rate is shared anyway)."),
@@ -104,6 +105,7 @@ class Settings:
     receipt_clock_skew_ms: int
     send_rate_per_page: float
     send_concurrency: int
+    send_pages_per_worker: int
     send_max_attempts: int
     run_batch_size: int
     run_parallel_batches: int
@@ -167,6 +169,7 @@ class _Parser:
             receipt_clock_skew_ms=self.integer("RECEIPT_CLOCK_SKEW_MS", 0, 600_000),
             send_rate_per_page=float(self.integer("SEND_RATE_PER_PAGE", 1, 10_000)),
             send_concurrency=self.integer("SEND_CONCURRENCY", 1, 128),
+            send_pages_per_worker=self.integer("SEND_PAGES_PER_WORKER", 1, 256),
             send_max_attempts=self.integer("SEND_MAX_ATTEMPTS", 1, 10),
             run_batch_size=self.integer("RUN_BATCH_SIZE", 1, 10_000),
             run_parallel_batches=self.integer("RUN_PARALLEL_BATCHES", 1, 64),

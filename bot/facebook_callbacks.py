@@ -51,7 +51,7 @@ def data_deletion():
                           "details": {}}}, 400
     code = secrets.token_hex(10)
     get_storage().users.record_deletion(code, {"status": "in progress", "requested_at": int(time.time())})
-    current_app.extensions["rq_queue"].enqueue(delete_user_data, user_id, code, job_id=f"data-deletion-{code}",
+    current_app.extensions["rq_maintenance"].enqueue(delete_user_data, user_id, code, job_id=f"data-deletion-{code}",
                                                result_ttl=86400, failure_ttl=30 * 86400)
     public = current_app.config["SETTINGS"].public_url
     path = url_for("facebook.deletion_status", code=code)

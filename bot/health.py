@@ -1,10 +1,11 @@
 """Operations endpoints: /healthz (Redis reachable) and /metrics (Prometheus)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
+from bot import metrics as prometheus
 from storage import get_storage
 
 bp = Blueprint("health", __name__)
@@ -21,4 +22,6 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics():
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Prometheus text format; the numbers are shared by every process (kept in Redis)."""
+    body = prometheus.render(get_storage(), current_app.extensions["rq_queue"])
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)

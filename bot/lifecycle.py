@@ -44,7 +44,7 @@ def delete(profile_id: str) -> None:
         raise in_use(error, "deleted") from None
     if not found:
         raise not_found("profile", profile_id)
-    current_app.extensions["rq_queue"].enqueue(purge_profile, profile_id, job_id=f"purge-profile-{profile_id}",
+    current_app.extensions["rq_maintenance"].enqueue(purge_profile, profile_id, job_id=f"purge-profile-{profile_id}",
                                                retry=None, result_ttl=86400)
     log.info("profile %s deleted; purge queued", profile_id)
 

@@ -43,21 +43,19 @@ def receive_events():
     request.max_content_length = current_app.config["SETTINGS"].webhook_max_bytes
     body = request.get_data(cache=False)  # 413 past the limit, before anything is read further
     if not current_app.extensions["signature"].is_valid(body, request.headers.get("X-Hub-Signature-256")):
-        metrics.webhook_rejected("signature")
+        metrics.webhook_rejected(get_storage(), "signature")
         return _text("invalid signature", 403)
     payload = _envelope(body)
     if payload is None:
-        metrics.webhook_rejected("shape")
+        metrics.webhook_rejected(get_storage(), "shape")
         return _text("expected a JSON object with \"object\": \"page\"", 400)
     parsed = parse_webhook(payload, current_app.extensions["refs"])
     try:
-        get_storage().inbound.apply(parsed.events)
+        get_storage().inbound.apply(parsed.events, parsed.kinds)  # kinds counted for /metrics
     except (RedisConnectionError, RedisTimeoutError) as exc:
         log.error("webhook not recorded, Redis unreachable (%s): answered 503 so Facebook retries",
                   type(exc).__name__)
-        metrics.webhook_rejected("storage")
         return _text("storage unavailable, retry later", 503)
-    metrics.webhook_events(parsed.kinds)
     return _text("EVENT_RECEIVED", 200)
 
 

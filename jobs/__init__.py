@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rq import Queue
 
-QUEUES = ("messenger",)
+QUEUES = ("messenger", "maintenance")  # in priority order: sends first, housekeeping after
 
 
 def queue(connection, name: str = "messenger") -> Queue:

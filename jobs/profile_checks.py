@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from flask import current_app
 
@@ -20,22 +21,36 @@ log = logging.getLogger(__name__)
 SPACING_S = 0.2  # at most 5 profiles a second: a health check must not eat the Pages' rate limits
 
 
-def queue_checks() -> None:
-    """Ticker task: one check job per interval for the whole deployment."""
+def queue_checks() -> int:
+    """Ticker task: one small job per profile on the maintenance queue, spaced out, so checks
+    never hold up sends and never burst at Facebook. Returns how many were queued."""
     every = current_app.config["SETTINGS"].profile_check_minutes * 60
-    current_app.extensions["rq_queue"].enqueue(check_profiles, job_id=f"check-profiles-{int(time.time() // every)}",
-                                               result_ttl=every, failure_ttl=86400)
+    queue = current_app.extensions["rq_maintenance"]
+    round_ = int(time.time() // every)
+    profiles = get_storage().profiles.list()
+    for position, profile in enumerate(profiles):
+        queue.enqueue_in(timedelta(seconds=position * SPACING_S), check_profile, profile.id,
+                         job_id=f"check-profile-{profile.id}-{round_}", result_ttl=every, failure_ttl=86400)
+    return len(profiles)
+
+
+@context.in_app_context
+def check_profile(profile_id: str) -> str:
+    """RQ job: check one profile (checked / needs_reauth / resubscribed / skipped)."""
+    profile = get_storage().profiles.get(profile_id)
+    outcome = _check(profile) if profile else "skipped"
+    if outcome in ("needs_reauth", "resubscribed"):
+        log.warning("profile check %s: %s", profile_id, outcome)
+    return outcome
 
 
 @context.in_app_context
 def check_profiles(spacing_s: float = SPACING_S) -> dict[str, int]:
-    """Check every profile; flag dead tokens once and re-subscribe where Facebook dropped us."""
+    """Check every profile now, one after another (for tools and tests)."""
     tally = {"checked": 0, "needs_reauth": 0, "resubscribed": 0, "skipped": 0}
     for profile in get_storage().profiles.list():
         tally[_check(profile)] += 1
         time.sleep(spacing_s)
-    if tally["needs_reauth"] or tally["resubscribed"]:
-        log.warning("profile check: %s", tally)
     return tally
 
 

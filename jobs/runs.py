@@ -21,7 +21,7 @@ from rq.job import Job, JobStatus
 
 from bot.errors import ApiError
 from jobs import context
-from jobs.sender import BatchSender
+from jobs.shift import Shift
 from storage import Storage, get_storage
 from storage.runs import Run
 
@@ -75,72 +75,55 @@ def queue_batch(store: Storage, run_id: str, batch: int, delay_s: float = 0, *, 
     else:
         job = rq_queue().enqueue(run_batch, run_id, batch, **options)
     store.runs.set_batch(run_id, batch, "queued", job.id)
+    run = store.runs.get(run_id)
+    if run is not None:
+        store.runs.mark_ready(run, batch, int((time.time() + delay_s) * 1000))
 
 
 @context.in_app_context
 def run_batch(run_id: str, batch: int) -> str:
-    """The RQ job: send one batch of a run (idempotent; safe to run again after a crash)."""
-    store = get_storage()
+    """The RQ job: send one batch of a run (idempotent; safe to run again after a crash).
+
+    It works as a shift (jobs/shift.py): while it sends, it also takes ready batches of other
+    Pages, so one worker keeps its SEND_CONCURRENCY sends in flight although each Page is paced."""
+    store, settings = get_storage(), current_app.config["SETTINGS"]
     run = store.runs.get(run_id)
     if run is None:
         return "run expired"
     if store.runs.batch_states(run_id).get(str(batch)) == "done":
         return "already done"
-    token = uuid.uuid4().hex
-    lease_ms = current_app.config["SETTINGS"].run_lease_seconds * 1000
+    token, lease_ms = uuid.uuid4().hex, settings.run_lease_seconds * 1000
     if not store.runs.acquire_lease(run_id, batch, token, lease_ms):
         return "another worker has it"
-    keeper = LeaseKeeper(store, run_id, batch, token, lease_ms)
-    try:
-        outcome = _process(store, run, batch)
-    finally:
-        keeper.stop()
-    if outcome == "done":
-        next_batch = batch + current_app.config["SETTINGS"].run_parallel_batches
-        if next_batch < run.batches:
-            queue_batch(store, run_id, next_batch)
-    return outcome
+    store.runs.unmark_ready(run, batch)
+    shift = Shift(store, settings, current_app.extensions["graph"], token, lease_ms, _settle)
+    shift.on_taken = lambda taken_run, taken_batch: _drop_queued_job(store, taken_run, taken_batch)
+    ended = shift.run(run, batch)
+    return ", ".join(f"{r.run_id}/{b}: {outcome}" for r, b, outcome in ended)
 
 
-def _process(store: Storage, run: Run, batch: int) -> str:
-    store.runs.mark_running(run.run_id)
-    contacts = store.runs.batch_contacts(run.run_id, batch, run.batch_size)
-    stale = [cid for cid, o in store.runs.outcomes(run.run_id, contacts).items() if o and o.state == "inflight"]
-    if stale:  # in flight when the previous worker died: they may have been sent
-        store.runs.mark_unknown(run.run_id, stale)
-        log.warning("run %s batch %s: %d sends in flight when their worker died are now unknown",
-                    run.run_id, batch, len(stale))
-    result = BatchSender(store, current_app.extensions["graph"], current_app.config["SETTINGS"], run).process(contacts)
+def _drop_queued_job(store: Storage, run_id: str, batch: int) -> None:
+    """A batch taken by a shift needs no job of its own: spare a worker the empty fork.
+    (If the shift dies, `resume_runs` queues the batch again.)"""
+    job_id = store.runs.batch_states(run_id).get(f"job:{batch}")
+    if job_id and rq_queue().remove(job_id):
+        Job(job_id, connection=rq_queue().connection).delete(remove_from_queue=False)
+
+
+def _settle(run: Run, batch: int, sender, contacts: list[str]) -> str:
+    """A batch's end: 'done' (and the run's next batch queued), or 'paused' (queued again)."""
+    store, settings = get_storage(), current_app.config["SETTINGS"]
     untouched = [cid for cid, o in store.runs.outcomes(run.run_id, contacts).items() if o is None]
-    if result.paused_ms or untouched:
-        delay = result.paused_ms / 1000 if result.paused_ms else 1
+    if sender.paused_ms or untouched:
+        delay = sender.paused_ms / 1000 if sender.paused_ms else 1
         log.info("run %s batch %s: %d contacts wait %.0f s for the Page", run.run_id, batch, len(untouched), delay)
         queue_batch(store, run.run_id, batch, delay, force=True)
         return "paused"
     store.runs.set_batch(run.run_id, batch, "done")
+    next_batch = batch + settings.run_parallel_batches
+    if next_batch < run.batches:
+        queue_batch(store, run.run_id, next_batch)
     return "done"
-
-
-class LeaseKeeper:
-    """Renew a batch lease every few seconds while the batch runs; release it at the end."""
-
-    def __init__(self, store: Storage, run_id: str, batch: int, token: str, lease_ms: int):
-        self.store, self.run_id, self.batch, self.token = store, run_id, batch, token
-        self.lease_ms = lease_ms
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="lease", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.lease_ms / 3000):
-            if not self.store.runs.renew_lease(self.run_id, self.batch, self.token, self.lease_ms):
-                log.error("run %s batch %s: lease lost", self.run_id, self.batch)
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.store.runs.release_lease(self.run_id, self.batch, self.token)
 
 
 # -- periodic (jobs/ticker.py) ------------------------------------------------------------------

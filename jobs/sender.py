@@ -8,14 +8,16 @@ message was not sent (bot/policy.py), with exponential backoff and jitter, cappe
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bot import graph, policy
+from redis.exceptions import RedisError
+
+from bot import graph, metrics, policy
 from bot.config import Settings
 from bot.crypto import TokenDecryptError
 from storage import Storage
@@ -41,9 +43,58 @@ def rate_limit_rest_ms(error: graph.GraphError, attempt: int) -> int:
     return int(min(60_000, 2_000 * 2 ** (attempt - 1)))
 
 
-@dataclass
-class BatchResult:
-    paused_ms: int = 0          # > 0: the Page is resting; the rest of the batch waits for a later job
+class Recorder:
+    """Records final outcomes from a thread of its own, many per round trip, so that sending
+    threads do not wait for Redis after each answer. `close` waits until all are written.
+
+    If the process dies first, the unwritten contacts are still "inflight": the next worker
+    makes them unknown, and Facebook's echo (or the deadline) settles them — never a resend."""
+
+    _STOP = object()
+
+    def __init__(self, store: Storage):
+        self.store = store
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
+        self._thread.start()
+
+    def finish(self, run_id: str, contact: str, state: str, **details) -> None:
+        self._queue.put((run_id, contact, state, details))
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join()
+
+    def sync(self) -> None:
+        """Wait until everything recorded so far is written."""
+        written = threading.Event()
+        self._queue.put(written)
+        written.wait()
+
+    def _loop(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while len(items) < 200 and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            self._write([item for item in items if isinstance(item, tuple)])
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if any(item is self._STOP for item in items):
+                return
+
+    def _write(self, items: list) -> None:
+        for attempt in range(1, 4):
+            try:
+                pipe = self.store.redis.pipeline(transaction=False)
+                for run_id, contact, state, details in items:
+                    self.store.runs.finish(run_id, contact, state, pipeline=pipe, **details)
+                pipe.execute()
+                return
+            except RedisError as error:
+                log.warning("recording %d outcomes failed (attempt %d): %s", len(items), attempt, error)
+                time.sleep(0.2 * attempt)
+        log.error("%d outcomes could not be recorded; those contacts stay unknown until settled", len(items))
 
 
 class BatchSender:
@@ -60,19 +111,19 @@ class BatchSender:
         except TokenDecryptError as error:  # key removed before rotation finished: same as a dead token
             log.error("profile %s: %s", run.profile_id, error)
             self.token, self.stopped_reason = None, "token_invalid"
-        self.paused_ms = 0
+        self.paused_ms = 0          # > 0: the Page rests; the rest of the batch waits for a later job
+        self.recorder: Recorder | None = None
         self.retirement = policy.retirement_on(settings.tag_retirement_date)
         self._lock = threading.Lock()
 
-    def process(self, contacts: list[str]) -> BatchResult:
+    def prepare(self, contacts: list[str]) -> list[str]:
+        """The contacts still without an outcome, with their fields and interaction times loaded."""
         outcomes = self.store.runs.outcomes(self.run.run_id, contacts)
         todo = [cid for cid in contacts if outcomes[cid] is None]
         self.fields = self.store.contacts.get_many(todo)
         recipients = [self.recipient_of(cid) for cid in todo]
         self.seen = self.store.inbound.last_seen_many(self.run.profile_id, [r for r in recipients if r])
-        with ThreadPoolExecutor(self.settings.send_concurrency, thread_name_prefix="send") as pool:
-            list(pool.map(self.handle, todo))
-        return BatchResult(paused_ms=self.paused_ms)
+        return todo
 
     def recipient_of(self, cid: str) -> str:
         fields = self.fields.get(cid) or {}
@@ -98,20 +149,22 @@ class BatchSender:
             self.finish(cid, policy.FAILED, self.stopped_reason)
             return
         deadline = int(time.time() * 1000) + self.settings.unknown_deadline_seconds * 1000
-        if not self.store.runs.claim(self.run.run_id, cid, deadline):
+        first_wait = self.store.runs.claim(self.run.run_id, cid, deadline, pace=(self.store.rates, self.page_id))
+        if first_wait is None:
             return  # another executor already has it
-        self.send(cid, decision)
+        self.send(cid, decision, first_wait)
 
-    def send(self, cid: str, decision: policy.Decision) -> None:
+    def send(self, cid: str, decision: policy.Decision, first_wait: float) -> None:
         rcpt = self.recipient_of(cid)
         metadata = graph.send_metadata(self.run.run_id, cid)
-        attempt, fell_through = 0, False
+        attempt, fell_through, wait = 0, False, first_wait
         while True:
             if self.stopped_reason:
                 self.finish(cid, policy.FAILED, self.stopped_reason)
                 return
-            if not self.wait_for_slot(cid):
+            if not self.wait_for_slot(cid, wait):
                 return
+            wait = None
             attempt += 1
             sent_ms = int(time.time() * 1000)
             try:
@@ -121,10 +174,12 @@ class BatchSender:
                 if attempt >= self.settings.send_max_attempts:
                     self.failed(cid, error)
                     return
+                metrics.count_retry(error.reason)
             except graph.RetryableError as error:
                 if attempt >= self.settings.send_max_attempts:
                     self.failed(cid, error)
                     return
+                metrics.count_retry(error.reason)
                 time.sleep(backoff_seconds(attempt))
             except graph.AmbiguousError:
                 self.store.runs.mark_unknown(self.run.run_id, [cid])  # the echo or the deadline decides
@@ -148,14 +203,16 @@ class BatchSender:
                 self.failed(cid, error, "template_rejected" if template_refused else "")
                 return
             else:
-                self.store.runs.finish(self.run.run_id, cid, "sent", message_id=result.message_id,
-                                       recipient=rcpt, at_ms=sent_ms)
+                self.recorder.finish(self.run.run_id, cid, "sent", message_id=result.message_id,
+                                     recipient=rcpt, at_ms=sent_ms)
                 self.slow_down_if_busy(result.usage)
                 return
 
-    def wait_for_slot(self, cid: str) -> bool:
-        """Sleep until this Page may send again; False (claim released) if it rests too long."""
-        wait_ms = self.store.rates.reserve(self.page_id)
+    def wait_for_slot(self, cid: str, wait_ms: float | None = None) -> bool:
+        """Sleep until this Page may send again (slot reserved with the claim, or now); False
+        (claim released) if the Page rests too long."""
+        if wait_ms is None:
+            wait_ms = self.store.rates.reserve(self.page_id)
         while True:
             if wait_ms > MAX_INLINE_WAIT_MS:
                 with self._lock:
@@ -188,4 +245,4 @@ class BatchSender:
         self.finish(cid, policy.FAILED, reason or error.reason, detail=error.summary())
 
     def finish(self, cid: str, outcome: str, reason: str, detail: str = "") -> None:
-        self.store.runs.finish(self.run.run_id, cid, outcome, reason=reason, detail=detail)
+        self.recorder.finish(self.run.run_id, cid, outcome, reason=reason, detail=detail)

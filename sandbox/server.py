@@ -13,7 +13,10 @@ from sandbox.webhooks import Runtime
 
 
 class QuietHandler(WSGIRequestHandler):
-    """Request handler that logs errors but not one line per request."""
+    """Request handler that logs errors but not one line per request, and keeps connections
+    alive (HTTP/1.1) as Facebook does, so clients are measured with their connection pools."""
+
+    protocol_version = "HTTP/1.1"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Skip the access log line."""

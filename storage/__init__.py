@@ -12,6 +12,7 @@ import redis
 
 from storage.contacts import Contacts
 from storage.inbound import Inbound
+from storage.metrics import Metrics
 from storage.messages import Messages
 from storage.profiles import Profiles
 from storage.programs import Programs
@@ -45,6 +46,7 @@ class Storage:
         self.runs = Runs(client, self.tz, run_retention_days)
         self.rates = PageRateLimiter(client, send_rate)
         self.users = Users(client, cipher)
+        self.metrics = Metrics(client)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

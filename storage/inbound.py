@@ -69,13 +69,15 @@ class Inbound:
         self._forget = scripts.register(redis, "forget_recipient")
         self._templates = json.dumps(keys.lua_templates())
 
-    def apply(self, events: list[Event]) -> Applied:
-        """Apply all events atomically (one script call); duplicates change nothing."""
-        if not events:
+    def apply(self, events: list[Event], kinds: dict[str, int] | None = None) -> Applied:
+        """Apply all events atomically (one script call); duplicates change nothing.
+        `kinds` (webhook event kinds seen) are counted for /metrics in the same call."""
+        if not events and not kinds:
             return Applied(0, 0, 0)
         events = [self._dated(e) if e.kind == "echo" else e for e in events]
         payload = json.dumps([e.to_lua() for e in events], separators=(",", ":"))
-        result = self._apply(args=[self._templates, payload, self.clock_skew_ms, UNMATCHED_KEPT])
+        counted = json.dumps(dict(kinds or {}), separators=(",", ":"))
+        result = self._apply(args=[self._templates, payload, self.clock_skew_ms, UNMATCHED_KEPT, counted])
         return Applied(*map(int, result))
 
     def _dated(self, event: Event) -> Event:

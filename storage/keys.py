@@ -30,12 +30,15 @@ Key families (all under PREFIX):
     run:{rid}:lease:{n}          STRING  token of the worker processing batch n (expires if it dies)
     runs:active                  ZSET    run id -> created ms, until every contact has an outcome
     runs:deadlines               ZSET    "run US contact" -> ms when an in-flight send becomes interrupted
+    runs:ready                   ZSET    "profile US run US batch" -> ms from when a queued batch may be
+                                         taken by any worker already sending (to send several Pages at once)
     rate:{page_id}               STRING  next free send slot of a Page (ms, shared by all workers)
     rate:{page_id}:rest          STRING  present while the Page rests after a rate-limit signal
     tick:{task}                  STRING  lock: the worker that runs a periodic task this interval
     user:{fb_user_id}            HASH    a Facebook user who signed in: name, Pages and tasks (no tokens)
     login:{nonce}                STRING  one Facebook login's Pages with encrypted tokens (15 minutes)
     deletion:{code}              STRING  result of a Facebook data deletion request (90 days)
+    metrics:{name}               HASH    counters shared by all processes, read by /metrics
 
 Lua scripts receive key *templates* made by calling these functions with "%s" placeholders
 (`lua_templates`), so a key's shape is still written only once.
@@ -147,6 +150,10 @@ def runs_active() -> str:
     return f"{PREFIX}runs:active"
 
 
+def runs_ready() -> str:
+    return f"{PREFIX}runs:ready"
+
+
 def deadlines() -> str:
     return f"{PREFIX}runs:deadlines"
 
@@ -161,6 +168,10 @@ def rate_rest(page_id: str) -> str:
 
 def tick(task: str) -> str:
     return f"{PREFIX}tick:{task}"
+
+
+def metric(name: str) -> str:
+    return f"{PREFIX}metrics:{name}"
 
 
 def user(fb_user_id: str) -> str:
@@ -191,6 +202,7 @@ def lua_templates() -> dict[str, str]:
         "day": day_counters(s, s), "rows": day_rows(s, s, s),
         "run": run(s), "run_outcomes": run_outcomes(s), "runs_active": runs_active(),
         "deadlines": deadlines(), "program": program(s), "programs": programs(),
-        "profile_programs": profile_programs(s),
+        "ready": runs_ready(), "run_lease": run_lease(s, s),
+        "profile_programs": profile_programs(s), "metric": metric(s),
         "optin_field": OPTIN_FIELD_PREFIX + "%03d",
     }

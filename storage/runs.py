@@ -86,6 +86,7 @@ class Runs:
         self._pending_state = scripts.register(redis, "set_pending_state")
         self._expire = scripts.register(redis, "expire_unknown")
         self._lease = scripts.register(redis, "lease")
+        self._take_ready = scripts.register(redis, "take_ready")
 
     # -- creating and reading -------------------------------------------------------------------
 
@@ -167,6 +168,19 @@ class Runs:
             mapping[f"job:{batch}"] = job_id
         self.redis.hset(keys.run_batches(run_id), mapping=mapping)
 
+    def mark_ready(self, run: "Run", batch: int, from_ms: int) -> None:
+        """A queued batch any sending worker may take from `from_ms` (see take_ready)."""
+        self.redis.zadd(keys.runs_ready(), {f"{run.profile_id}{US}{run.run_id}{US}{batch}": from_ms})
+
+    def unmark_ready(self, run: "Run", batch: int) -> None:
+        self.redis.zrem(keys.runs_ready(), f"{run.profile_id}{US}{run.run_id}{US}{batch}")
+
+    def take_ready(self, how_many: int, token: str, lease_ms: int, skip_profiles: set[str]) -> list[tuple[str, int]]:
+        """Lease up to `how_many` ready batches of profiles not in `skip_profiles`: [(run id, batch)]."""
+        taken = self._take_ready(args=[self._templates, int(time.time() * 1000), how_many, lease_ms, token,
+                                       json.dumps(sorted(skip_profiles))])
+        return [(taken[i], int(taken[i + 1])) for i in range(0, len(taken), 2)]
+
     def claim_batch(self, run_id: str, batch: int) -> bool:
         """Mark a batch queued unless it already is (or is done): True if we should queue it."""
         return bool(self.redis.hsetnx(keys.run_batches(run_id), str(batch), "queued"))
@@ -191,11 +205,19 @@ class Runs:
 
     # -- per-contact outcomes -----------------------------------------------------------------------
 
-    def claim(self, run_id: str, contact: str, deadline_ms: int) -> bool:
-        """Mark a contact in flight before its send leaves; False if it already has an outcome."""
+    def claim(self, run_id: str, contact: str, deadline_ms: int, pace=None) -> float | None:
+        """Mark a contact in flight before its send leaves; None if it already has an outcome.
+        With `pace` = (PageRateLimiter, page id), also reserves the Page's next send slot in the
+        same round trip and returns the ms to wait for it (else 0)."""
         record = json.dumps({"s": "inflight", "t": int(time.time() * 1000)})
-        return bool(self._claim(keys=[keys.run_outcomes(run_id), keys.deadlines()],
-                                args=[contact, record, deadline_ms, f"{run_id}{US}{contact}"]))
+        limiter, page_id = pace if pace else (None, "")
+        timeline = limiter.keys(page_id) if limiter else [keys.rate("-"), keys.rate_rest("-")]
+        wait_us = int(self._claim(keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline],
+                                  args=[self._templates, contact, record, deadline_ms, f"{run_id}{US}{contact}",
+                                        limiter.interval_us if limiter else 0]))
+        if wait_us < 0:
+            return None
+        return wait_us / 1000 if limiter else 0.0
 
     def release_claims(self, run_id: str, contacts: list[str]) -> int:
         """Forget in-flight claims whose request never left (so a later job sends them)."""
@@ -212,14 +234,15 @@ class Runs:
                                        args=[source, target, run_id, *contacts]))
 
     def finish(self, run_id: str, contact: str, state: str, *, reason: str = "", message_id: str = "",
-               detail: str = "", recipient: str = "", at_ms: int | None = None) -> bool:
+               detail: str = "", recipient: str = "", at_ms: int | None = None, pipeline=None) -> bool:
         """Record the contact's final outcome once (run counts, day statistics, receipts)."""
         at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
         day = day_of(at_ms, self.tz)
         outcome = {"run": run_id, "contact": contact, "state": state, "reason": reason, "mid": message_id,
                    "at": at_ms, "detail": detail[:500], "day": day, "score": day_score(day),
                    "rcpt": recipient, "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient)}
-        return bool(self._finish(args=[self._templates, json.dumps(outcome)]))
+        result = self._finish(args=[self._templates, json.dumps(outcome)], client=pipeline)
+        return bool(result) if pipeline is None else True
 
     def expire_unknown(self, now_ms: int | None = None, limit: int = 500) -> int:
         """Sends in flight or unknown past their deadline become failed/interrupted."""

@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 
 _DIR = Path(__file__).parent / "lua"
-_USES_LIB = {"apply_events", "record_sent", "finish", "expire_unknown"}
+_USES_LIB = {"apply_events", "record_sent", "finish", "expire_unknown", "rate_reserve", "claim"}
 
 
 @lru_cache(maxsize=None)

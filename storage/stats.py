@@ -7,6 +7,7 @@ Pages read these counters; they never scan messages.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from storage import keys
@@ -19,7 +20,14 @@ US = "\x1f"
 
 def day_of(ms: int, tz: ZoneInfo) -> str:
     """The calendar day (YYYY-MM-DD) of an epoch-ms instant in the stats time zone."""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).astimezone(tz).strftime("%Y-%m-%d")
+    return _day_of_minute(ms // 60_000, tz)
+
+
+@lru_cache(maxsize=4096)
+def _day_of_minute(minute: int, tz: ZoneInfo) -> str:
+    # Zone offsets are whole minutes, so every instant of a minute has the same day; the cache
+    # spares each recorded outcome a timezone conversion.
+    return datetime.fromtimestamp(minute * 60, timezone.utc).astimezone(tz).strftime("%Y-%m-%d")
 
 
 def day_score(day: str) -> int:

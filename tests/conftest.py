@@ -168,10 +168,10 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
 def drain(app):
     """Run every queued job in this process (RQ SimpleWorker, burst mode), as a worker would."""
     from rq import SimpleWorker
-    queue = app.extensions["rq_queue"]
+    queues = [app.extensions["rq_queue"], app.extensions["rq_maintenance"]]
 
     def run() -> None:
-        SimpleWorker([queue], connection=queue.connection).work(burst=True, logging_level="WARNING")
+        SimpleWorker(queues, connection=queues[0].connection).work(burst=True, logging_level="WARNING")
     return run
 
 

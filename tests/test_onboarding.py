@@ -169,3 +169,16 @@ def test_periodic_check_resubscribes_the_app_and_flags_dead_tokens_once(app, fb,
     assert store.profiles.get(profile.id).health == "needs_reauth"
     assert not store.profiles.flag_unhealthy(profile.id, "needs_reauth", "again")  # flips once
     assert store.profiles.get(profile.id).health_checked_at == flagged_at
+
+
+def test_periodic_checks_are_small_spaced_jobs_off_the_send_queue(app, fb, store, drain):
+    from jobs.profile_checks import queue_checks
+    for name in ("A", "B", "C"):
+        page = fb.create_page(name=name)
+        store.profiles.create(name=name, page_id=page["id"], page_name=name, page_token=page["token"])
+    with app.app_context():
+        assert queue_checks() == 3
+    assert app.extensions["rq_queue"].count == 0  # sends are never held up by checks
+    from rq.registry import ScheduledJobRegistry
+    scheduled = ScheduledJobRegistry(queue=app.extensions["rq_maintenance"])
+    assert len(scheduled.get_job_ids()) + app.extensions["rq_maintenance"].count == 3

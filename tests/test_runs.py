@@ -446,3 +446,29 @@ def test_python_entry_point_for_the_program_engine(app, fb, drain, program, opte
     with pytest.raises(RunRejected) as caught:
         jobs.enqueue_run("p1", "n1", [])
     assert caught.value.status == 422
+
+
+@pytest.mark.parametrize("settings_overrides", [{"SEND_RATE_PER_PAGE": "5"}])
+def test_one_worker_sends_for_several_pages_at_once(api, fb, drain, store, settings_overrides, live_app):
+    """Each Page is paced on its own; a worker sending one Page's batch takes other Pages'
+    queued batches too instead of letting them wait behind that pace."""
+    now = now_ms()
+    pages = []
+    for name in ("A", "B"):
+        page = fb.create_page(name=f"Page {name}")
+        profile = api("post", "/profiles", json={"name": name, "page_id": page["id"],
+                                                 "page_access_token": page["token"]}).get_json()
+        node = {"id": "n1", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "Hi"}
+        api("put", f"/programs/p{name}", json={"name": name, "status": "active", "nodes": [node]})
+        psids = fb.add_people(page["id"], [{"last_interaction_ms": now} for _ in range(5)])
+        store.inbound.apply([Event("optin", page["id"], psid, now, profile=profile["id"], contact=f"{name}{i}")
+                             for i, psid in enumerate(psids)])
+        api("post", f"/programs/p{name}/nodes/n1/runs", json={"contacts": [{"id": f"{name}{i}"} for i in range(5)]})
+        pages.append(page["id"])
+    drain()
+    times = {p: sorted(s["received_ms"] for s in fb.sends(page_id=p)) for p in pages}
+    assert all(len(t) == 5 for t in times.values())
+    first, second = times[pages[0]], times[pages[1]]
+    assert second[0] < first[-1], "the second Page waited for the first one's batch"
+    for t in times.values():  # and each Page kept its own pace of 5/s
+        assert t[-1] - t[0] >= 4 * 200 - 50

@@ -109,6 +109,9 @@ def test_two_workers_share_one_pages_rate(api, app, fb, workers, page_with_peopl
     assert sum(per_second.values()) == 120
     assert max(per_second.values()) <= 20, per_second
     assert elapsed >= 120 / 20 - 1.5  # the pace held: about 6 s, not a burst
+    arrivals = sorted(s["received_ms"] for s in fb.sends(page_id=page["id"]))
+    sustained = (len(arrivals) - 1) / ((arrivals[-1] - arrivals[0]) / 1000)
+    assert 0.95 * 20 <= sustained <= 20, sustained
     registry = FinishedJobRegistry("messenger", connection=app.extensions["rq_queue"].connection)
     names = {Job.fetch(j, connection=registry.connection).worker_name for j in registry.get_job_ids()}
     assert len(names) == 2, "both workers sent for the Page"

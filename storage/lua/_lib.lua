@@ -60,6 +60,7 @@ local function finish(o)
   redis.call('HSET', hk, o.contact, cjson.encode({s = o.state, r = o.reason, m = o.mid, t = o.at, d = o.detail}))
   redis.call('ZREM', key('deadlines'), o.run .. US .. o.contact)
   redis.call('HINCRBY', meta, o.state, 1)
+  redis.call('HINCRBY', key('metric', 'sends'), o.state .. '|' .. o.reason, 1)
   local c = redis.call('HMGET', meta, 'sent', 'warning', 'failed', 'total')
   local final = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
   if final >= tonumber(c[4]) then
@@ -72,4 +73,20 @@ local function finish(o)
     count_not_sent(pid, o.day, o.score, o.state, o.reason, o.contact, o.at, o.detail)
   end
   return 1
+end
+
+-- Reserve the next send slot on a Page's shared timeline (GCRA without burst), in
+-- microseconds on the server clock; a rest pushes the timeline out and marks the Page resting
+-- so that senders holding earlier slots wait too. Returns the wait in microseconds.
+local function reserve_slot(timeline, rest_key, interval, rest_ms)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local tat = tonumber(redis.call('GET', timeline) or '0')
+  if rest_ms > 0 and redis.call('PTTL', rest_key) < rest_ms then
+    redis.call('SET', rest_key, '1', 'PX', rest_ms)
+  end
+  local start = math.max(tat, now + rest_ms * 1000)
+  local next_free = start + interval
+  redis.call('SET', timeline, string.format('%d', next_free), 'PX', math.floor((next_free - now) / 1000) + 60000)
+  return start - now
 end

@@ -1,0 +1,729 @@
+"""Send throughput of node runs vs a bare `requests.Session` loop, against the same simulator.
+
+    python -m bench.send_throughput [--contacts 10000] [--pages 50] [--latency-ms 50]
+                                    [--concurrency 16] [--workers 1] [--quick] [--profile]
+
+Everything runs on this machine and is private to this process: a redis-server of our own on a
+free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxServer`, a threaded
+werkzeug server in this process) answering every send after `--latency-ms`, with echoes and
+receipts off so no webhook traffic is measured, the app (`bot.create_app`) driven through its
+test client, and `--workers` real worker processes (`python -m jobs.worker`).
+
+The contacts are spread over `--pages` Pages: one profile, one node and so one run per Page,
+all started at once through the API. Each Page keeps the service's own pace (`--rate-per-page`,
+default 20/s, SEND_RATE_PER_PAGE's default); a worker sends batches of up to
+SEND_PAGES_PER_WORKER Pages at once, so with 50 Pages the per-Page limit is not what is
+measured.
+
+Measured, in this order, on the same simulator:
+  baseline  `--workers` x `--concurrency` threads posting the same Send API bodies through one
+            `requests.Session` (HTTPAdapter pool >= threads), in a child process by default so
+            that the client does not share the simulator's GIL (the service's workers do not).
+  service   from the first run POST until every run's state is `done` (polled every
+            `--poll-ms`), and on the simulator's side from its first to its last accepted send.
+The figures end with `ratio service/baseline` and `ratio service/ideal`, where ideal =
+messages in flight / latency.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter, defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_SECRET = "bench-app-secret"
+API_TOKEN = "bench-api-token"
+GRAPH_VERSION = "v26.0"
+QUEUE = "messenger"
+MESSAGE = "Your account was updated."
+TAG = "ACCOUNT_UPDATE"  # retired since 2026-04-27: inside the 24-hour window it goes as UPDATE
+BASELINE_METADATA = "bench-baseline"
+QUICK = dict(contacts=300, pages=3)
+
+# Targets of the issue (for 16 in flight and 50 ms latency).
+TARGET_OF_IDEAL = 0.9
+TARGET_PER_WORKER = 300.0
+TARGET_BOOKKEEPING = 0.10
+
+
+def service_env(redis_url: str, graph_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of the app and of the worker processes (outside sandbox mode)."""
+    return {"REDIS_URL": redis_url, "SANDBOX": "0", "SECRET_KEY": "bench-secret-key",
+            "API_TOKEN": API_TOKEN, "ADMIN_PASSWORD": "bench-admin", "FB_APP_ID": "100000000000001",
+            "FB_APP_SECRET": APP_SECRET, "FB_VERIFY_TOKEN": "bench-verify-token",
+            "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
+            "GRAPH_API_URL": graph_url, "GRAPH_API_VERSION": GRAPH_VERSION, "LOG_LEVEL": "WARNING",
+            **overrides}
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.send_throughput",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=10_000, help="messages to send (default 10000)")
+    parser.add_argument("--pages", type=int, default=50, help="Pages = profiles = runs (default 50)")
+    parser.add_argument("--latency-ms", type=int, default=50, help="simulator answer delay (default 50)")
+    parser.add_argument("--concurrency", type=int, default=16, help="SEND_CONCURRENCY (default 16)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke size: {QUICK['contacts']} contacts over {QUICK['pages']} Pages")
+    parser.add_argument("--batch-size", type=int, default=200,
+                        help="RUN_BATCH_SIZE (default 200, the service's default)")
+    parser.add_argument("--parallel-batches", type=int, default=1,
+                        help="RUN_PARALLEL_BATCHES (default 1, the service's default)")
+    parser.add_argument("--rate-per-page", type=int, default=20,
+                        help="SEND_RATE_PER_PAGE for the run (default 20, the service's default)")
+    parser.add_argument("--poll-ms", type=int, default=200, help="run state polling interval (default 200)")
+    parser.add_argument("--inline-baseline", action="store_true",
+                        help="run the baseline's threads in this process, beside the simulator")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample worker 1 and its work horses with py-spy and summarise")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.contacts, args.pages = QUICK["contacts"], QUICK["pages"]
+    if not 1 <= args.pages <= args.contacts:
+        parser.error("need 1 <= --pages <= --contacts")
+    if args.workers < 1 or args.concurrency < 1 or args.latency_ms < 0:
+        parser.error("--workers and --concurrency must be >= 1, --latency-ms >= 0")
+    return args
+
+
+# -- the baseline: a bare requests.Session loop ------------------------------------------------
+
+def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secret: str) -> dict:
+    """POST one Send API body per (page id, token, psid) with `threads` threads sharing one
+    Session, the way the service's Graph client does (bearer token + appsecret_proof)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(threads, 1), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    base = f"{graph_url.rstrip('/')}/{GRAPH_VERSION}"
+    secret = app_secret.encode()
+    lock = threading.Lock()
+    remaining = iter(tasks)
+    ok, errors = [0], Counter()
+
+    def loop() -> None:
+        sent = 0
+        while True:
+            with lock:
+                task = next(remaining, None)
+            if task is None:
+                break
+            page_id, token, psid = task
+            body = {"recipient": {"id": psid}, "messaging_type": "UPDATE",
+                    "message": {"text": MESSAGE, "metadata": BASELINE_METADATA}}
+            proof = hmac.new(secret, token.encode(), hashlib.sha256).hexdigest()
+            try:
+                answer = session.post(f"{base}/{page_id}/messages", params={"appsecret_proof": proof}, json=body,
+                                      headers={"Authorization": f"Bearer {token}"}, timeout=(3.0, 10.0))
+                if answer.status_code == 200 and "message_id" in answer.json():
+                    sent += 1
+                else:
+                    with lock:
+                        errors[f"HTTP {answer.status_code}"] += 1
+            except requests.RequestException as exc:
+                with lock:
+                    errors[type(exc).__name__] += 1
+        with lock:
+            ok[0] += sent
+
+    cpu_before = time.process_time()
+    pool = [threading.Thread(target=loop, name=f"baseline-{i}", daemon=True) for i in range(threads)]
+    started = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    session.close()
+    return {"elapsed_s": elapsed, "ok": ok[0], "errors": dict(errors),
+            "cpu_s": time.process_time() - cpu_before}
+
+
+def baseline_child_main() -> int:
+    """`--baseline-child`: read the job as JSON on stdin, print the result as JSON."""
+    job = json.load(sys.stdin)
+    print(json.dumps(baseline_loop(job["graph_url"], job["tasks"], job["threads"], job["app_secret"])))
+    return 0
+
+
+def run_baseline(graph_url: str, tasks: list[list[str]], threads: int, inline: bool) -> dict:
+    if inline:
+        return baseline_loop(graph_url, tasks, threads, APP_SECRET)
+    job = json.dumps({"graph_url": graph_url, "tasks": tasks, "threads": threads, "app_secret": APP_SECRET})
+    done = subprocess.run([sys.executable, "-m", "bench.send_throughput", "--baseline-child"], cwd=ROOT,
+                          input=job, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"baseline child exited {done.returncode}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+class Workers:
+    """`python -m jobs.worker` processes with the bench's environment; logs in `log_dir`."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            with open(self.log_dir / f"worker-{len(self.processes) + 1}.log", "w") as log:
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=self.env, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True))
+
+    def wait_registered(self, connection, timeout: float = 60.0) -> None:
+        """Until every worker has registered with RQ (imports done, listening)."""
+        from rq import Worker
+        deadline = time.monotonic() + timeout
+        while len(Worker.all(connection=connection)) < len(self.processes):
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker exited with {process.returncode}:\n{self.logs()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers did not register within {timeout} s:\n{self.logs()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM (RQ's warm shutdown: the current job ends), SIGKILL after 15 s."""
+        import psutil
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                horses = psutil.Process(process.pid).children(recursive=True)
+                os.killpg(process.pid, signal.SIGKILL)
+                for horse in horses:  # RQ puts a work horse in a process group of its own
+                    try:
+                        horse.kill()
+                    except psutil.NoSuchProcess:
+                        pass
+                process.wait()
+
+    def wait_idle(self, connection, quiet_s: float = 1.5, timeout: float = 300.0) -> list[str]:
+        """Until no job has been queued or running for `quiet_s` (a new worker's ticker queues
+        its periodic jobs on its first tick, 1 s after start); returns the jobs that ran."""
+        from rq import Queue, Worker
+        from rq.job import Job
+        from rq.registry import FinishedJobRegistry
+        queue = Queue(QUEUE, connection=connection)
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s:
+            if queue.count or any(w.get_state() != "idle" for w in Worker.all(connection=connection)):
+                quiet_since = time.monotonic()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the workers were still busy after {timeout} s")
+            time.sleep(0.05)
+        ids = FinishedJobRegistry(QUEUE, connection=connection).get_job_ids()
+        return [j.func_name for j in Job.fetch_many(ids, connection=connection) if j]
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.log_dir.glob("worker-*.log")))
+
+
+def cpu_seconds(pid: int, children: bool) -> float:
+    """User + system CPU of a process (and of its reaped children: RQ's work horses)."""
+    import psutil
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return t.user + t.system + ((t.children_user + t.children_system) if children else 0.0)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs, all processes)."""
+    import psutil
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+# -- the profiler (optional) -------------------------------------------------------------------
+
+class Profiler:
+    """py-spy sampling one worker and its forked work horses, only threads holding the GIL (so
+    roughly where the CPU goes; waiting on sockets is not sampled)."""
+
+    RATE = 100
+
+    def __init__(self, pid: int, out: Path):
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(exe).exists():
+            raise RuntimeError("--profile needs py-spy (.venv/bin/pip install py-spy)")
+        self.out = out
+        self.process = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", str(self.RATE),
+             "--format", "raw", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=open(out.with_suffix(".log"), "w"))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# A sample is charged to the package of the frame nearest the leaf that belongs to one (so a
+# socket read inside urllib3 counts for urllib3); stacks of the standard library alone are
+# charged to the leaf's file. py-spy shortens file names to the package part.
+PACKAGES = [("service: jobs/", "jobs/"), ("service: storage/", "storage/"), ("service: bot/", "bot/"),
+            ("redis-py", "redis/"), ("rq", "rq/"), ("requests", "requests/"), ("urllib3", "urllib3/"),
+            ("flask", "flask/"), ("werkzeug", "werkzeug/"), ("cryptography", "cryptography/"),
+            ("marshmallow", "marshmallow/"), ("jinja2", "jinja2/"), ("simulator", "sandbox/")]
+
+
+def frame_file(frame: str) -> str:
+    inner = frame[frame.rfind("(") + 1:]
+    return inner.rsplit(":", 1)[0] if ":" in inner else inner.rstrip(")")
+
+
+def summarise_profile(path: Path, top: int = 15) -> list[str]:
+    """Lines of text: where the sampled worker (and its horses) spent its CPU."""
+    if not path.exists():
+        return [f"(no profile written; see {path.with_suffix('.log')})"]
+    stacks: list[tuple[list[str], int]] = []
+    for line in path.read_text().splitlines():
+        text, _, count = line.rpartition(" ")
+        if text and count.isdigit():
+            stacks.append((text.split(";"), int(count)))
+    total = sum(c for _, c in stacks)
+    if not total:
+        return ["(no samples)"]
+    own, inclusive, by_package, where = Counter(), Counter(), Counter(), Counter()
+    for frames, count in stacks:
+        processes = sum(1 for f in frames if f.startswith("process "))
+        where["work horses" if processes > 1 else "worker main process (RQ loop, scheduler, ticker)"] += count
+        code = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not code:
+            continue
+        own[code[-1]] += count
+        for name in set(code):
+            inclusive[name] += count
+        label = None
+        for frame in reversed(code):
+            file = frame_file(frame)
+            label = next((name for name, prefix in PACKAGES if file.startswith(prefix)), None)
+            if label:
+                break
+        by_package[label or f"stdlib {frame_file(code[-1])}"] += count
+    seconds = total / Profiler.RATE
+    lines = [f"{total} samples = {seconds:.1f} s holding the GIL, worker 1 and its work horses "
+             f"(py-spy --gil --subprocesses, {Profiler.RATE}/s)"]
+    lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in where.most_common()]
+    lines.append("by package nearest the leaf:")
+    lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in by_package.most_common(top)]
+    lines.append(f"top {top} functions, own time:")
+    lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in own.most_common(top)]
+    service = [(n, c) for n, c in inclusive.most_common()
+               if frame_file(n).startswith(("jobs/", "storage/", "bot/"))]
+    lines.append(f"top {top} service functions, inclusive:")
+    lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in service[:top]]
+    return lines
+
+
+# -- results -----------------------------------------------------------------------------------
+
+@dataclass
+class JobStats:
+    jobs: int = 0
+    not_done: int = 0
+    job_seconds: float = 0.0              # sum of job function times (RQ started_at..ended_at)
+    ideal_job_seconds: float = 0.0        # sum of contacts_in_job x latency / concurrency
+    gap_seconds: float = 0.0              # per worker, time between its consecutive jobs
+    gaps: int = 0
+    first_start_after_post_s: float = 0.0
+    per_worker_messages: dict = field(default_factory=dict)
+    failed_jobs: int = 0
+    other_jobs: Counter = field(default_factory=Counter)   # name -> seconds of worker time in the phase
+
+
+def job_stats(connection, run_sizes: dict[str, int], batch_size: int, latency_s: float, concurrency: int,
+              first_post_epoch: float) -> JobStats:
+    """Read RQ's finished jobs: how long each took, on which worker, and the gaps between them.
+
+    Bookkeeping measure (the issue's "RQ bookkeeping <= 10 % of send time"): every job is queued
+    before the first one starts (one batch per run at the default sizes), so a worker never
+    waits for work; the time between the end of one of its jobs and the start of its next
+    (`ended_at` .. `started_at`, both stamped by RQ inside the work horse around the job
+    function) is what RQ spends per job: dequeue, fork, job/registry updates, result storage,
+    horse exit. Its sum, over the sum of job times, is the bookkeeping share. What the job
+    function itself spends beyond contacts x latency / concurrency (the service's own per-job
+    setup, Redis calls per contact, the pool draining at the end of a batch) is shown apart
+    as in-job overhead.
+    """
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry, FinishedJobRegistry
+    stats = JobStats()
+    stats.other_jobs = Counter()
+    stats.failed_jobs = len(FailedJobRegistry(QUEUE, connection=connection).get_job_ids())
+    ids = FinishedJobRegistry(QUEUE, connection=connection).get_job_ids()
+    fetched = [j for j in Job.fetch_many(ids, connection=connection) if j and j.started_at and j.ended_at]
+    jobs = [j for j in fetched if j.func_name.endswith(".run_batch") and len(j.args) >= 2]  # the runs' batches
+    for job in fetched:  # anything else that took a worker during the measurement
+        if job not in jobs and epoch(job.ended_at) > first_post_epoch:
+            stats.other_jobs[job.func_name.rsplit(".", 1)[-1]] += epoch(job.ended_at) - max(epoch(job.started_at),
+                                                                                            first_post_epoch)
+    by_worker: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    per_worker = Counter()
+    for job in jobs:
+        # A job sends its own batch and the batches of other Pages it took: "run/batch: outcome, ..."
+        done = [part.split(": ", 1) for part in str(job.return_value() or "").split(", ") if ": " in part]
+        contacts = 0
+        for name, outcome in done:
+            run_id, _, batch = name.rpartition("/")
+            contacts += max(0, min(batch_size, run_sizes.get(run_id, 0) - int(batch) * batch_size))
+            stats.not_done += outcome != "done"
+        start, end = epoch(job.started_at), epoch(job.ended_at)
+        by_worker[job.worker_name or "?"].append((start, end, contacts))
+        per_worker[job.worker_name or "?"] += contacts
+        stats.jobs += 1
+        stats.job_seconds += end - start
+        stats.ideal_job_seconds += contacts * latency_s / concurrency
+    for spans in by_worker.values():
+        spans.sort()
+        for (_, previous_end, _), (start, _, _) in zip(spans, spans[1:]):
+            stats.gap_seconds += max(0.0, start - previous_end)
+            stats.gaps += 1
+    if jobs:
+        stats.first_start_after_post_s = min(epoch(j.started_at) for j in jobs) - first_post_epoch
+    stats.per_worker_messages = dict(per_worker)
+    return stats
+
+
+def epoch(moment) -> float:
+    """Seconds since the epoch of an RQ timestamp (UTC; naive ones are UTC too)."""
+    from datetime import timezone
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def code_version() -> str:
+    """The commit measured, and whether the work tree had changes on top of it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
+
+
+def simulator_rate(sends: list[dict], service: bool) -> tuple[int, float]:
+    """(accepted sends, sends/s from the first to the last accepted) of one phase."""
+    times = sorted(s["received_ms"] for s in sends if s.get("status") == "accepted"
+                   and (s.get("metadata") != BASELINE_METADATA) == service)
+    if len(times) < 2 or times[-1] == times[0]:
+        return len(times), float("nan")
+    return len(times), (len(times) - 1) / ((times[-1] - times[0]) / 1000)
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
+    from rq.registry import FinishedJobRegistry
+
+    from bot import create_app
+    from bot.config import Settings
+    from sandbox.client import SandboxControl
+    from sandbox.server import SandboxServer
+    from storage.embedded import EmbeddedRedis
+    from storage.inbound import Event
+
+    C, W, latency_s = args.concurrency, args.workers, args.latency_ms / 1000
+    in_flight = C * W
+    ideal = in_flight / latency_s if latency_s else float("inf")
+    sizes = split(args.contacts, args.pages)
+
+    # Cleanup runs in reverse: workers (and profiler), then the simulator, then Redis.
+    redis_server = EmbeddedRedis(tmp / "redis", appendonly=False, use_socket=False)
+    redis_server.start()
+    stack.callback(redis_server.stop)
+    simulator = SandboxServer(app_secret=APP_SECRET, latency_ms=args.latency_ms, echo=False,
+                              delivery_delay_ms=None, read_delay_ms=None)
+    simulator.start()
+    stack.callback(simulator.stop)
+    fb = SandboxControl(simulator.url, timeout=120)
+    stack.callback(fb.close)
+
+    # Batching: RUN_BATCH_SIZE stays at the service's default, 200, which at the default sizes
+    # (10 000 / 50 = 200 per run) makes one job per run: 50 jobs, all queued before the first
+    # ends, so every worker always has work and the per-job costs (fork, set-up, the pool
+    # draining at the end of a batch) are paid as often as production would pay them for runs
+    # of this size. RUN_PARALLEL_BATCHES stays at 1: it only matters for runs of several batches,
+    # and 50 runs already give each worker plenty of jobs. Both are flags to explore.
+    # SEND_RATE_PER_PAGE is raised because a worker sends one Page's batch at a time: at the
+    # default 20/s a worker would send 20 msgs/s however many Pages there are. (The limiter
+    # spaces slots at least 1 ms apart, so 10 000/s really is 1 000/s per Page: still 3x what
+    # one worker reaches.)
+    env = service_env(redis_server.url, simulator.url, SEND_CONCURRENCY=str(C),
+                      SEND_RATE_PER_PAGE=str(args.rate_per_page), RUN_BATCH_SIZE=str(args.batch_size),
+                      RUN_PARALLEL_BATCHES=str(args.parallel_batches))
+    settings = Settings.from_env(env, dotenv=False)
+    app = create_app(settings)
+    stack.callback(app.extensions["storage"].redis.close)
+    stack.callback(app.extensions["graph"].close)
+    store = app.extensions["storage"]
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+
+    def api(method: str, path: str, **kwargs):
+        return client.open(f"/api/v1{path}", method=method, headers=auth, **kwargs)
+
+    # Pages, profiles, opted-in people, one node per profile.
+    setup_started = time.monotonic()
+    now_ms = int(time.time() * 1000)
+    nodes, tasks, runs_contacts = [], [], []
+    next_contact = 0
+    for index, size in enumerate(sizes):
+        page = fb.create_page(name=f"Bench Page {index + 1}")
+        answer = api("POST", "/profiles", json={"name": f"Bench {index + 1}", "page_id": page["id"],
+                                                "page_access_token": page["token"]})
+        if answer.status_code != 201:
+            raise RuntimeError(f"profile not created: {answer.status_code} {answer.get_data(as_text=True)}")
+        profile_id = answer.get_json()["id"]
+        psids = fb.add_people(page["id"], [{"last_interaction_ms": now_ms, "receipts": "none"}] * size)
+        contacts = [f"c{next_contact + i:06d}" for i in range(size)]
+        next_contact += size
+        events = [Event("optin", page["id"], psid, now_ms, profile=profile_id, contact=cid)
+                  for cid, psid in zip(contacts, psids)]
+        for start in range(0, size, 2000):
+            store.inbound.apply(events[start:start + 2000])
+        nodes.append({"id": f"n{index + 1}", "type": "messenger", "profile_id": profile_id, "tag": TAG,
+                      "message": MESSAGE})
+        runs_contacts.append(contacts)
+        tasks += [[page["id"], page["token"], psid] for psid in psids]
+    answer = api("PUT", "/programs/bench", json={"name": "Bench", "status": "active", "nodes": nodes})
+    if answer.status_code not in (200, 201):
+        raise RuntimeError(f"program not saved: {answer.status_code} {answer.get_data(as_text=True)}")
+
+    workers = Workers(env, tmp)
+    stack.callback(workers.stop)
+    workers.start(W)
+    rq_connection = app.extensions["rq_queue"].connection
+    workers.wait_registered(rq_connection)
+    setup_s = time.monotonic() - setup_started
+    print(f"set up {len(sizes)} Pages, {args.contacts} opted-in contacts and {W} worker(s) in {setup_s:.1f} s",
+          flush=True)
+
+    # -- baseline --------------------------------------------------------------------------
+    bench_pid, redis_pid = os.getpid(), redis_server.process.pid
+    cpu0 = {"bench": cpu_seconds(bench_pid, False), "redis": cpu_seconds(redis_pid, False),
+            "workers": sum(cpu_seconds(p.pid, True) for p in workers.processes), "machine": machine_busy_seconds()}
+    base = run_baseline(simulator.url, tasks, in_flight, args.inline_baseline)
+    cpu1 = {"bench": cpu_seconds(bench_pid, False), "redis": cpu_seconds(redis_pid, False),
+            "workers": sum(cpu_seconds(p.pid, True) for p in workers.processes), "machine": machine_busy_seconds()}
+    if base["ok"] != args.contacts:
+        raise RuntimeError(f"baseline: {base['ok']} of {args.contacts} accepted, errors {base['errors']}")
+    baseline_rate = base["ok"] / base["elapsed_s"]
+    print(f"baseline: {base['ok']} sends in {base['elapsed_s']:.2f} s = {baseline_rate:.1f} msgs/s", flush=True)
+
+    # -- service ---------------------------------------------------------------------------
+    idle_started = time.monotonic()
+    earlier_jobs = workers.wait_idle(rq_connection)
+    if earlier_jobs:
+        print(f"waited {time.monotonic() - idle_started:.1f} s for the workers to be idle; jobs before "
+              f"the service phase: {dict(Counter(n.rsplit('.', 1)[-1] for n in earlier_jobs))}", flush=True)
+    profiler = None
+    if args.profile:
+        profiler = Profiler(workers.processes[0].pid, tmp / "worker-1.pyspy.txt")
+        stack.callback(profiler.stop)
+        time.sleep(1.0)  # let py-spy attach before the first job
+    worker_pids = [p.pid for p in workers.processes]
+    cpu2 = {"bench": cpu_seconds(bench_pid, False), "redis": cpu_seconds(redis_pid, False),
+            "workers": sum(cpu_seconds(pid, True) for pid in worker_pids), "machine": machine_busy_seconds()}
+    finished_before = FinishedJobRegistry(QUEUE, connection=rq_connection).count
+    first_post_epoch = time.time()
+    started = time.perf_counter()
+    run_sizes: dict[str, int] = {}
+    for node, contacts in zip(nodes, runs_contacts):
+        answer = api("POST", f"/programs/bench/nodes/{node['id']}/runs",
+                     json={"contacts": [{"id": c} for c in contacts]})
+        if answer.status_code != 202:
+            raise RuntimeError(f"run not accepted: {answer.status_code} {answer.get_data(as_text=True)}")
+        run_sizes[answer.get_json()["run_id"]] = len(contacts)
+    posted_s = time.perf_counter() - started
+    pending = list(run_sizes)
+    deadline = started + 60 + 10 * args.contacts / min(ideal, baseline_rate)
+    while pending:
+        for position, run_id in enumerate(pending):  # runs end roughly in order: check the oldest first
+            if api("GET", f"/runs/{run_id}?limit=1").get_json()["state"] != "done":
+                pending = pending[position:]
+                break
+        else:
+            pending = []
+        if pending:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{len(pending)} runs not done after {time.perf_counter() - started:.0f} s; "
+                                   f"worker logs in {tmp}")
+            time.sleep(args.poll_ms / 1000)
+    service_s = time.perf_counter() - started
+    service_rate = args.contacts / service_s
+
+    expected_jobs = sum(math.ceil(n / args.batch_size) for n in run_sizes.values())
+    registry_wait = time.monotonic() + 15
+    while (FinishedJobRegistry(QUEUE, connection=rq_connection).count < finished_before + expected_jobs
+           and time.monotonic() < registry_wait):
+        time.sleep(0.05)  # the last work horses record their jobs (and are reaped: CPU below)
+    time.sleep(0.3)
+    cpu3 = {"bench": cpu_seconds(bench_pid, False), "redis": cpu_seconds(redis_pid, False),
+            "workers": sum(cpu_seconds(pid, True) for pid in worker_pids), "machine": machine_busy_seconds()}
+    if profiler:
+        profiler.stop()
+
+    counts = Counter()
+    for run_id in run_sizes:
+        for key, value in api("GET", f"/runs/{run_id}?limit=1").get_json()["counts"].items():
+            counts[key] += value
+    sends = fb.sends()
+    sim_service_n, sim_service_rate = simulator_rate(sends, service=True)
+    _, sim_base_rate = simulator_rate(sends, service=False)
+    stats = job_stats(rq_connection, run_sizes, args.batch_size, latency_s, C, first_post_epoch)
+
+    # -- report ----------------------------------------------------------------------------
+    per_worker = service_rate / W
+    bookkeeping = stats.gap_seconds / stats.job_seconds if stats.job_seconds else float("nan")
+    in_job = (stats.job_seconds - stats.ideal_job_seconds) / stats.job_seconds if stats.job_seconds else float("nan")
+    whole = (service_s - args.contacts * latency_s / in_flight) / service_s
+    jobs_per_worker = stats.jobs / W
+    per_job_gap_ms = 1000 * stats.gap_seconds / stats.gaps if stats.gaps else float("nan")
+    width = 46
+    out = print
+    out()
+    out(f"send throughput: {args.contacts} contacts over {args.pages} Pages ({min(sizes)}-{max(sizes)} per run, "
+        f"{len(run_sizes)} runs), {W} worker(s) x {C} in flight, simulator latency {args.latency_ms} ms")
+    out(f"  RUN_BATCH_SIZE {args.batch_size} -> {expected_jobs} jobs ({jobs_per_worker:.0f} per worker), "
+        f"RUN_PARALLEL_BATCHES {args.parallel_batches}, SEND_RATE_PER_PAGE {args.rate_per_page}/s, "
+        f"baseline {'in this process' if args.inline_baseline else 'in a child process'}, "
+        f"{os.cpu_count()} CPUs shared by everything; code {code_version()}")
+    out()
+    out(f"{'':{width}}{'msgs/s':>10}{'x ideal':>10}")
+    rows = [
+        (f"ideal ({in_flight} in flight / {args.latency_ms} ms)", ideal),
+        (f"baseline: requests.Session, {in_flight} threads", baseline_rate),
+        ("baseline, simulator side (first..last send)", sim_base_rate),
+        ("service: first POST .. all runs done", service_rate),
+        ("service, simulator side (first..last send)", sim_service_rate),
+        (f"service per worker ({W})", per_worker),
+    ]
+    for label, value in rows:
+        out(f"{label:{width}}{value:10.1f}{value / ideal * (W if label.startswith('service per') else 1):10.2f}")
+    out()
+    out(f"service wall time: {service_s:.2f} s (POSTing the {len(run_sizes)} runs took {posted_s:.2f} s; "
+        f"first job started {1000 * stats.first_start_after_post_s:.0f} ms after the first POST); "
+        f"baseline {base['elapsed_s']:.2f} s")
+    out(f"outcomes: {dict(counts)}; simulator accepted {sim_service_n} service sends; "
+        f"jobs finished {stats.jobs} (not 'done': {stats.not_done}), failed {stats.failed_jobs}")
+    if stats.other_jobs:
+        out("other jobs that held a worker during the service phase: "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stats.other_jobs.items()))
+    if len(stats.per_worker_messages) > 1:
+        out("messages per worker: " + ", ".join(f"{n / service_s:.1f} msgs/s ({n})"
+                                                 for n in stats.per_worker_messages.values()))
+    out(f"RQ bookkeeping between jobs: {per_job_gap_ms:.1f} ms per job, {100 * bookkeeping:.1f} % of job time "
+        f"({stats.gap_seconds:.2f} s over {stats.job_seconds:.2f} s in {stats.jobs} jobs)")
+    out(f"in-job overhead beyond contacts x latency / concurrency: {100 * in_job:.1f} % of job time "
+        f"({stats.job_seconds - stats.ideal_job_seconds:.2f} s; {1000 * (stats.job_seconds - stats.ideal_job_seconds) / max(1, stats.jobs):.0f} ms per job)")
+    out(f"all overhead, (wall - contacts x latency / in flight) / wall: {100 * whole:.1f} %")
+    service_cpu = {k: cpu3[k] - cpu2[k] for k in cpu3}
+    out(f"CPU during the service phase ({os.cpu_count()} CPUs x {service_s:.1f} s = {os.cpu_count() * service_s:.1f} "
+        f"CPU-s available): workers incl. work horses {service_cpu['workers']:.1f} s "
+        f"({1000 * service_cpu['workers'] / args.contacts:.2f} ms/msg), simulator + bench process "
+        f"{service_cpu['bench']:.1f} s ({1000 * service_cpu['bench'] / args.contacts:.2f} ms/msg), redis-server "
+        f"{service_cpu['redis']:.1f} s; other processes on the machine "
+        f"{max(0.0, service_cpu['machine'] - service_cpu['workers'] - service_cpu['bench'] - service_cpu['redis']):.1f} s")
+    base_sim_cpu = cpu1["bench"] - cpu0["bench"]
+    base_other = (cpu1["machine"] - cpu0["machine"]) - base_sim_cpu - (cpu1["redis"] - cpu0["redis"]) \
+        - (cpu1["workers"] - cpu0["workers"]) - (0.0 if args.inline_baseline else base["cpu_s"])
+    out(f"CPU during the baseline ({base['elapsed_s']:.1f} s): client {base['cpu_s']:.1f} s "
+        f"({1000 * base['cpu_s'] / args.contacts:.2f} ms/msg){' (inline: counted in the next figure too)' if args.inline_baseline else ''}, "
+        f"simulator + bench process {base_sim_cpu:.1f} s ({1000 * base_sim_cpu / args.contacts:.2f} ms/msg); "
+        f"other processes on the machine {max(0.0, base_other):.1f} s")
+    out()
+    out(f"ratio service/baseline: {service_rate / baseline_rate:.2f}")
+    out(f"ratio service/ideal: {service_rate / ideal:.2f}")
+    if args.concurrency == 16 and args.latency_ms == 50:
+        out(f"targets: >= {TARGET_OF_IDEAL} x ideal: {mark(service_rate / ideal >= TARGET_OF_IDEAL)}; "
+            f">= {TARGET_PER_WORKER:.0f} msgs/s per worker: {mark(per_worker >= TARGET_PER_WORKER)}; "
+            f"RQ bookkeeping <= {100 * TARGET_BOOKKEEPING:.0f} %: {mark(bookkeeping <= TARGET_BOOKKEEPING)}")
+    if profiler:
+        out()
+        out("profile (py-spy):")
+        for line in summarise_profile(profiler.out):
+            out("  " + line)
+        out("  (sampling slows the worker: the figures above are not the benchmark's)")
+    ok = counts.get("sent", 0) == args.contacts and stats.failed_jobs == 0
+    if not ok:
+        out(f"PROBLEM: not every contact was sent (logs in {tmp})")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.baseline_child:
+        return baseline_child_main()
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupted)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    code = 1
+    try:
+        with ExitStack() as stack:
+            code = run(args, stack, tmp)
+    except KeyboardInterrupt:
+        print("interrupted; stopped workers, simulator and Redis", file=sys.stderr)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - report, clean up (done above), exit non-zero
+        traceback.print_exc()
+        print(f"bench failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if args.keep or code not in (0, 130):
+            print(f"logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
