@@ -254,6 +254,10 @@ class GraphClient:
         except requests.Timeout as exc:
             raise _unreachable("Facebook did not answer in time",
                                maybe_sent=not idempotent and not isinstance(exc, requests.ConnectTimeout)) from None
+        except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, UnicodeError) as exc:
+            # A token or id that cannot even be put in a request: nothing was sent.
+            raise PermanentError(f"the request could not be made ({type(exc).__name__})",
+                                 rule=policy.ErrorRule(policy.FAIL, "invalid_request")) from None
         finally:
             metrics.observe_graph_call(time.monotonic() - started)
         return self._parse(response, path), response.headers

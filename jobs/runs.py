@@ -9,7 +9,6 @@ RQ's abandoned-job retry queues it again; the contacts it had in flight become `
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -19,6 +18,7 @@ from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from bot import logs
 from bot.errors import ApiError
 from jobs import context
 from jobs.shift import Shift
@@ -87,6 +87,7 @@ def run_batch(run_id: str, batch: int) -> str:
     It works as a shift (jobs/shift.py): while it sends, it also takes ready batches of other
     Pages, so one worker keeps its SEND_CONCURRENCY sends in flight although each Page is paced."""
     store, settings = get_storage(), current_app.config["SETTINGS"]
+    logs.context_id.set(f"run:{run_id}")  # every log line of this job names the run
     run = store.runs.get(run_id)
     if run is None:
         return "run expired"

@@ -23,6 +23,7 @@ from storage.runs import Run
 
 log = logging.getLogger(__name__)
 LOOK_AGAIN_S = 0.25  # how often a shift with room looks for newly ready batches
+STOPPING = threading.Event()  # set when the worker shuts down: finish what is open, take nothing new
 
 
 @dataclass
@@ -80,7 +81,7 @@ class Shift:
 
     def _take_more(self) -> None:
         room = self.settings.send_pages_per_worker - len(self.open)
-        if room <= 0:
+        if room <= 0 or STOPPING.is_set():
             return
         self._looked_at = time.monotonic()
         busy = {batch.run.profile_id for batch in self.open}

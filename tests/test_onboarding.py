@@ -8,7 +8,6 @@ import re
 import pytest
 import requests
 
-from storage import keys
 from tests.test_pages import sign_in_operator
 
 ADMIN, EDITOR, MODERATOR = "admin", "editor", "moderator"

@@ -63,7 +63,7 @@ def all_outcomes(api, run_id) -> dict[str, str]:
     return result
 
 
-KILL = {"SEND_RATE_PER_PAGE": "100", "RUN_BATCH_SIZE": "200", "RUN_LEASE_SECONDS": "3",
+KILL = {"SEND_RATE_PER_PAGE": "400", "RUN_BATCH_SIZE": "250", "RUN_LEASE_SECONDS": "3",
         "UNKNOWN_DEADLINE_SECONDS": "5"}
 SHARED_RATE = {"SEND_RATE_PER_PAGE": "20", "RUN_BATCH_SIZE": "20", "RUN_PARALLEL_BATCHES": "2"}
 BIG = {"SEND_RATE_PER_PAGE": "5000", "RUN_BATCH_SIZE": "500"}
@@ -72,12 +72,12 @@ BIG = {"SEND_RATE_PER_PAGE": "5000", "RUN_BATCH_SIZE": "500"}
 @pytest.mark.parametrize("settings_overrides", [KILL])
 def test_worker_killed_mid_batch_no_duplicates_every_contact_has_an_outcome(api, fb, workers, page_with_people,
                                                                            settings_overrides):
-    page, _, contacts = page_with_people(600)
+    page, _, contacts = page_with_people(2000)
     pool = workers(**settings_overrides)
     first = pool.start()
     answer = api("post", "/programs/p1/nodes/n1/runs", json={"contacts": [{"id": c} for c in contacts]})
     run_id = answer.get_json()["run_id"]
-    wait_until(lambda: len(fb.sends()) >= 300, timeout=30)  # in the middle of the second batch
+    wait_until(lambda: len(fb.sends()) >= 600, timeout=30)  # in the middle of the third batch
     pool.kill(first)
     killed_at = len(fb.sends())
     pool.start()
@@ -88,9 +88,9 @@ def test_worker_killed_mid_batch_no_duplicates_every_contact_has_an_outcome(api,
     outcomes = all_outcomes(api, run_id)
     assert set(outcomes) == set(contacts) and set(outcomes.values()) <= {"sent", "failed"}
     counts = run_state(api, run_id)["counts"]
-    assert counts["sent"] + counts["failed"] == 600 and counts["pending"] == 0
+    assert counts["sent"] + counts["failed"] == 2000 and counts["pending"] == 0
     assert counts["sent"] >= len(fb.sends(status="accepted")) - 16  # at most those in flight were lost
-    assert killed_at < 400, "the kill came after the second batch"
+    assert killed_at < 750, "the kill came after the third batch"
     assert "resumed 1 stalled batches" in pool.logs()
 
 

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from storage import keys
 from storage.inbound import Event
 from storage.programs import Node
 from tests.test_pages import sign_in_operator, sign_in_owner

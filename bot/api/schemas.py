@@ -24,7 +24,8 @@ class ErrorSchema(Schema):
 class ProfileCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 100))
     page_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9]{1,32}$", error="must be a Facebook Page id (digits)"))
-    page_access_token = fields.String(required=True, load_only=True, validate=validate.Length(1, 1000))
+    page_access_token = fields.String(required=True, load_only=True, validate=validate.Regexp(
+        r"^[\x21-\x7e]{1,1000}$", error="must be a Facebook access token (visible ASCII, no spaces)"))
     status = fields.String(load_default="enabled", validate=validate.OneOf(("enabled", "disabled")))
 
 
