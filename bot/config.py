@@ -298,3 +298,13 @@ def read_dotenv(path: Path) -> dict[str, str]:
         return {}
     from dotenv import dotenv_values
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for a process entry point; on bad configuration, print why and exit 1."""
+    import sys
+    try:
+        return Settings.from_env(environ)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None

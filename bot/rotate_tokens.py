@@ -8,17 +8,12 @@ from __future__ import annotations
 import sys
 
 import storage
-from bot.config import Settings
+from bot.config import settings_or_exit
 from bot.crypto import TokenCipher
-from bot.errors import ConfigError
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    settings = settings_or_exit()
     store = storage.Storage(storage.connect(settings.redis_url), cipher=TokenCipher(settings.token_encryption_keys))
     print(f"re-encrypted {store.profiles.rotate_tokens()} Page tokens with the newest key")
     return 0

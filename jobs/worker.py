@@ -10,8 +10,7 @@ import signal
 from rq import Worker
 
 import storage
-from bot.config import Settings
-from bot.errors import ConfigError
+from bot.config import settings_or_exit
 from jobs import QUEUES, context, shift
 from jobs.ticker import Ticker
 
@@ -32,11 +31,7 @@ class MessengerWorker(Worker):
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    settings = settings_or_exit()
     from bot import create_app
     context.use_app(create_app(settings))
     connection = storage.connect(settings.redis_url, decode=False)
