@@ -23,6 +23,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_services(app, settings)
 
     from bot import api, facebook_callbacks, handlers, health, pages, webhook
+    receiver = webhook.WebhookReceiver(app.extensions["storage"], app.extensions["signature"],
+                                       app.extensions["refs"])
+    app.wsgi_app = webhook.WebhookFastPath(app.wsgi_app, receiver, settings.webhook_max_bytes)
     app.register_blueprint(webhook.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)

@@ -64,7 +64,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
 # Read by gunicorn.conf.py and `make run` only; listed here so the README documents them too.
 PROCESS_SETTINGS: dict[str, tuple[str, str]] = {
     "HOST": ("127.0.0.1", "Interface the web process binds (`0.0.0.0` behind a load balancer)."),
-    "WEB_CONCURRENCY": ("2 × CPUs + 1", "gunicorn worker processes."),
+    "WEB_CONCURRENCY": ("CPUs + 1", "gunicorn worker processes."),
     "WEB_THREADS": ("4", "Threads per gunicorn worker."),
     "VAR_DIR": ("var", "Where `make run` keeps the embedded Redis data (`<VAR_DIR>/redis`)."),
 }

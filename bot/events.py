@@ -179,8 +179,13 @@ def parse_webhook(payload: dict, refs: OptinRefs) -> Parsed:
 
 
 def _parse_one(parsed: Parsed, page: str, raw: dict, entry_ms: int | None, refs: OptinRefs) -> None:
-    kind = next((k for k in HANDLERS if isinstance(raw.get(k), dict)), None)
+    # The event's kind is the key it carries; with several (never seen), HANDLERS' order wins.
+    present = [key for key in raw if key in HANDLERS and isinstance(raw[key], dict)]
+    kind = min(present, key=_ORDER.__getitem__) if len(present) > 1 else (present[0] if present else None)
     echo = kind == "message" and bool(raw["message"].get("is_echo"))
     parsed.kinds["echo" if echo else kind or "unknown"] += 1
     if kind is not None:
         parsed.events.extend(HANDLERS[kind](_Context(page, raw, entry_ms, refs), raw[kind]))
+
+
+_ORDER = {kind: position for position, kind in enumerate(HANDLERS)}

@@ -8,7 +8,7 @@ Keys touched: page, contact, p:{pid}:recipients/seen/unmatched/marketing/await/d
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 from typing import NamedTuple
 
@@ -16,10 +16,10 @@ from storage import keys, scripts
 from storage.stats import day_of, day_score
 
 UNMATCHED_KEPT = 1000  # per profile, newest first; the operator reviews them
-KINDS = ("seen", "optin", "unmatched", "marketing", "link", "delivery", "read", "echo", "block", "unblock")
+KINDS = frozenset({"seen", "optin", "unmatched", "marketing", "link", "delivery", "read", "echo", "block", "unblock"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
     """One normalised event. `rcpt` is a PSID or "user_ref:<ref>"; times are epoch ms."""
 
@@ -48,8 +48,19 @@ class Event:
             raise ValueError(f"unknown event kind {self.kind!r}")
 
     def to_lua(self) -> dict:
-        return {"k": self.kind, **{k: v for k, v in asdict(self).items() if k != "kind" and v not in ("", 0, (), False)},
-                "ts": self.ts}
+        # Plain attribute reads, not dataclasses.asdict(): asdict deep-copies every field and was
+        # most of the web workers' CPU on 100-event webhooks (bench/webhook_ingest.py).
+        data = {"k": self.kind, "ts": self.ts}
+        for name, default in _LUA_DEFAULTS:
+            value = getattr(self, name)
+            if value != default:
+                data[name] = value
+        return data
+
+
+# (field, default) of what to_lua sends when set; mids' default is the empty tuple.
+_LUA_DEFAULTS = tuple((name, () if name == "mids" else f.default) for name, f in Event.__dataclass_fields__.items()
+                      if name not in ("kind", "ts"))
 
 
 class Applied(NamedTuple):
@@ -67,7 +78,6 @@ class Inbound:
         self.clock_skew_ms = clock_skew_ms
         self._apply = scripts.register(redis, "apply_events")
         self._forget = scripts.register(redis, "forget_recipient")
-        self._templates = json.dumps(keys.lua_templates())
 
     def apply(self, events: list[Event], kinds: dict[str, int] | None = None) -> Applied:
         """Apply all events atomically (one script call); duplicates change nothing.
@@ -77,7 +87,7 @@ class Inbound:
         events = [self._dated(e) if e.kind == "echo" else e for e in events]
         payload = json.dumps([e.to_lua() for e in events], separators=(",", ":"))
         counted = json.dumps(dict(kinds or {}), separators=(",", ":"))
-        result = self._apply(args=[self._templates, payload, self.clock_skew_ms, UNMATCHED_KEPT, counted])
+        result = self._apply(args=[payload, self.clock_skew_ms, UNMATCHED_KEPT, counted])
         return Applied(*map(int, result))
 
     def _dated(self, event: Event) -> Event:
@@ -107,7 +117,7 @@ class Inbound:
 
     def forget_recipient(self, pid: str, rcpt: str) -> int:
         """Remove what a profile holds about one person (data deletion); returns records removed."""
-        return int(self._forget(args=[self._templates, pid, rcpt]))
+        return int(self._forget(args=[pid, rcpt]))
 
     def contact_of(self, pid: str, rcpt: str) -> str | None:
         return self.redis.hget(keys.recipients(pid), rcpt)

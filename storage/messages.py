@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-import json
 
 from storage import keys, scripts
 from storage.stats import day_of, day_score
@@ -29,13 +28,12 @@ class Messages:
         self.redis = redis
         self.tz = tz
         self._record_sent = scripts.register(redis, "record_sent")
-        self._templates = json.dumps(keys.lua_templates())
 
     def record_sent(self, pid: str, contact: str, rcpt: str, message_id: str, sent_ms: int,
                     pipeline=None) -> None:
         """Count a message Facebook accepted and keep it awaiting receipts when they can come."""
         day = day_of(sent_ms, self.tz)
-        self._record_sent(args=[self._templates, pid, rcpt, message_id, day, day_score(day), contact, sent_ms,
+        self._record_sent(args=[pid, rcpt, message_id, day, day_score(day), contact, sent_ms,
                                 "1" if expects_receipts(rcpt) else "0"], client=pipeline)
 
     def awaiting(self, pid: str, rcpt: str) -> list[dict]:

@@ -5,7 +5,6 @@ The Page token is stored only encrypted; `page_token` is the one place that decr
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -56,7 +55,6 @@ class Profiles:
         self.cipher = cipher
         self._create = scripts.register(redis, "create_profile")
         self._status = scripts.register(redis, "profile_status")
-        self._templates = json.dumps(keys.lua_templates())
 
     def create(self, *, name: str, page_id: str, page_name: str, page_token: str,
                status: str = "enabled", connected_by: str = "", now: float | None = None) -> Profile:
@@ -130,7 +128,7 @@ class Profiles:
         return self._change_status(pid, "deleting")
 
     def _change_status(self, pid: str, status: str) -> bool:
-        result = self._status(args=[self._templates, pid, status])
+        result = self._status(args=[pid, status])
         if result[0] == "in_use":
             raise ProfileInUse(list(zip(result[1::2], result[2::2])))
         return result[0] == "ok"

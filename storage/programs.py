@@ -69,20 +69,19 @@ class Programs:
     def __init__(self, redis):
         self.redis = redis
         self._put = scripts.register(redis, "put_program")
-        self._templates = json.dumps(keys.lua_templates())
 
     def put(self, prog_id: str, name: str, status: str, nodes: list[Node]) -> Program:
         """Create or replace a program atomically; ProfileUnavailable if a node's profile is
         missing or disabled at that moment (index of profiles in use kept in step)."""
         nodes_json = json.dumps([n.to_dict() for n in nodes])
         profile_ids = json.dumps(sorted({n.profile_id for n in nodes}))
-        result = self._put(args=[self._templates, prog_id, name, status, nodes_json, int(time.time()), profile_ids])
+        result = self._put(args=[prog_id, name, status, nodes_json, int(time.time()), profile_ids])
         if result[0] == "unavailable":
             raise ProfileUnavailable(result[1], result[2])
         return self.get(prog_id)
 
     def delete(self, prog_id: str) -> bool:
-        return bool(self._put(args=[self._templates, prog_id, "", "", "", 0, "[]"])[0])
+        return bool(self._put(args=[prog_id, "", "", "", 0, "[]"])[0])
 
     def get(self, prog_id: str) -> Program | None:
         data = self.redis.hgetall(keys.program(prog_id))

@@ -7,7 +7,6 @@ rest (`rest`): no new slot before the rest ends, and senders holding earlier slo
 """
 from __future__ import annotations
 
-import json
 
 from storage import keys, scripts
 
@@ -23,7 +22,6 @@ class PageRateLimiter:
         self.redis = redis
         self.interval_us = max(1, round(1_000_000 / (per_second * HEADROOM)))
         self._reserve = scripts.register(redis, "rate_reserve")
-        self._templates = json.dumps(keys.lua_templates())
 
     def keys(self, page_id: str) -> list[str]:
         """The Page's timeline and rest keys (claims reserve a first slot with them)."""
@@ -31,11 +29,11 @@ class PageRateLimiter:
 
     def reserve(self, page_id: str) -> float:
         """Milliseconds to wait before this send may leave (the slot is then ours)."""
-        return int(self._reserve(keys=self.keys(page_id), args=[self._templates, self.interval_us, 0])) / 1000
+        return int(self._reserve(keys=self.keys(page_id), args=[self.interval_us, 0])) / 1000
 
     def rest(self, page_id: str, ms: int) -> None:
         """Let nothing leave for this Page for `ms` from now."""
-        self._reserve(keys=self.keys(page_id), args=[self._templates, 0, max(1, int(ms))])
+        self._reserve(keys=self.keys(page_id), args=[0, max(1, int(ms))])
 
     def resting_ms(self, page_id: str) -> int:
         """How much longer the Page rests (0 if it does not)."""

@@ -80,7 +80,6 @@ class Runs:
         self.redis = redis
         self.tz = tz
         self.retention_s = retention_days * 86400
-        self._templates = json.dumps(keys.lua_templates())
         self._finish = scripts.register(redis, "finish")
         self._claim = scripts.register(redis, "claim")
         self._pending_state = scripts.register(redis, "set_pending_state")
@@ -177,7 +176,7 @@ class Runs:
 
     def take_ready(self, how_many: int, token: str, lease_ms: int, skip_profiles: set[str]) -> list[tuple[str, int]]:
         """Lease up to `how_many` ready batches of profiles not in `skip_profiles`: [(run id, batch)]."""
-        taken = self._take_ready(args=[self._templates, int(time.time() * 1000), how_many, lease_ms, token,
+        taken = self._take_ready(args=[int(time.time() * 1000), how_many, lease_ms, token,
                                        json.dumps(sorted(skip_profiles))])
         return [(taken[i], int(taken[i + 1])) for i in range(0, len(taken), 2)]
 
@@ -213,7 +212,7 @@ class Runs:
         limiter, page_id = pace if pace else (None, "")
         timeline = limiter.keys(page_id) if limiter else [keys.rate("-"), keys.rate_rest("-")]
         wait_us = int(self._claim(keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline],
-                                  args=[self._templates, contact, record, deadline_ms, f"{run_id}{US}{contact}",
+                                  args=[contact, record, deadline_ms, f"{run_id}{US}{contact}",
                                         limiter.interval_us if limiter else 0]))
         if wait_us < 0:
             return None
@@ -241,11 +240,11 @@ class Runs:
         outcome = {"run": run_id, "contact": contact, "state": state, "reason": reason, "mid": message_id,
                    "at": at_ms, "detail": detail[:500], "day": day, "score": day_score(day),
                    "rcpt": recipient, "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient)}
-        result = self._finish(args=[self._templates, json.dumps(outcome)], client=pipeline)
+        result = self._finish(args=[json.dumps(outcome)], client=pipeline)
         return bool(result) if pipeline is None else True
 
     def expire_unknown(self, now_ms: int | None = None, limit: int = 500) -> int:
         """Sends in flight or unknown past their deadline become failed/interrupted."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         day = day_of(now_ms, self.tz)
-        return int(self._expire(args=[self._templates, now_ms, day, day_score(day), limit]))
+        return int(self._expire(args=[now_ms, day, day_score(day), limit]))

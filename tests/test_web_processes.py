@@ -40,11 +40,13 @@ def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
             return requests.get(f"{url}/healthz", timeout=1).status_code == 200
         except requests.ConnectionError:
             return False
-    wait_until(up, timeout=30)
-    yield process, url
-    if process.poll() is None:
-        process.terminate()
-        process.wait(30)
+    try:  # stopped even when it never came up, so no gunicorn outlives the test
+        wait_until(up, timeout=30)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
 
 
 def post(url: str, payload: dict, session: requests.Session) -> int:

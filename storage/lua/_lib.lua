@@ -1,7 +1,6 @@
 -- Shared by every script that records outcomes (storage/scripts.py prepends this file).
--- ARGV[1] is always the key templates of storage/keys.py:lua_templates, so a key's shape is
--- written once, in Python.
-local T = cjson.decode(ARGV[1])
+-- `T`, the key templates, is put in front of this file by storage/scripts.py, generated from
+-- storage/keys.py:lua_templates, so a key's shape is written once, in Python.
 local US, RS = '\31', '\30'  -- unit and record separators inside packed values
 local FINAL = {sent = true, warning = true, failed = true}
 

@@ -1,13 +1,13 @@
 -- Apply a batch of normalised webhook events atomically (storage/inbound.py builds them).
--- ARGV[1] key templates, ARGV[2] events (JSON list), ARGV[3] clock skew tolerance (ms),
--- ARGV[4] cap of unmatched opt-ins kept per profile, ARGV[5] webhook event kinds seen (JSON
+-- ARGV[1] events (JSON list), ARGV[2] clock skew tolerance (ms),
+-- ARGV[3] cap of unmatched opt-ins kept per profile, ARGV[4] webhook event kinds seen (JSON
 -- object kind -> count, for /metrics). _lib.lua is prepended.
 -- Every branch is idempotent, so a webhook delivered twice changes nothing the second time.
 -- Returns {applied, unknown_page, foreign_ref}.
-local events = cjson.decode(ARGV[2])
-local skew = tonumber(ARGV[3])
-local unmatched_cap = tonumber(ARGV[4])
-for kind, n in pairs(cjson.decode(ARGV[5] or '{}')) do
+local events = cjson.decode(ARGV[1])
+local skew = tonumber(ARGV[2])
+local unmatched_cap = tonumber(ARGV[3])
+for kind, n in pairs(cjson.decode(ARGV[4] or '{}')) do
   redis.call('HINCRBY', key('metric', 'webhook_events'), kind, n)
 end
 

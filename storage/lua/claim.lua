@@ -1,9 +1,9 @@
 -- Claim a run contact before its send leaves ("inflight"), unless it already has an outcome;
 -- and, in the same round trip, reserve its Page's first send slot (see reserve_slot).
 -- KEYS[1] run outcomes, KEYS[2] deadlines, KEYS[3] Page timeline, KEYS[4] Page rest key.
--- ARGV: templates, contact, inflight JSON, deadline ms, deadline member, interval us.
+-- ARGV: contact, inflight JSON, deadline ms, deadline member, interval us.
 -- Returns -1 if the contact was not claimed, else the wait in microseconds.
-if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then return -1 end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-if tonumber(ARGV[6]) == 0 then return 0 end  -- no pacing asked for
-return reserve_slot(KEYS[3], KEYS[4], tonumber(ARGV[6]), 0)
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if tonumber(ARGV[5]) == 0 then return 0 end  -- no pacing asked for
+return reserve_slot(KEYS[3], KEYS[4], tonumber(ARGV[5]), 0)

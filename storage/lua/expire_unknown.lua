@@ -1,7 +1,7 @@
 -- Sends whose fate we never learnt (in flight when a worker died, or timed out after leaving):
 -- past their deadline they become failed/interrupted. They are never resent.
--- ARGV: templates, now ms, day, YYYYMMDD, max to settle. Returns how many were settled.
-local now, day, score, limit = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
+-- ARGV: now ms, day, YYYYMMDD, max to settle. Returns how many were settled.
+local now, day, score, limit = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 local due = redis.call('ZRANGEBYSCORE', key('deadlines'), '-inf', now, 'LIMIT', 0, limit)
 local settled = 0
 for _, member in ipairs(due) do

@@ -1,3 +1,3 @@
--- Record a run contact's final outcome (see finish() in _lib.lua). ARGV[2]: the outcome as JSON.
-local o = cjson.decode(ARGV[2])
+-- Record a run contact's final outcome (see finish() in _lib.lua). ARGV[1]: the outcome as JSON.
+local o = cjson.decode(ARGV[1])
 return finish(o)

@@ -1,9 +1,8 @@
 -- Forget one person of a profile (a data deletion request): their opt-in values on contacts,
 -- the PSID index, interaction times, messages awaiting receipts, marketing opt-in, unmatched
--- opt-ins. ARGV: templates, profile id, recipient. Returns how many records were removed.
-local T = cjson.decode(ARGV[1])
+-- opt-ins. ARGV: profile id, recipient. Returns how many records were removed.
 local function key(name, ...) return string.format(T[name], ...) end
-local pid, rcpt = ARGV[2], ARGV[3]
+local pid, rcpt = ARGV[1], ARGV[2]
 local removed = 0
 local contact = redis.call('HGET', key('recipients', pid), rcpt)
 if contact then

@@ -1,10 +1,9 @@
 -- Change a profile's status, refusing to disable or delete one used by an active program.
--- ARGV: templates, profile id, new status (enabled / disabled / deleting).
+-- ARGV: profile id, new status (enabled / disabled / deleting).
 -- Returns {"ok"}, {"missing"} or {"in_use", program id, program name, ...}.
 -- "deleting" also frees the Page and hides the profile; the purge job removes the rest.
-local T = cjson.decode(ARGV[1])
 local function key(name, ...) return string.format(T[name], ...) end
-local pid, status = ARGV[2], ARGV[3]
+local pid, status = ARGV[1], ARGV[2]
 local pk = key('profile', pid)
 local current = redis.call('HGET', pk, 'status')
 if not current or current == 'deleting' then return {'missing'} end

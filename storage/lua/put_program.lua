@@ -1,13 +1,12 @@
 -- Create, replace (name non-empty) or delete (name empty) a program, keeping
--- p:{pid}:programs in step. ARGV: templates, id, name, status, nodes JSON, updated_at,
+-- p:{pid}:programs in step. ARGV: id, name, status, nodes JSON, updated_at,
 -- profile ids JSON. Refuses (writing nothing) a node whose profile is missing or disabled,
 -- checked here so that a profile cannot be disabled or deleted between check and save.
 -- Returns {existed (0/1)} or {"unavailable", profile id, why}.
-local T = cjson.decode(ARGV[1])
 local function key(name, ...) return string.format(T[name], ...) end
-local id, name = ARGV[2], ARGV[3]
+local id, name = ARGV[1], ARGV[2]
 local pk = key('program', id)
-local profile_ids = cjson.decode(ARGV[7])
+local profile_ids = cjson.decode(ARGV[6])
 for _, pid in ipairs(profile_ids) do
   local status = redis.call('HGET', key('profile', pid), 'status')
   if status ~= 'enabled' then return {'unavailable', pid, status or 'missing'} end
@@ -23,8 +22,8 @@ if name == '' then
   redis.call('ZREM', key('programs'), id)
   return {old and 1 or 0}
 end
-redis.call('HSET', pk, 'name', name, 'status', ARGV[4], 'nodes', ARGV[5], 'updated_at', ARGV[6])
-redis.call('ZADD', key('programs'), ARGV[6], id)
+redis.call('HSET', pk, 'name', name, 'status', ARGV[3], 'nodes', ARGV[4], 'updated_at', ARGV[5])
+redis.call('ZADD', key('programs'), ARGV[5], id)
 for _, pid in ipairs(profile_ids) do
   redis.call('SADD', key('profile_programs', pid), id)
 end

@@ -1,12 +1,11 @@
 -- Take queued batches of other Pages for a worker that is already sending, so that one
 -- worker keeps SEND_CONCURRENCY sends in flight over several Pages (each paced on its own).
--- ARGV: templates, now ms, how many, lease ms, lease token, profiles to skip (JSON list).
+-- ARGV: now ms, how many, lease ms, lease token, profiles to skip (JSON list).
 -- Takes at most one batch per profile; returns {run, batch, run, batch, ...} it now leases.
-local T = cjson.decode(ARGV[1])
 local function key(name, ...) return string.format(T[name], ...) end
-local now, wanted, lease_ms, token = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local now, wanted, lease_ms, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local busy = {}
-for _, pid in ipairs(cjson.decode(ARGV[6])) do busy[pid] = true end
+for _, pid in ipairs(cjson.decode(ARGV[5])) do busy[pid] = true end
 local taken = {}
 if wanted <= 0 then return taken end
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('ready'), '-inf', now, 'LIMIT', 0, wanted * 8)) do
