@@ -32,43 +32,28 @@ import hmac
 import json
 import math
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-APP_SECRET = "bench-app-secret"
-API_TOKEN = "bench-api-token"
-GRAPH_VERSION = "v26.0"
-QUEUE = "messenger"
+from bench._harness import (API_TOKEN, APP_SECRET, GRAPH_VERSION, QUEUE, ROOT, Profiler, Workers, code_version,
+                            machine_busy_seconds, mark, parse_sizes, process_cpu, run_main, service_env, start_app,
+                            start_redis, start_simulator, summarise_profile)
+
 MESSAGE = "Your account was updated."
 TAG = "ACCOUNT_UPDATE"  # retired since 2026-04-27: inside the 24-hour window it goes as UPDATE
 BASELINE_METADATA = "bench-baseline"
-QUICK = dict(contacts=300, pages=3)
+QUICK = dict(contacts=600, pages=30)  # enough Pages that their 20/s paces are not the limit
 
 # Targets of the issue (for 16 in flight and 50 ms latency).
 TARGET_OF_IDEAL = 0.9
 TARGET_PER_WORKER = 300.0
 TARGET_BOOKKEEPING = 0.10
-
-
-def service_env(redis_url: str, graph_url: str, **overrides: str) -> dict[str, str]:
-    """The environment of the app and of the worker processes (outside sandbox mode)."""
-    return {"REDIS_URL": redis_url, "SANDBOX": "0", "SECRET_KEY": "bench-secret-key",
-            "API_TOKEN": API_TOKEN, "ADMIN_PASSWORD": "bench-admin", "FB_APP_ID": "100000000000001",
-            "FB_APP_SECRET": APP_SECRET, "FB_VERIFY_TOKEN": "bench-verify-token",
-            "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
-            "GRAPH_API_URL": graph_url, "GRAPH_API_VERSION": GRAPH_VERSION, "LOG_LEVEL": "WARNING",
-            **overrides}
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -96,9 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="sample worker 1 and its work horses with py-spy and summarise")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.contacts, args.pages = QUICK["contacts"], QUICK["pages"]
+    args = parse_sizes(parser, argv, QUICK)
     if not 1 <= args.pages <= args.contacts:
         parser.error("need 1 <= --pages <= --contacts")
     if args.workers < 1 or args.concurrency < 1 or args.latency_ms < 0:
@@ -180,177 +163,23 @@ def run_baseline(graph_url: str, tasks: list[list[str]], threads: int, inline: b
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# -- worker processes --------------------------------------------------------------------------
+# -- the profile (optional) --------------------------------------------------------------------
 
-class Workers:
-    """`python -m jobs.worker` processes with the bench's environment; logs in `log_dir`."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path):
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.log_dir = log_dir
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, count: int) -> None:
-        for _ in range(count):
-            with open(self.log_dir / f"worker-{len(self.processes) + 1}.log", "w") as log:
-                self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=self.env, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True))
-
-    def wait_registered(self, connection, timeout: float = 60.0) -> None:
-        """Until every worker has registered with RQ (imports done, listening)."""
-        from rq import Worker
-        deadline = time.monotonic() + timeout
-        while len(Worker.all(connection=connection)) < len(self.processes):
-            for process in self.processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"worker exited with {process.returncode}:\n{self.logs()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"workers did not register within {timeout} s:\n{self.logs()[-3000:]}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """SIGTERM (RQ's warm shutdown: the current job ends), SIGKILL after 15 s."""
-        import psutil
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                horses = psutil.Process(process.pid).children(recursive=True)
-                os.killpg(process.pid, signal.SIGKILL)
-                for horse in horses:  # RQ puts a work horse in a process group of its own
-                    try:
-                        horse.kill()
-                    except psutil.NoSuchProcess:
-                        pass
-                process.wait()
-
-    def wait_idle(self, connection, quiet_s: float = 1.5, timeout: float = 300.0) -> list[str]:
-        """Until no job has been queued or running for `quiet_s` (a new worker's ticker queues
-        its periodic jobs on its first tick, 1 s after start); returns the jobs that ran."""
-        from rq import Queue, Worker
-        from rq.job import Job
-        from rq.registry import FinishedJobRegistry
-        queue = Queue(QUEUE, connection=connection)
-        deadline = time.monotonic() + timeout
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < quiet_s:
-            if queue.count or any(w.get_state() != "idle" for w in Worker.all(connection=connection)):
-                quiet_since = time.monotonic()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the workers were still busy after {timeout} s")
-            time.sleep(0.05)
-        ids = FinishedJobRegistry(QUEUE, connection=connection).get_job_ids()
-        return [j.func_name for j in Job.fetch_many(ids, connection=connection) if j]
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.log_dir.glob("worker-*.log")))
-
-
-def cpu_seconds(pid: int, children: bool) -> float:
-    """User + system CPU of a process (and of its reaped children: RQ's work horses)."""
-    import psutil
-    try:
-        t = psutil.Process(pid).cpu_times()
-    except psutil.NoSuchProcess:
-        return 0.0
-    return t.user + t.system + ((t.children_user + t.children_system) if children else 0.0)
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all CPUs, all processes)."""
-    import psutil
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-# -- the profiler (optional) -------------------------------------------------------------------
-
-class Profiler:
-    """py-spy sampling one worker and its forked work horses, only threads holding the GIL (so
-    roughly where the CPU goes; waiting on sockets is not sampled)."""
-
-    RATE = 100
-
-    def __init__(self, pid: int, out: Path):
-        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        if not Path(exe).exists():
-            raise RuntimeError("--profile needs py-spy (.venv/bin/pip install py-spy)")
-        self.out = out
-        self.process = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", str(self.RATE),
-             "--format", "raw", "--output", str(out), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=open(out.with_suffix(".log"), "w"))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-# A sample is charged to the package of the frame nearest the leaf that belongs to one (so a
-# socket read inside urllib3 counts for urllib3); stacks of the standard library alone are
-# charged to the leaf's file. py-spy shortens file names to the package part.
+# The packages a sample of the worker can be charged to (see `summarise_profile`), first match wins.
 PACKAGES = [("service: jobs/", "jobs/"), ("service: storage/", "storage/"), ("service: bot/", "bot/"),
             ("redis-py", "redis/"), ("rq", "rq/"), ("requests", "requests/"), ("urllib3", "urllib3/"),
             ("flask", "flask/"), ("werkzeug", "werkzeug/"), ("cryptography", "cryptography/"),
             ("marshmallow", "marshmallow/"), ("jinja2", "jinja2/"), ("simulator", "sandbox/")]
 
 
-def frame_file(frame: str) -> str:
-    inner = frame[frame.rfind("(") + 1:]
-    return inner.rsplit(":", 1)[0] if ":" in inner else inner.rstrip(")")
-
-
-def summarise_profile(path: Path, top: int = 15) -> list[str]:
-    """Lines of text: where the sampled worker (and its horses) spent its CPU."""
-    if not path.exists():
-        return [f"(no profile written; see {path.with_suffix('.log')})"]
-    stacks: list[tuple[list[str], int]] = []
-    for line in path.read_text().splitlines():
-        text, _, count = line.rpartition(" ")
-        if text and count.isdigit():
-            stacks.append((text.split(";"), int(count)))
-    total = sum(c for _, c in stacks)
-    if not total:
-        return ["(no samples)"]
-    own, inclusive, by_package, where = Counter(), Counter(), Counter(), Counter()
-    for frames, count in stacks:
-        processes = sum(1 for f in frames if f.startswith("process "))
-        where["work horses" if processes > 1 else "worker main process (RQ loop, scheduler, ticker)"] += count
-        code = [f for f in frames if not f.startswith(("process ", "thread "))]
-        if not code:
-            continue
-        own[code[-1]] += count
-        for name in set(code):
-            inclusive[name] += count
-        label = None
-        for frame in reversed(code):
-            file = frame_file(frame)
-            label = next((name for name, prefix in PACKAGES if file.startswith(prefix)), None)
-            if label:
-                break
-        by_package[label or f"stdlib {frame_file(code[-1])}"] += count
-    seconds = total / Profiler.RATE
-    lines = [f"{total} samples = {seconds:.1f} s holding the GIL, worker 1 and its work horses "
-             f"(py-spy --gil --subprocesses, {Profiler.RATE}/s)"]
-    lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in where.most_common()]
-    lines.append("by package nearest the leaf:")
-    lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in by_package.most_common(top)]
-    lines.append(f"top {top} functions, own time:")
-    lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in own.most_common(top)]
-    service = [(n, c) for n, c in inclusive.most_common()
-               if frame_file(n).startswith(("jobs/", "storage/", "bot/"))]
-    lines.append(f"top {top} service functions, inclusive:")
-    lines += [f"  {100 * c / total:5.1f} %  {name}" for name, c in service[:top]]
-    return lines
+def profile_lines(path: Path, top: int = 15) -> list[str]:
+    """Where the sampled worker (and its horses) spent its CPU."""
+    def title(total: int) -> str:
+        return (f"{total} samples = {total / Profiler.RATE:.1f} s holding the GIL, worker 1 and its work horses "
+                f"(py-spy --gil --subprocesses, {Profiler.RATE}/s)")
+    return summarise_profile(path, PACKAGES, top, service=("jobs/", "storage/", "bot/"), title=title,
+                             by_process=lambda processes: "work horses" if processes > 1
+                             else "worker main process (RQ loop, scheduler, ticker)")
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -373,15 +202,16 @@ def job_stats(connection, run_sizes: dict[str, int], batch_size: int, latency_s:
               first_post_epoch: float) -> JobStats:
     """Read RQ's finished jobs: how long each took, on which worker, and the gaps between them.
 
-    Bookkeeping measure (the issue's "RQ bookkeeping <= 10 % of send time"): every job is queued
-    before the first one starts (one batch per run at the default sizes), so a worker never
-    waits for work; the time between the end of one of its jobs and the start of its next
-    (`ended_at` .. `started_at`, both stamped by RQ inside the work horse around the job
-    function) is what RQ spends per job: dequeue, fork, job/registry updates, result storage,
-    horse exit. Its sum, over the sum of job times, is the bookkeeping share. What the job
-    function itself spends beyond contacts x latency / concurrency (the service's own per-job
-    setup, Redis calls per contact, the pool draining at the end of a batch) is shown apart
-    as in-job overhead.
+    Bookkeeping measure (the issue's "RQ bookkeeping <= 10 % of send time"): every batch is
+    queued as its run is POSTed (one batch per run at the default sizes) and a shift takes the
+    ready batches of other Pages as it goes, so a worker does not wait for work; the time
+    between the end of one of its jobs and the start of its next (`ended_at` .. `started_at`,
+    both stamped by RQ inside the work horse around the job function) is what RQ spends per
+    job: dequeue, fork, job/registry updates, result storage, horse exit. Its sum, over the sum
+    of job times, is the bookkeeping share (a shift sends many batches in one job, so there are
+    few jobs and few gaps). What the job function itself spends beyond contacts x latency /
+    concurrency (the service's own per-job setup, Redis calls per contact, the pool draining at
+    the end of a batch) is shown apart as in-job overhead.
     """
     from rq.job import Job
     from rq.registry import FailedJobRegistry, FinishedJobRegistry
@@ -428,18 +258,6 @@ def epoch(moment) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def code_version() -> str:
-    """The commit measured, and whether the work tree had changes on top of it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
-
-
 def simulator_rate(sends: list[dict], service: bool) -> tuple[int, float]:
     """(accepted sends, sends/s from the first to the last accepted) of one phase."""
     times = sorted(s["received_ms"] for s in sends if s.get("status") == "accepted"
@@ -449,10 +267,6 @@ def simulator_rate(sends: list[dict], service: bool) -> tuple[int, float]:
     return len(times), (len(times) - 1) / ((times[-1] - times[0]) / 1000)
 
 
-def mark(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 # -- the benchmark -----------------------------------------------------------------------------
 
 def split(total: int, parts: int) -> list[int]:
@@ -460,13 +274,9 @@ def split(total: int, parts: int) -> list[int]:
 
 
 def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
-    from rq.registry import FinishedJobRegistry
+    from rq import Queue, Worker
+    from rq.registry import StartedJobRegistry
 
-    from bot import create_app
-    from bot.config import Settings
-    from sandbox.client import SandboxControl
-    from sandbox.server import SandboxServer
-    from storage.embedded import EmbeddedRedis
     from storage.inbound import Event
 
     C, W, latency_s = args.concurrency, args.workers, args.latency_ms / 1000
@@ -475,33 +285,25 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     sizes = split(args.contacts, args.pages)
 
     # Cleanup runs in reverse: workers (and profiler), then the simulator, then Redis.
-    redis_server = EmbeddedRedis(tmp / "redis", appendonly=False, use_socket=False)
-    redis_server.start()
-    stack.callback(redis_server.stop)
-    simulator = SandboxServer(app_secret=APP_SECRET, latency_ms=args.latency_ms, echo=False,
-                              delivery_delay_ms=None, read_delay_ms=None)
-    simulator.start()
-    stack.callback(simulator.stop)
-    fb = SandboxControl(simulator.url, timeout=120)
-    stack.callback(fb.close)
+    redis_server = start_redis(stack, tmp)
+    simulator, fb = start_simulator(stack, control_timeout=120, latency_ms=args.latency_ms)
 
     # Batching: RUN_BATCH_SIZE stays at the service's default, 200, which at the default sizes
-    # (10 000 / 50 = 200 per run) makes one job per run: 50 jobs, all queued before the first
-    # ends, so every worker always has work and the per-job costs (fork, set-up, the pool
-    # draining at the end of a batch) are paid as often as production would pay them for runs
-    # of this size. RUN_PARALLEL_BATCHES stays at 1: it only matters for runs of several batches,
-    # and 50 runs already give each worker plenty of jobs. Both are flags to explore.
-    # SEND_RATE_PER_PAGE is raised because a worker sends one Page's batch at a time: at the
-    # default 20/s a worker would send 20 msgs/s however many Pages there are. (The limiter
-    # spaces slots at least 1 ms apart, so 10 000/s really is 1 000/s per Page: still 3x what
-    # one worker reaches.)
+    # (10 000 / 50 = 200 per run) makes one batch per run: 50 batches, each queued as a job.
+    # A job runs a shift (jobs/shift.py): besides its own batch it takes the ready batches of
+    # other Pages, up to SEND_PAGES_PER_WORKER (the service's default, 32) open at once, shares
+    # its SEND_CONCURRENCY sends among them and drops the queued jobs of the batches it took. So
+    # a worker sends for many Pages at once, and far fewer jobs run than there are batches (the
+    # report gives both). RUN_PARALLEL_BATCHES
+    # stays at 1: it only matters for runs of several batches. SEND_RATE_PER_PAGE stays at the
+    # service's default, 20/s: a worker's pace is bounded by the Pages it holds x that rate, and
+    # 16 in flight at 50 ms (320 msgs/s) need 16 Pages per worker, which the default 50 Pages
+    # give one or two workers (one worker holding 32 Pages may send 640/s). The smoke size keeps
+    # 30 Pages for the same reason. All three are flags to explore.
     env = service_env(redis_server.url, simulator.url, SEND_CONCURRENCY=str(C),
                       SEND_RATE_PER_PAGE=str(args.rate_per_page), RUN_BATCH_SIZE=str(args.batch_size),
                       RUN_PARALLEL_BATCHES=str(args.parallel_batches))
-    settings = Settings.from_env(env, dotenv=False)
-    app = create_app(settings)
-    stack.callback(app.extensions["storage"].redis.close)
-    stack.callback(app.extensions["graph"].close)
+    app = start_app(stack, env)
     store = app.extensions["storage"]
     client = app.test_client()
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -547,11 +349,18 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
 
     # -- baseline --------------------------------------------------------------------------
     bench_pid, redis_pid = os.getpid(), redis_server.process.pid
-    cpu0 = {"bench": cpu_seconds(bench_pid, False), "redis": cpu_seconds(redis_pid, False),
-            "workers": sum(cpu_seconds(p.pid, True) for p in workers.processes), "machine": machine_busy_seconds()}
+    worker_pids = [p.pid for p in workers.processes]
+
+    def cpu_now() -> dict[str, float]:
+        """CPU seconds so far: this process (simulator + bench), redis-server, the workers with
+        their reaped work horses, and the whole machine."""
+        return {"bench": process_cpu(bench_pid), "redis": process_cpu(redis_pid),
+                "workers": sum(process_cpu(pid, children=True) for pid in worker_pids),
+                "machine": machine_busy_seconds()}
+
+    cpu0 = cpu_now()
     base = run_baseline(simulator.url, tasks, in_flight, args.inline_baseline)
-    cpu1 = {"bench": cpu_seconds(bench_pid, False), "redis": cpu_seconds(redis_pid, False),
-            "workers": sum(cpu_seconds(p.pid, True) for p in workers.processes), "machine": machine_busy_seconds()}
+    cpu1 = cpu_now()
     if base["ok"] != args.contacts:
         raise RuntimeError(f"baseline: {base['ok']} of {args.contacts} accepted, errors {base['errors']}")
     baseline_rate = base["ok"] / base["elapsed_s"]
@@ -568,10 +377,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         profiler = Profiler(workers.processes[0].pid, tmp / "worker-1.pyspy.txt")
         stack.callback(profiler.stop)
         time.sleep(1.0)  # let py-spy attach before the first job
-    worker_pids = [p.pid for p in workers.processes]
-    cpu2 = {"bench": cpu_seconds(bench_pid, False), "redis": cpu_seconds(redis_pid, False),
-            "workers": sum(cpu_seconds(pid, True) for pid in worker_pids), "machine": machine_busy_seconds()}
-    finished_before = FinishedJobRegistry(QUEUE, connection=rq_connection).count
+    cpu2 = cpu_now()
     first_post_epoch = time.time()
     started = time.perf_counter()
     run_sizes: dict[str, int] = {}
@@ -599,14 +405,18 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     service_s = time.perf_counter() - started
     service_rate = args.contacts / service_s
 
-    expected_jobs = sum(math.ceil(n / args.batch_size) for n in run_sizes.values())
+    batches = sum(math.ceil(n / args.batch_size) for n in run_sizes.values())
+    # The last work horses record their jobs (and are reaped: CPU below). Shifts drop the queued
+    # jobs of the batches they take, so wait for the queue and the workers to be idle, not for
+    # one finished job per batch.
     registry_wait = time.monotonic() + 15
-    while (FinishedJobRegistry(QUEUE, connection=rq_connection).count < finished_before + expected_jobs
-           and time.monotonic() < registry_wait):
-        time.sleep(0.05)  # the last work horses record their jobs (and are reaped: CPU below)
+    while time.monotonic() < registry_wait and (
+            Queue(QUEUE, connection=rq_connection).count
+            or StartedJobRegistry(QUEUE, connection=rq_connection).count
+            or any(w.get_state() != "idle" for w in Worker.all(connection=rq_connection))):
+        time.sleep(0.05)
     time.sleep(0.3)
-    cpu3 = {"bench": cpu_seconds(bench_pid, False), "redis": cpu_seconds(redis_pid, False),
-            "workers": sum(cpu_seconds(pid, True) for pid in worker_pids), "machine": machine_busy_seconds()}
+    cpu3 = cpu_now()
     if profiler:
         profiler.stop()
 
@@ -631,7 +441,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     out()
     out(f"send throughput: {args.contacts} contacts over {args.pages} Pages ({min(sizes)}-{max(sizes)} per run, "
         f"{len(run_sizes)} runs), {W} worker(s) x {C} in flight, simulator latency {args.latency_ms} ms")
-    out(f"  RUN_BATCH_SIZE {args.batch_size} -> {expected_jobs} jobs ({jobs_per_worker:.0f} per worker), "
+    out(f"  RUN_BATCH_SIZE {args.batch_size} -> {batches} batches in {stats.jobs} jobs ({jobs_per_worker:.0f} per worker), "
         f"RUN_PARALLEL_BATCHES {args.parallel_batches}, SEND_RATE_PER_PAGE {args.rate_per_page}/s, "
         f"baseline {'in this process' if args.inline_baseline else 'in a child process'}, "
         f"{os.cpu_count()} CPUs shared by everything; code {code_version()}")
@@ -688,7 +498,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     if profiler:
         out()
         out("profile (py-spy):")
-        for line in summarise_profile(profiler.out):
+        for line in profile_lines(profiler.out):
             out("  " + line)
         out("  (sampling slows the worker: the figures above are not the benchmark's)")
     ok = counts.get("sent", 0) == args.contacts and stats.failed_jobs == 0
@@ -701,28 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.baseline_child:
         return baseline_child_main()
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, interrupted)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-send-"))
-    code = 1
-    try:
-        with ExitStack() as stack:
-            code = run(args, stack, tmp)
-    except KeyboardInterrupt:
-        print("interrupted; stopped workers, simulator and Redis", file=sys.stderr)
-        code = 130
-    except Exception as exc:  # noqa: BLE001 - report, clean up (done above), exit non-zero
-        traceback.print_exc()
-        print(f"bench failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        if args.keep or code not in (0, 130):
-            print(f"logs kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return code
+    return run_main(lambda stack, tmp: run(args, stack, tmp), "bench-send-", args.keep, "workers, simulator and Redis")
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ import random
 import statistics
 import string
 import sys
-import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot import create_app  # noqa: E402
-from bot.config import Settings  # noqa: E402
-from storage.embedded import EmbeddedRedis  # noqa: E402
+from bench._harness import parse_sizes, run_main, start_app, start_redis  # noqa: E402
 from storage.inbound import Event  # noqa: E402
 
 DAYS = 7
@@ -34,9 +32,9 @@ TARGET_RATIO, TARGET_P99_MS, TARGET_BYTES = 1.2, 50.0, 200.0
 QUICK = dict(small=1_000, large=10_000, requests=30)
 
 
-def settings_for(redis_url: str) -> Settings:
-    return Settings.from_env({"REDIS_URL": redis_url, "SANDBOX": "1", "LOG_LEVEL": "WARNING",
-                              "GRAPH_API_URL": "http://127.0.0.1:9"}, dotenv=False)
+def env_for(redis_url: str) -> dict[str, str]:
+    """Sandbox mode (no secrets needed), no Graph API (port 9 discards)."""
+    return {"REDIS_URL": redis_url, "SANDBOX": "1", "LOG_LEVEL": "WARNING", "GRAPH_API_URL": "http://127.0.0.1:9"}
 
 
 def mid() -> str:
@@ -93,38 +91,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.small, args.large, args.requests = QUICK["small"], QUICK["large"], QUICK["requests"]
+    args = parse_sizes(parser, argv, QUICK)
     random.seed(7)
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp), appendonly=False, use_socket=False) as redis:
-        app = create_app(settings_for(redis.url))
-        store = app.extensions["storage"]
-        small = store.profiles.create(name="Small", page_id="1001", page_name="Small", page_token="t")
-        large = store.profiles.create(name="Large", page_id="1002", page_name="Large", page_token="t")
-        seed(store, small, args.small)
-        before = int(store.redis.info("memory")["used_memory"])
-        seconds = seed(store, large, args.large)
-        grown = int(store.redis.info("memory")["used_memory"]) - before
-        client = app.test_client()
-        with client.session_transaction() as session:
-            session["user"] = {"kind": "operator", "name": "Operator"}
-        results = latencies(client, {"small": f"/profiles/{small.id}/stats", "large": f"/profiles/{large.id}/stats"},
-                            args.requests)
-        counts = store.stats.days(large.id, "2000-01-01", "2999-12-31")
-        sent = sum(c["sent"] for _, c in counts)
-        print(f"seeded {args.large:,} messages in {seconds:.1f} s; large profile counts: sent {sent:,}, "
-              f"delivered {sum(c['delivered'] for _, c in counts):,}, read {sum(c['read'] for _, c in counts):,}")
-        print(f"{'profile':>8} {'messages':>10} {'p50 ms':>8} {'p99 ms':>8}")
-        for name, size in (("small", args.small), ("large", args.large)):
-            print(f"{name:>8} {size:>10,} {p(results[name], 50):>8.2f} {p(results[name], 99):>8.2f}")
-        ratio50 = p(results["large"], 50) / p(results["small"], 50)
-        ratio99 = p(results["large"], 99) / p(results["small"], 99)
-        per_message = grown / args.large
-        print(f"ratio large/small: p50 {ratio50:.2f}, p99 {ratio99:.2f} (target <= {TARGET_RATIO})")
-        print(f"p99 of the large profile: {p(results['large'], 99):.1f} ms (target <= {TARGET_P99_MS:.0f})")
-        print(f"Redis memory per retained message: {per_message:.0f} bytes (target <= {TARGET_BYTES:.0f})")
-        app.extensions["storage"].redis.close()
+    return run_main(lambda stack, tmp: run(args, stack, tmp), "bench-stats-", False, "Redis")
+
+
+def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
+    app = start_app(stack, env_for(start_redis(stack, tmp).url))
+    store = app.extensions["storage"]
+    small = store.profiles.create(name="Small", page_id="1001", page_name="Small", page_token="t")
+    large = store.profiles.create(name="Large", page_id="1002", page_name="Large", page_token="t")
+    seed(store, small, args.small)
+    before = int(store.redis.info("memory")["used_memory"])
+    seconds = seed(store, large, args.large)
+    grown = int(store.redis.info("memory")["used_memory"]) - before
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["user"] = {"kind": "operator", "name": "Operator"}
+    results = latencies(client, {"small": f"/profiles/{small.id}/stats", "large": f"/profiles/{large.id}/stats"},
+                        args.requests)
+    counts = store.stats.days(large.id, "2000-01-01", "2999-12-31")
+    sent = sum(c["sent"] for _, c in counts)
+    print(f"seeded {args.large:,} messages in {seconds:.1f} s; large profile counts: sent {sent:,}, "
+          f"delivered {sum(c['delivered'] for _, c in counts):,}, read {sum(c['read'] for _, c in counts):,}")
+    print(f"{'profile':>8} {'messages':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, size in (("small", args.small), ("large", args.large)):
+        print(f"{name:>8} {size:>10,} {p(results[name], 50):>8.2f} {p(results[name], 99):>8.2f}")
+    ratio50 = p(results["large"], 50) / p(results["small"], 50)
+    ratio99 = p(results["large"], 99) / p(results["small"], 99)
+    per_message = grown / args.large
+    print(f"ratio large/small: p50 {ratio50:.2f}, p99 {ratio99:.2f} (target <= {TARGET_RATIO})")
+    print(f"p99 of the large profile: {p(results['large'], 99):.1f} ms (target <= {TARGET_P99_MS:.0f})")
+    print(f"Redis memory per retained message: {per_message:.0f} bytes (target <= {TARGET_BYTES:.0f})")
     return 0
 
 
