@@ -146,6 +146,7 @@ class GraphClient:
         self.app_id = app_id
         self._secret = app_secret.encode()
         self._pool_size = pool_size
+        self._proofs: dict[str, str] = {}
         self._pid = os.getpid()
         self.session = self._new_session()
 
@@ -287,7 +288,12 @@ class GraphClient:
             fbtrace_id=str(error.get("fbtrace_id", "")), usage=_any_usage(response.headers))
 
     def _proof(self, token: str) -> str:
-        return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
+        proof = self._proofs.get(token)
+        if proof is None:  # the same few Page tokens sign every send: compute each once
+            proof = self._proofs[token] = hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
+            if len(self._proofs) > 10_000:
+                self._proofs.clear()
+        return proof
 
 
 def _unreachable(message: str, maybe_sent: bool) -> GraphError:

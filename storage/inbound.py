@@ -8,7 +8,6 @@ Keys touched: page, contact, p:{pid}:recipients/seen/unmatched/marketing/await/d
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 from typing import NamedTuple
 
@@ -19,48 +18,63 @@ UNMATCHED_KEPT = 1000  # per profile, newest first; the operator reviews them
 KINDS = frozenset({"seen", "optin", "unmatched", "marketing", "link", "delivery", "read", "echo", "block", "unblock"})
 
 
-@dataclass(slots=True)
+# What an event may carry besides kind, page, recipient and time.
+EVENT_FIELDS = {
+    "profile": "optin: the profile the ref was signed for",
+    "contact": "optin: the contact the ref names",
+    "ref": "unmatched: the ref as received",
+    "source": "unmatched: optin / referral / postback / checkbox / other_profile",
+    "opens_window": "unmatched: whether it opens the 24-hour window",
+    "wm": "delivery/read: the watermark (epoch ms)",
+    "mids": "delivery: message ids (tuple)",
+    "user_ref": "link: the checkbox user_ref a PSID now replaces",
+    "status": "marketing: opt-in status", "expiry": "marketing: token expiry",
+    "reason": "block: Facebook's reason",
+    "mid": "echo: the message id Facebook gave our send",
+    "run": "echo: the run our metadata named (and `contact` the contact)",
+    "day": "echo: the stats day of the send (filled in by Inbound.apply)", "score": "echo: that day as YYYYMMDD",
+}
+
+
+_FIELD_NAMES = frozenset(EVENT_FIELDS)
+
+
 class Event:
-    """One normalised event. `rcpt` is a PSID or "user_ref:<ref>"; times are epoch ms."""
+    """One normalised event for the Lua script: kind, Page, recipient (a PSID or
+    "user_ref:<ref>"), time (epoch ms), and what that kind needs (EVENT_FIELDS).
 
-    kind: str
-    page: str
-    rcpt: str = ""
-    ts: int = 0
-    profile: str = ""       # optin: the profile the ref was signed for
-    contact: str = ""       # optin: the contact the ref names
-    ref: str = ""           # unmatched: the ref as received
-    source: str = ""        # unmatched: optin / referral / postback / checkbox
-    opens_window: bool = False
-    wm: int = 0             # delivery/read watermark
-    mids: tuple[str, ...] = field(default_factory=tuple)
-    user_ref: str = ""      # link: the checkbox user_ref a PSID now replaces
-    status: str = ""        # marketing opt-in status
-    expiry: str = ""
-    reason: str = ""        # block
-    mid: str = ""           # echo: the message id Facebook gave our send
-    run: str = ""           # echo: the run and contact our metadata named
-    day: str = ""           # echo: the stats day of the send (filled in by Inbound.apply)
-    score: int = 0
+    Only the fields given are kept, so encoding a batch of them costs little: a 100-event
+    webhook makes 100 of these (bench/webhook_ingest.py)."""
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown event kind {self.kind!r}")
+    __slots__ = ("kind", "page", "rcpt", "ts", "fields")
+
+    def __init__(self, kind: str, page: str, rcpt: str = "", ts: int = 0, **fields):
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        if not _FIELD_NAMES.issuperset(fields):
+            raise TypeError(f"unknown event fields: {', '.join(sorted(set(fields) - _FIELD_NAMES))}")
+        self.kind, self.page, self.rcpt, self.ts = kind, page, rcpt, ts
+        self.fields = {k: v for k, v in fields.items() if v not in ("", 0, (), False, None)}
+
+    def __getattr__(self, name: str):
+        if name in EVENT_FIELDS:
+            return self.fields.get(name, "")
+        raise AttributeError(name)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Event) and self.to_lua() == other.to_lua()
+
+    def __repr__(self) -> str:
+        return f"Event({self.kind!r}, {self.page!r}, {self.rcpt!r}, {self.ts!r}, **{self.fields!r})"
+
+    def with_fields(self, **fields) -> "Event":
+        return Event(self.kind, self.page, self.rcpt, self.ts, **{**self.fields, **fields})
 
     def to_lua(self) -> dict:
-        # Plain attribute reads, not dataclasses.asdict(): asdict deep-copies every field and was
-        # most of the web workers' CPU on 100-event webhooks (bench/webhook_ingest.py).
-        data = {"k": self.kind, "ts": self.ts}
-        for name, default in _LUA_DEFAULTS:
-            value = getattr(self, name)
-            if value != default:
-                data[name] = value
+        data = {"k": self.kind, "page": self.page, "ts": self.ts, **self.fields}
+        if self.rcpt:
+            data["rcpt"] = self.rcpt
         return data
-
-
-# (field, default) of what to_lua sends when set; mids' default is the empty tuple.
-_LUA_DEFAULTS = tuple((name, () if name == "mids" else f.default) for name, f in Event.__dataclass_fields__.items()
-                      if name not in ("kind", "ts"))
 
 
 class Applied(NamedTuple):
@@ -92,7 +106,7 @@ class Inbound:
 
     def _dated(self, event: Event) -> Event:
         day = day_of(event.ts, self.tz)
-        return replace(event, day=day, score=day_score(day))
+        return event.with_fields(day=day, score=day_score(day))
 
     def unmatched(self, pid: str, limit: int = 100) -> list[dict]:
         """Newest unmatched opt-ins of a profile."""
