@@ -12,8 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from queue import SimpleQueue
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -106,22 +105,17 @@ class Shift:
         return candidates[self._turn]
 
     def _send(self) -> None:
-        finished: SimpleQueue = SimpleQueue()  # futures report here: cheaper than wait() per send
         with ThreadPoolExecutor(self.settings.send_concurrency, thread_name_prefix="send") as pool:
             running: dict = {}
             while True:
                 while len(running) < self.settings.send_concurrency and (batch := self._next()):
                     batch.in_flight += 1
-                    future = pool.submit(batch.sender.handle, batch.pending.popleft())
-                    running[future] = batch
-                    future.add_done_callback(finished.put)
+                    running[pool.submit(batch.sender.handle, batch.pending.popleft())] = batch
                 if not running:
                     for batch in list(self.open):  # paused batches with contacts left
                         self._end(batch)
                     return
-                done = [finished.get()]
-                while not finished.empty():
-                    done.append(finished.get())
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
                 if time.monotonic() - self._looked_at > LOOK_AGAIN_S:
                     self._take_more()  # runs handed over since the shift began
                 for future in done:
