@@ -14,6 +14,7 @@ import time
 
 from flask import Blueprint, current_app, render_template, request, url_for
 
+from bot.errors import ApiError
 from bot.signed_request import parse_signed_request
 from jobs.privacy import delete_user_data
 from storage import get_storage
@@ -22,18 +23,18 @@ log = logging.getLogger(__name__)
 bp = Blueprint("facebook", __name__, url_prefix="/facebook")
 
 
-def _signed_user_id() -> str | None:
+def _signed_user_id() -> str:
+    """The app-scoped user id of a valid signed_request; 400 (ApiError) otherwise."""
     payload = parse_signed_request(request.form.get("signed_request"), current_app.config["SETTINGS"].fb_app_secret)
     user_id = payload.get("user_id") if payload else None
-    return str(user_id) if isinstance(user_id, (str, int)) and str(user_id) else None
+    if not isinstance(user_id, (str, int)) or not str(user_id):
+        raise ApiError(400, "invalid_signed_request", "signed_request missing or not valid")
+    return str(user_id)
 
 
 @bp.post("/deauthorize")
 def deauthorize():
     user_id = _signed_user_id()
-    if user_id is None:
-        return {"error": {"code": "invalid_signed_request", "message": "signed_request missing or not valid",
-                          "details": {}}}, 400
     store = get_storage()
     profiles = store.profiles.connected_by_user(user_id)
     for profile in profiles:
@@ -46,13 +47,10 @@ def deauthorize():
 @bp.post("/data-deletion")
 def data_deletion():
     user_id = _signed_user_id()
-    if user_id is None:
-        return {"error": {"code": "invalid_signed_request", "message": "signed_request missing or not valid",
-                          "details": {}}}, 400
     code = secrets.token_hex(10)
     get_storage().users.record_deletion(code, {"status": "in progress", "requested_at": int(time.time())})
     current_app.extensions["rq_maintenance"].enqueue(delete_user_data, user_id, code, job_id=f"data-deletion-{code}",
-                                               result_ttl=86400, failure_ttl=30 * 86400)
+                                                     result_ttl=86400, failure_ttl=30 * 86400)
     public = current_app.config["SETTINGS"].public_url
     path = url_for("facebook.deletion_status", code=code)
     log.info("data deletion request %s queued", code)
