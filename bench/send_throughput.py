@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="RUN_PARALLEL_BATCHES (default 1, the service's default)")
     parser.add_argument("--rate-per-page", type=int, default=20,
                         help="SEND_RATE_PER_PAGE for the run (default 20, the service's default)")
-    parser.add_argument("--poll-ms", type=int, default=200, help="run state polling interval (default 200)")
+    parser.add_argument("--poll-ms", type=int, default=50, help="run state polling interval (default 50)")
     parser.add_argument("--inline-baseline", action="store_true",
                         help="run the baseline's threads in this process, beside the simulator")
     parser.add_argument("--profile", action="store_true",

@@ -155,9 +155,10 @@ class GraphClient:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        # Proxy settings are read from the environment once, not on every call (that lookup
-        # cost ~5 % of a sending worker's CPU).
+        # Proxy and CA settings are read from the environment once, not on every call (that
+        # lookup cost ~5 % of a sending worker's CPU).
         session.proxies = requests.utils.get_environ_proxies(self.base)
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         session.trust_env = False
         return session
 

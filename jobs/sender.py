@@ -8,7 +8,6 @@ message was not sent (bot/policy.py), with exponential backoff and jitter, cappe
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
@@ -50,50 +49,59 @@ class Recorder:
     makes them unknown, and Facebook's echo (or the deadline) settles them — never a resend."""
 
     _STOP = object()
+    MAX_PER_WRITE = 200
 
     def __init__(self, store: Storage):
         self.store = store
-        self._queue: queue.Queue = queue.Queue()
+        self._items: list = []          # outcomes (JSON), sync Events and _STOP, in order
+        self._lock = threading.Lock()
+        self._waiting = threading.Event()  # set when _items went from empty to not: one wake per write
         self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
         self._thread.start()
 
     def finish(self, run_id: str, contact: str, state: str, **details) -> None:
-        self._queue.put((run_id, contact, state, details))
+        self._put(self.store.runs.outcome(run_id, contact, state, **details))
 
     def close(self) -> None:
-        self._queue.put(self._STOP)
+        self._put(self._STOP)
         self._thread.join()
 
     def sync(self) -> None:
         """Wait until everything recorded so far is written."""
         written = threading.Event()
-        self._queue.put(written)
+        self._put(written)
         written.wait()
+
+    def _put(self, item) -> None:
+        with self._lock:
+            self._items.append(item)
+            if len(self._items) == 1:
+                self._waiting.set()
 
     def _loop(self) -> None:
         while True:
-            items = [self._queue.get()]
-            while len(items) < 200 and not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            self._write([item for item in items if isinstance(item, tuple)])
+            self._waiting.wait()
+            with self._lock:
+                items, self._items = self._items, []
+                self._waiting.clear()
+            outcomes = [item for item in items if isinstance(item, str)]
+            for start in range(0, len(outcomes), self.MAX_PER_WRITE):
+                self._write(outcomes[start:start + self.MAX_PER_WRITE])
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()
             if any(item is self._STOP for item in items):
                 return
 
-    def _write(self, items: list) -> None:
+    def _write(self, outcomes: list[str]) -> None:
         for attempt in range(1, 4):
             try:
-                pipe = self.store.redis.pipeline(transaction=False)
-                for run_id, contact, state, details in items:
-                    self.store.runs.finish(run_id, contact, state, pipeline=pipe, **details)
-                pipe.execute()
+                self.store.runs.finish_many(outcomes)
                 return
             except RedisError as error:
-                log.warning("recording %d outcomes failed (attempt %d): %s", len(items), attempt, error)
+                log.warning("recording %d outcomes failed (attempt %d): %s", len(outcomes), attempt, error)
                 time.sleep(0.2 * attempt)
-        log.error("%d outcomes could not be recorded; those contacts stay unknown until settled", len(items))
+        log.error("%d outcomes could not be recorded; those contacts stay unknown until settled", len(outcomes))
 
 
 class BatchSender:
@@ -137,21 +145,25 @@ class BatchSender:
 
     # -- one contact ------------------------------------------------------------------------
 
-    def handle(self, cid: str) -> None:
+    def handle(self, cid: str) -> float:
+        """Decide, claim and send one contact; returns about how long its Graph request took
+        (pacing wait excluded), 0 if none was made."""
         if self.paused_ms:
-            return  # left unclaimed: the resumed job sends it
+            return 0.0  # left unclaimed: the resumed job sends it
         decision = self.decide(cid)
         if decision.outcome != policy.SEND:
             self.finish(cid, decision.outcome, decision.reason)
-            return
+            return 0.0
         if self.stopped_reason:
             self.finish(cid, policy.FAILED, self.stopped_reason)
-            return
+            return 0.0
         deadline = int(time.time() * 1000) + self.settings.unknown_deadline_seconds * 1000
         first_wait = self.store.runs.claim(self.run.run_id, cid, deadline, pace=(self.store.rates, self.page_id))
         if first_wait is None:
-            return  # another executor already has it
+            return 0.0  # another executor already has it
+        started = time.monotonic()
         self.send(cid, decision, first_wait)
+        return max(0.0, time.monotonic() - started - first_wait / 1000)  # retries included: rare
 
     def send(self, cid: str, decision: policy.Decision, first_wait: float) -> None:
         rcpt = self.recipient_of(cid)

@@ -232,16 +232,24 @@ class Runs:
         return int(self._pending_state(keys=[keys.run_outcomes(run_id), keys.deadlines()],
                                        args=[source, target, run_id, *contacts]))
 
-    def finish(self, run_id: str, contact: str, state: str, *, reason: str = "", message_id: str = "",
-               detail: str = "", recipient: str = "", at_ms: int | None = None, pipeline=None) -> bool:
-        """Record the contact's final outcome once (run counts, day statistics, receipts)."""
+    def finish(self, run_id: str, contact: str, state: str, **details) -> bool:
+        """Record the contact's final outcome once (run counts, day statistics, receipts); False
+        if it already had one. `details` are those of `outcome`."""
+        return self.finish_many([self.outcome(run_id, contact, state, **details)]) == 1
+
+    def finish_many(self, outcomes: list[str]) -> int:
+        """Record many outcomes (from `outcome`) in one round trip; returns how many were new."""
+        return int(self._finish(args=outcomes)) if outcomes else 0
+
+    def outcome(self, run_id: str, contact: str, state: str, *, reason: str = "", message_id: str = "",
+                detail: str = "", recipient: str = "", at_ms: int | None = None) -> str:
+        """One final outcome as `finish_many` takes it."""
         at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
         day = day_of(at_ms, self.tz)
-        outcome = {"run": run_id, "contact": contact, "state": state, "reason": reason, "mid": message_id,
-                   "at": at_ms, "detail": detail[:500], "day": day, "score": day_score(day),
-                   "rcpt": recipient, "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient)}
-        result = self._finish(args=[json.dumps(outcome)], client=pipeline)
-        return bool(result) if pipeline is None else True
+        return json.dumps({"run": run_id, "contact": contact, "state": state, "reason": reason, "mid": message_id,
+                           "at": at_ms, "detail": detail[:500], "day": day, "score": day_score(day),
+                           "rcpt": recipient,
+                           "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient)})
 
     def expire_unknown(self, now_ms: int | None = None, limit: int = 500) -> int:
         """Sends in flight or unknown past their deadline become failed/interrupted."""

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import threading
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+
+class QuietHandler(WSGIRequestHandler):
+    """A werkzeug request handler without the per-request log line."""
+
+    def log_request(self, code="-", size="-") -> None:
+        """Skip the access log line."""
 
 
 class LiveServer:

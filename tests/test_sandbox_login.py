@@ -19,7 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox import SandboxControl, SandboxError, SandboxServer, State, events
 from sandbox.__main__ import load_seed
-from sandbox.server import QuietHandler
+from tests.live import QuietHandler
 
 SECRET = "login-app-secret"
 APP_ID = "100000000000077"
