@@ -12,6 +12,7 @@ import pytest
 
 from storage import keys
 from storage.inbound import Event
+from storage.programs import Node
 from storage.stats import day_of
 from tests.conftest import wait_until
 
@@ -472,3 +473,56 @@ def test_one_worker_sends_for_several_pages_at_once(api, fb, drain, store, setti
     assert second[0] < first[-1], "the second Page waited for the first one's batch"
     for t in times.values():  # and each Page kept its own pace of 5/s
         assert t[-1] - t[0] >= 4 * 200 - 50
+
+
+# -- how a shift spreads its threads over Pages ---------------------------------------------------
+
+@pytest.fixture
+def shift(store, settings):
+    from jobs.shift import Shift
+    made = Shift(store, settings, graph=None, token="t", lease_ms=60_000, on_batch_end=lambda *a: "done")
+    yield made
+    made.recorder.close()
+    made.leases.stop()
+
+
+def open_batch(name: str, in_flight: int = 0, pending: int = 3, paused_ms: int = 0):
+    from collections import deque
+    from types import SimpleNamespace
+
+    from jobs.shift import OpenBatch
+    return OpenBatch(SimpleNamespace(run_id=name, profile_id=name), 0, SimpleNamespace(paused_ms=paused_ms), [],
+                     deque(range(pending)), in_flight)
+
+
+def test_a_shift_sends_first_from_pages_with_nothing_in_flight_then_up_to_the_per_page_limit(shift, store):
+    shift._send_s = 0.05  # 50 ms sends at 20/s (a slot every 52 ms): 2 in flight keep a Page at its pace
+    assert store.rates.interval_us == 52_083 and shift._per_page_limit() == 2
+    busy, idle, other, paused, empty = (open_batch("busy", in_flight=1), open_batch("idle"), open_batch("other"),
+                                        open_batch("paused", paused_ms=5_000), open_batch("empty", pending=0))
+    shift.open = [busy, idle, other, paused, empty]
+    taken = []
+    while (batch := shift._next()) is not None:
+        batch.in_flight += 1
+        taken.append(batch.run.run_id)
+    # Idle Pages first, then the least recently served; never a paused or empty batch, never a
+    # third send on one Page where it would only wait for a slot.
+    assert taken == ["idle", "other", "busy", "idle", "other"]
+    assert {b.run.run_id: b.in_flight for b in shift.open} == {"paused": 0, "empty": 0, "busy": 2, "idle": 2, "other": 2}
+
+
+def test_the_per_page_limit_follows_the_measured_send_latency(shift):
+    shift._send_s = 0.5  # Facebook answering slowly: more sends in flight keep the pace
+    assert shift._per_page_limit() == 11
+    shift._send_s = 0.001
+    assert shift._per_page_limit() == 2
+
+
+def test_outcomes_recorded_together_count_once(store):
+    node = Node("n1", "p0", "ACCOUNT_UPDATE", "Hi")
+    store.runs.create("r-many", "prog", node, {f"c{i}": {} for i in range(3)}, 10)
+    outcomes = [store.runs.outcome("r-many", f"c{i}", "failed", reason="no_optin") for i in range(3)]
+    assert store.runs.finish_many(outcomes) == 3
+    assert store.runs.finish_many(outcomes[:2]) == 0  # a repeated write changes nothing
+    run = store.runs.get("r-many")
+    assert run.counts["failed"] == 3 and run.state == "done"

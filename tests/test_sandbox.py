@@ -21,24 +21,13 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox import SandboxControl, SandboxServer, State, events
 from sandbox.__main__ import load_seed
+from tests.conftest import wait_until
 from tests.live import QuietHandler
 
 SECRET = "test-app-secret"
 APP_ID = "100000000000042"
 HOUR_MS = 3600 * 1000
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
-    """Poll until condition() is truthy and return its value; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def now_ms() -> int:
@@ -221,7 +210,7 @@ def test_accepted_send_posts_signed_echo_delivery_read(control, page, graph, rec
     assert answer.status_code == 200
     mid = answer.json()["message_id"]
     assert answer.json() == {"recipient_id": psid, "message_id": mid} and mid.startswith("m_")
-    wait_for(lambda: len(receiver.hits) >= 3)
+    wait_until(lambda: len(receiver.hits) >= 3)
     assert receiver.kinds() == ["echo", "delivery", "read"]
     for hit in receiver.hits:
         assert verify(hit)
@@ -393,8 +382,8 @@ def test_fault_accepting_after_timeout_still_sends(control, page, sandbox, recei
     with pytest.raises(requests.Timeout):
         http.post(f"{sandbox.url}/v26.0/{page['id']}/messages", json=body, timeout=0.2,
                   params={"access_token": page["token"]})
-    accepted = wait_for(lambda: control.sends(status="accepted"))
-    echo = wait_for(lambda: [e for e in receiver.events() if kind_of(e) == "echo"])[0]
+    accepted = wait_until(lambda: control.sends(status="accepted"))
+    echo = wait_until(lambda: [e for e in receiver.events() if kind_of(e) == "echo"])[0]
     assert echo["message"]["metadata"] == "job:42"
     assert echo["message"]["mid"] == accepted[0]["message_id"]
 
@@ -501,7 +490,7 @@ def test_webhook_retries_until_target_recovers(control, page, graph, receiver):
     assert [(w["attempt"], w["status"]) for w in log] == [(1, 503), (2, 503), (3, 200)]
     receiver.statuses.extend([503, 503, 503, 503])  # scheduled echo: 1 try + 3 retries, all fail
     send(graph, page, {"id": in_window(control, page, receipts="none")})
-    wait_for(lambda: len(control.webhooks(kind="echo")) == 4)
+    wait_until(lambda: len(control.webhooks(kind="echo")) == 4)
     assert [w["status"] for w in control.webhooks(kind="echo")] == [503] * 4
     assert control.flush(5)
     assert len(control.webhooks(kind="echo")) == 4
@@ -578,3 +567,25 @@ def test_server_stop_ends_scheduler_thread(receiver):
     thread = server.runtime.scheduler._thread
     server.stop()
     assert thread is not None and not thread.is_alive()
+
+
+def test_connections_stay_open_between_requests_and_latency_counts_from_arrival():
+    """Like Facebook, the simulator keeps HTTP/1.1 connections alive (clients are measured with
+    their pools), and `latency_ms` is the whole time to the answer, its own work included."""
+    import http.client
+    with SandboxServer(app_secret=SECRET, latency_ms=80) as server:
+        page = SandboxControl(server.url).create_page(name="Kept")
+        connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=5)
+        sockets, took = [], []
+        for _ in range(2):
+            started = time.monotonic()
+            connection.request("POST", f"/v21.0/{page['id']}/messages", body=b"{}",
+                               headers={"Content-Type": "application/json", "Authorization": f"Bearer {page['token']}"})
+            answer = connection.getresponse()
+            answer.read()
+            took.append(time.monotonic() - started)
+            sockets.append(connection.sock)
+            assert answer.status == 400 and answer.getheader("Connection", "").lower() != "close"
+        assert sockets[0] is not None and sockets[0] is sockets[1]  # one TCP connection for both
+        assert min(took) >= 0.08
+        connection.close()
