@@ -52,6 +52,8 @@ def _dict(value: Any) -> dict:
 class _Context:
     """One messaging event with its Page, sender and time already read."""
 
+    __slots__ = ("page", "raw", "refs", "psid", "ts")
+
     def __init__(self, page: str, raw: dict, fallback_ms: int | None, refs: OptinRefs):
         self.page, self.raw, self.refs = page, raw, refs
         self.psid = _id(_dict(raw.get("sender")).get("id"))
@@ -170,18 +172,20 @@ def parse_webhook(payload: dict, refs: OptinRefs) -> Parsed:
     entries = payload.get("entry")
     for entry in entries if isinstance(entries, list) else []:
         entry = _dict(entry)
-        page = _id(entry.get("id"))
+        page, entry_ms = _id(entry.get("id")), _ms(entry.get("time"))
         for container in ("messaging", "standby"):
             items = entry.get(container)
             for raw in items if isinstance(items, list) and page else []:
-                _parse_one(parsed, page, _dict(raw), _ms(entry.get("time")), refs)
+                _parse_one(parsed, page, _dict(raw), entry_ms, refs)
     return parsed
 
 
 def _parse_one(parsed: Parsed, page: str, raw: dict, entry_ms: int | None, refs: OptinRefs) -> None:
     # The event's kind is the key it carries; with several (never seen), HANDLERS' order wins.
-    present = [key for key in raw if key in HANDLERS and isinstance(raw[key], dict)]
-    kind = min(present, key=_ORDER.__getitem__) if len(present) > 1 else (present[0] if present else None)
+    kind = None
+    for key in raw:
+        if key in HANDLERS and isinstance(raw[key], dict) and (kind is None or _ORDER[key] < _ORDER[kind]):
+            kind = key
     echo = kind == "message" and bool(raw["message"].get("is_echo"))
     parsed.kinds["echo" if echo else kind or "unknown"] += 1
     if kind is not None:

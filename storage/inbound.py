@@ -54,7 +54,7 @@ class Event:
         if not _FIELD_NAMES.issuperset(fields):
             raise TypeError(f"unknown event fields: {', '.join(sorted(set(fields) - _FIELD_NAMES))}")
         self.kind, self.page, self.rcpt, self.ts = kind, page, rcpt, ts
-        self.fields = {k: v for k, v in fields.items() if v not in ("", 0, (), False, None)}
+        self.fields = {k: v for k, v in fields.items() if v}  # "", 0, (), False, None: not sent
 
     def __getattr__(self, name: str):
         if name in EVENT_FIELDS:
@@ -90,7 +90,7 @@ class Inbound:
         self.redis = redis
         self.tz = tz
         self.clock_skew_ms = clock_skew_ms
-        self._apply = scripts.register(redis, "apply_events")
+        self._apply = scripts.DirectScript(redis, "apply_events")  # the webhook's one call
         self._forget = scripts.register(redis, "forget_recipient")
 
     def apply(self, events: list[Event], kinds: dict[str, int] | None = None) -> Applied:

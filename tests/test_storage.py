@@ -99,3 +99,30 @@ def test_days_follow_the_stats_timezone():
     assert day_of(instant, ZoneInfo("UTC")) == "2025-11-24"
     assert day_of(instant, ZoneInfo("Europe/Paris")) == "2025-11-25"
     assert day_of(instant, ZoneInfo("America/New_York")) == "2025-11-24"
+
+
+# -- the webhook's direct script call -------------------------------------------------------------
+
+def test_direct_script_survives_a_script_flush_and_a_killed_connection(redis_client):
+    from storage.scripts import DirectScript
+    apply = DirectScript(redis_client, "apply_events")
+    call = lambda: apply(args=["[]", 1000, 10, '{"delivery": 2}'])  # noqa: E731
+    assert call() == [0, 0, 0]
+    redis_client.script_flush()  # as after a Redis restart without persistence
+    assert call() == [0, 0, 0]
+    mine = apply._local.connection
+    redis_client.client_kill_filter(laddr=None, _id=None, skipme=True, _type="normal")  # every other connection
+    assert call() == [0, 0, 0]  # the kept connection broke: made again once, on a new one
+    assert apply._local.connection is not mine
+    assert redis_client.hget(keys.metric("webhook_events"), "delivery") == "6"
+
+
+def test_direct_script_keeps_its_connection_after_a_script_error(redis_client):
+    import redis
+    from storage.scripts import DirectScript
+    apply = DirectScript(redis_client, "apply_events")
+    apply(args=["[]", 1000, 10, "{}"])
+    kept = apply._local.connection
+    with pytest.raises(redis.exceptions.ResponseError):
+        apply(args=["not json", 1000, 10, "{}"])
+    assert apply._local.connection is kept and apply(args=["[]", 1000, 10, "{}"]) == [0, 0, 0]
