@@ -388,8 +388,14 @@ class Gunicorn:
         return sorted(counts, reverse=True)
 
     def cpu(self) -> float:
-        """Master + live workers + workers already exited (reaped by the master)."""
-        return process_cpu(self.master, children=True) + sum(process_cpu(p) for p in self.children())
+        """Master + live workers + workers already exited (reaped by the master). Read again
+        if the master reaped a worker meanwhile (a recycled worker's CPU would be lost or
+        counted twice)."""
+        while True:
+            before = process_cpu(self.master, children=True)
+            workers = sum(process_cpu(p) for p in self.children())
+            if process_cpu(self.master, children=True) - before < 0.5:  # no worker's lifetime moved over
+                return before + workers
 
     def wait_ready(self, timeout: float = 90.0) -> float:
         """Until /healthz answers 200, every worker is up and the workers have gone idle."""
