@@ -1,5 +1,6 @@
 """What the benchmarks share: the service's environment, private Redis / simulator / app, worker
-processes, CPU accounting, py-spy profiles, `--quick` sizes and the `main()` wrapper.
+processes (their stop and kill helpers serve tests/workers.py too), CPU accounting, py-spy
+profiles, `--quick` sizes and the `main()` wrapper.
 
 Not a benchmark (the leading underscore keeps `python -m bench` from running it). Only the
 standard library is imported at the top: `send_throughput --baseline-child` imports this module
@@ -88,6 +89,32 @@ def start_app(stack: ExitStack, env: dict[str, str]):
 
 # -- worker processes --------------------------------------------------------------------------
 
+def kill_worker(process: subprocess.Popen) -> None:
+    """SIGKILL a worker and its work horse (which RQ puts in a process group of its own)."""
+    import psutil
+    family = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, signal.SIGKILL)
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait()
+    psutil.wait_procs(family, timeout=5)
+
+
+def stop_workers(processes: list[subprocess.Popen], grace_s: float = 15.0) -> None:
+    """SIGTERM (RQ's warm shutdown: the current job ends), then SIGKILL after `grace_s`."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            kill_worker(process)
+
+
 class Workers:
     """`python -m jobs.worker` processes with the bench's environment; logs in `log_dir`."""
 
@@ -117,22 +144,7 @@ class Workers:
 
     def stop(self) -> None:
         """SIGTERM (RQ's warm shutdown: the current job ends), SIGKILL after 15 s."""
-        import psutil
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                horses = psutil.Process(process.pid).children(recursive=True)
-                os.killpg(process.pid, signal.SIGKILL)
-                for horse in horses:  # RQ puts a work horse in a process group of its own
-                    try:
-                        horse.kill()
-                    except psutil.NoSuchProcess:
-                        pass
-                process.wait()
+        stop_workers(self.processes)
 
     def wait_idle(self, connection, quiet_s: float = 1.5, timeout: float = 300.0) -> list[str]:
         """Until no job has been queued or running for `quiet_s` (a new worker's ticker queues

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import psutil
+from bench._harness import kill_worker, stop_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,27 +29,11 @@ class WorkerProcesses:
 
     @staticmethod
     def kill(process: subprocess.Popen) -> None:
-        """SIGKILL the worker and its work horse (which RQ puts in a session of its own)."""
-        family = psutil.Process(process.pid).children(recursive=True)
-        os.killpg(process.pid, signal.SIGKILL)
-        for child in family:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        process.wait()
-        psutil.wait_procs(family, timeout=5)
+        """SIGKILL the worker and its work horse."""
+        kill_worker(process)
 
     def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_workers(self.processes)
 
     def logs(self) -> str:
         return "\n".join(p.read_text() for p in sorted(self.log_dir.glob("worker-*.log")))
