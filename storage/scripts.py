@@ -44,12 +44,15 @@ def register(client, name: str):
 
 class DirectScript:
     """EVALSHA on a connection of the calling thread's own, for the webhook's one call per
-    request: redis-py's command path (pool checkout, observability hooks, argument
-    filtering) was a fifth of that request's CPU (bench/webhook_ingest.py --profile).
+    request: redis-py's command path (pool checkout with its socket poll, observability
+    hooks, argument filtering) was a fifth of that request's CPU (bench/webhook_ingest.py
+    --profile).
 
+    The connection lives as long as its thread: gunicorn's threads are long-lived; under a
+    thread-per-request server it is one connection per request, closed when the thread ends.
+    It is made outside the client's pool, whose count of made connections only ever grows.
     Same call as a redis-py Script; only for idempotent scripts, as a call whose connection
-    broke is made once more on a new connection (a Redis restart leaves every kept
-    connection stale)."""
+    broke is made once more on a new one (a Redis restart leaves every kept connection stale)."""
 
     def __init__(self, client, name: str):
         self.script = register(client, name)
@@ -85,8 +88,6 @@ class DirectScript:
         """This thread's connection; a new one in a forked child (never the parent's socket)."""
         connection = getattr(self._local, "connection", None)
         if connection is None or self._local.pid != os.getpid():
-            connection = self._local.connection = self._pool.make_connection()
-            self._local.pid = os.getpid()
+            connection = self._pool.connection_class(**self._pool.connection_kwargs)
+            self._local.connection, self._local.pid = connection, os.getpid()
         return connection
-
-

@@ -13,6 +13,7 @@ from storage import keys
 from storage.errors import PageTaken
 from storage.inbound import Event
 from storage.stats import day_of
+from tests.conftest import wait_until
 
 KEY = "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA="
 
@@ -111,7 +112,7 @@ def test_direct_script_survives_a_script_flush_and_a_killed_connection(redis_cli
     redis_client.script_flush()  # as after a Redis restart without persistence
     assert call() == [0, 0, 0]
     mine = apply._local.connection
-    redis_client.client_kill_filter(laddr=None, _id=None, skipme=True, _type="normal")  # every other connection
+    redis_client.client_kill_filter(_type="normal", skipme=True)  # every other connection, mine too
     assert call() == [0, 0, 0]  # the kept connection broke: made again once, on a new one
     assert apply._local.connection is not mine
     assert redis_client.hget(keys.metric("webhook_events"), "delivery") == "6"
@@ -126,3 +127,17 @@ def test_direct_script_keeps_its_connection_after_a_script_error(redis_client):
     with pytest.raises(redis.exceptions.ResponseError):
         apply(args=["not json", 1000, 10, "{}"])
     assert apply._local.connection is kept and apply(args=["[]", 1000, 10, "{}"]) == [0, 0, 0]
+
+
+def test_direct_script_under_a_thread_per_request_server_leaks_no_connection(redis_client):
+    """Werkzeug's server (tests, `make run`) starts a thread per connection: each thread's
+    connection closes when it ends, and more threads than the pool's cap of 100 are fine."""
+    from storage.scripts import DirectScript
+    apply = DirectScript(redis_client, "apply_events")
+    clients_before = len(redis_client.client_list())
+    for _ in range(150):
+        thread = threading.Thread(target=apply, kwargs={"args": ["[]", 1000, 10, '{"read": 1}']})
+        thread.start()
+        thread.join()
+    assert redis_client.hget(keys.metric("webhook_events"), "read") == "150"
+    wait_until(lambda: len(redis_client.client_list()) <= clients_before, timeout=5)  # each closed with its thread
