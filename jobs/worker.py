@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
-import sys
-
 import os
 import signal
+import sys
+import time
 
+from redis.exceptions import RedisError
 from rq import Worker
+from rq.exceptions import StopRequested
 
 import storage
 from bot.config import settings_or_exit
@@ -36,14 +38,39 @@ def main() -> int:
     context.use_app(create_app(settings))
     connection = storage.connect(settings.redis_url, decode=False)
     signal.signal(signal.SIGUSR1, lambda *_: shift.STOPPING.set())  # inherited by each work horse
-    worker = MessengerWorker(list(QUEUES), connection=connection)
-    log.info("worker %s listening on %s", worker.name, ", ".join(QUEUES))
     ticker = Ticker().start()
     try:
-        worker.work(with_scheduler=True, logging_level=settings.log_level)
+        while not work_until_stopped(connection, settings.log_level):
+            wait_for_redis(connection)  # RQ quits on a Redis error: work again once it is back
+    except StopRequested:  # SIGTERM while waiting for Redis
+        pass
     finally:
         ticker.stop()
     return 0
+
+
+def work_until_stopped(connection, log_level: str) -> bool:
+    """Run an RQ worker; True if it stopped because it was asked to, False if Redis failed it."""
+    worker = MessengerWorker(list(QUEUES), connection=connection)
+    log.info("worker %s listening on %s", worker.name, ", ".join(QUEUES))
+    try:
+        worker.work(with_scheduler=True, logging_level=log_level)
+    except RedisError as error:  # in RQ's own teardown, with Redis gone
+        log.error("worker %s stopped by Redis: %s", worker.name, error)
+        return False
+    return worker._stop_requested  # RQ keeps no public flag for it
+
+
+def wait_for_redis(connection, pause_s: float = 1.0) -> None:
+    """Until Redis answers again (a restart, a failover); the running job's lease lapses meanwhile
+    and `resume_runs` hands its batch on."""
+    while True:
+        try:
+            connection.ping()
+            return
+        except RedisError as error:
+            log.warning("Redis unreachable (%s): retrying in %.0f s", error, pause_s)
+            time.sleep(pause_s)
 
 
 if __name__ == "__main__":
