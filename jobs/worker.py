@@ -58,7 +58,7 @@ def work_until_stopped(connection, log_level: str) -> bool:
     except RedisError as error:  # in RQ's own teardown, with Redis gone
         log.error("worker %s stopped by Redis: %s", worker.name, error)
         return False
-    return worker._stop_requested  # RQ keeps no public flag for it
+    return worker._shutdown_requested_date is not None  # set by SIGTERM/SIGINT (RQ has no public flag)
 
 
 def wait_for_redis(connection, pause_s: float = 1.0) -> None:

@@ -2,6 +2,7 @@
 rate, a 10 000-contact run. Redis, the simulator and the webhook are all real."""
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
@@ -132,3 +133,17 @@ def test_ten_thousand_contact_run_completes(api, fb, workers, page_with_people, 
     assert run_state(api, run_id)["counts"] == {"sent": 10_000, "warning": 0, "failed": 0, "pending": 0}
     assert len({s["recipient"]["id"] for s in fb.sends(status="accepted")}) == 10_000
     print(f"10 000 contacts in {time.monotonic() - started:.1f} s")
+
+
+def test_an_idle_worker_stops_at_once_on_sigterm(workers, app):
+    """SIGTERM stops the worker; it does not take it for a Redis failure and start again."""
+    import signal
+    from rq import Worker
+    pool = workers()
+    process = pool.start()
+    connection = app.extensions["rq_queue"].connection
+    # "idle" once it waits for jobs: its signal handlers are in place by then
+    wait_until(lambda: [w.get_state() for w in Worker.all(connection=connection)] == ["idle"], timeout=60)
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(10) == 0
+    assert "listening" in pool.logs() and pool.logs().count("listening on messenger") == 1
