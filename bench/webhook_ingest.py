@@ -708,11 +708,13 @@ class Bench:
             ps = [p for p in app_phases if p.name == n and p.round != "prof"]
             per_event = sum(p.cpu["gunicorn"] for p in ps) / sum(p.wrk["requests"] * p.events_per_body for p in ps)
             redis_per_event = sum(p.cpu["redis"] for p in ps) / sum(p.wrk["requests"] * p.events_per_body for p in ps)
-            calls = sum(p.checks.get("evalsha_calls", 0) for p in ps)
-            inside = sum(p.checks.get("evalsha_usec", 0) for p in ps) / max(1, calls)
+            requests = sum(p.wrk["requests"] for p in ps)
+            calls = max(1, sum(p.checks.get("evalsha_calls", 0) for p in ps))
+            inside = sum(p.checks.get("evalsha_usec", 0) for p in ps)
             print(f"CPU per event, {n}: gunicorn {1e6 * per_event:.0f} us, redis-server {1e6 * redis_per_event:.0f} us "
-                  f"(of which the apply_events script {inside / ps[0].events_per_body:.1f} us: {inside:.0f} us per "
-                  f"EVALSHA, INFO commandstats)")
+                  f"(of which the apply_events script {inside / (requests * ps[0].events_per_body):.1f} us; "
+                  f"{inside / calls:.0f} us per EVALSHA, {requests / calls:.2f} requests per EVALSHA "
+                  f"(shared writes), INFO commandstats)")
         checked = [p for p in app_phases if p.checks]
         if checked:
             events = sum(p.checks["events"] for p in checked)

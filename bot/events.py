@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from bot.graph import parse_send_metadata
 from bot.refs import OptinRefs
@@ -24,29 +25,31 @@ class Parsed:
     kinds: Counter = field(default_factory=Counter)  # webhook event kinds seen, for metrics
 
 
+# The helpers below run several times per event of every webhook, so they test exact types
+# (JSON gives exactly str, int, dict, list; `type(True) is not int` also keeps booleans out).
+
 def _id(value: Any) -> str | None:
     """Facebook ids are strings (sometimes numbers); anything else is malformed."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value and len(value) <= 128 and value.isprintable():
-        return value
-    return None
+    kind = type(value)
+    if kind is str:
+        return value if value and len(value) <= 128 and value.isprintable() else None
+    return str(value) if kind is int else None
 
 
 def _ms(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, str) and value.isdigit() and len(value) <= 16:
+    kind = type(value)
+    if kind is int:
+        return value if value >= 0 else None
+    if kind is str and value.isdigit() and len(value) <= 16:
         return int(value)
     return None
 
 
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
+_NOTHING: Mapping = MappingProxyType({})
+
+
+def _dict(value: Any) -> Mapping:
+    return value if type(value) is dict else _NOTHING
 
 
 class _Context:
@@ -184,7 +187,7 @@ def _parse_one(parsed: Parsed, page: str, raw: dict, entry_ms: int | None, refs:
     # The event's kind is the key it carries; with several (never seen), HANDLERS' order wins.
     kind = None
     for key in raw:
-        if key in HANDLERS and isinstance(raw[key], dict) and (kind is None or _ORDER[key] < _ORDER[kind]):
+        if key in HANDLERS and type(raw[key]) is dict and (kind is None or _ORDER[key] < _ORDER[kind]):
             kind = key
     echo = kind == "message" and bool(raw["message"].get("is_echo"))
     parsed.kinds["echo" if echo else kind or "unknown"] += 1

@@ -86,8 +86,22 @@ class DirectScript:
 
     def _connection(self):
         """This thread's connection; a new one in a forked child (never the parent's socket)."""
-        connection = getattr(self._local, "connection", None)
-        if connection is None or self._local.pid != os.getpid():
-            connection = self._pool.connection_class(**self._pool.connection_kwargs)
-            self._local.connection, self._local.pid = connection, os.getpid()
-        return connection
+        held = getattr(self._local, "connection", None)
+        if held is None or held.pid != os.getpid():
+            held = self._local.connection = _ThreadConnection(self._pool)
+        return held.connection
+
+
+class _ThreadConnection:
+    """A thread's own connection, closed as soon as the thread ends: redis-py's connections
+    sit in reference cycles, so without this the socket would wait for the garbage collector."""
+
+    __slots__ = ("connection", "pid")
+
+    def __init__(self, pool):
+        self.connection = pool.connection_class(**pool.connection_kwargs)
+        self.pid = os.getpid()
+
+    def __del__(self):
+        if self.pid == os.getpid():
+            self.connection.disconnect()

@@ -1,6 +1,7 @@
 """Storage invariants under concurrency: atomic creation, receipts counted once, opt-ins kept."""
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -135,10 +136,125 @@ def test_direct_script_under_a_thread_per_request_server_leaks_no_connection(red
     from storage.scripts import DirectScript
     apply = DirectScript(redis_client, "apply_events")
     clients_before = len(redis_client.client_list())
-    for _ in range(150):
-        thread = threading.Thread(target=apply, kwargs={"args": ["[]", 1000, 10, '{"read": 1}']})
-        thread.start()
-        thread.join()
-    assert redis_client.hget(keys.metric("webhook_events"), "read") == "150"
-    # Each closed with its thread (other tests' clients may come and go meanwhile: allow a few).
-    wait_until(lambda: len(redis_client.client_list()) <= clients_before + 10)
+    gc.disable()  # closed when the thread ends, not when the collector breaks redis-py's cycles
+    try:
+        for _ in range(150):
+            thread = threading.Thread(target=apply, kwargs={"args": ["[]", 1000, 10, '{"read": 1}']})
+            thread.start()
+            thread.join()
+        assert redis_client.hget(keys.metric("webhook_events"), "read") == "150"
+        # Each closed with its thread (other tests' clients may come and go meanwhile: allow a few).
+        wait_until(lambda: len(redis_client.client_list()) <= clients_before + 10)
+    finally:
+        gc.enable()
+
+
+# -- shared writes (the webhook's group commit) --------------------------------------------------
+
+class GatedApply:
+    """Stands in for the script call: records each write, holds the first until `open()`,
+    and fails like Redis would for the events or kinds it is told to."""
+
+    def __init__(self, poison: str = "", error: Exception | None = None):
+        self.writes: list[tuple[list, dict]] = []
+        self.first_started, self.gate = threading.Event(), threading.Event()
+        self.poison, self.error = poison, error
+
+    def __call__(self, events, kinds):
+        self.writes.append(([e.rcpt for e in events], dict(kinds)))
+        if len(self.writes) == 1:
+            self.first_started.set()
+            self.gate.wait(10)
+        if self.error and any(e.rcpt == self.poison or not self.poison for e in events):
+            raise self.error
+
+    def open(self):
+        self.gate.set()
+
+
+def start_callers(shared, names, kinds=None):
+    """One thread per name, each writing one event for recipient `name`; returns name -> outcome."""
+    outcomes, threads = {}, []
+
+    def call(name):
+        try:
+            shared.write([Event("seen", "7", name, 1)], kinds or {"message": 1})
+            outcomes[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcomes[name] = exc
+    for name in names:
+        threads.append(threading.Thread(target=call, args=(name,)))
+        threads[-1].start()
+    return outcomes, threads
+
+
+def hold_first_write(shared, apply, followers):
+    """The first caller's write in flight (held), `followers` callers waiting behind it."""
+    outcomes, threads = start_callers(shared, ["first"])
+    assert apply.first_started.wait(10)
+    more, more_threads = start_callers(shared, followers)
+    wait_until(lambda: shared.waiting == len(followers))
+    apply.open()
+    for thread in threads + more_threads:
+        thread.join(10)
+    return {**outcomes, **more}
+
+
+def test_callers_arriving_during_a_write_share_the_next_one():
+    from storage.inbound import SharedWrites
+    apply = GatedApply()
+    shared = SharedWrites(apply)
+    outcomes = hold_first_write(shared, apply, ["a", "b", "c"])
+    assert outcomes == {"first": "ok", "a": "ok", "b": "ok", "c": "ok"}
+    assert apply.writes[0] == (["first"], {"message": 1})
+    assert len(apply.writes) == 2  # three callers, one round trip
+    assert sorted(apply.writes[1][0]) == ["a", "b", "c"] and apply.writes[1][1] == {"message": 3}
+    assert shared.waiting == 0
+
+
+def test_a_lone_caller_writes_at_once_and_a_shared_write_respects_the_event_cap(monkeypatch):
+    from storage import inbound
+    monkeypatch.setattr(inbound, "EVENTS_PER_SHARED_CALL", 2)
+    apply = GatedApply()
+    shared = inbound.SharedWrites(apply)
+    outcomes = hold_first_write(shared, apply, ["a", "b", "c"])
+    assert set(outcomes.values()) == {"ok"}
+    assert [len(events) for events, _ in apply.writes] == [1, 2, 1]
+    shared.write([Event("seen", "7", "alone", 1)], {})
+    assert apply.writes[-1] == (["alone"], {})
+
+
+def test_a_script_error_in_a_shared_write_fails_only_its_own_caller():
+    from redis.exceptions import ResponseError
+    from storage.inbound import SharedWrites
+    apply = GatedApply(poison="b", error=ResponseError("ERR user_script: bad event"))
+    shared = SharedWrites(apply)
+    outcomes = hold_first_write(shared, apply, ["a", "b", "c"])
+    assert isinstance(outcomes.pop("b"), ResponseError)
+    assert outcomes == {"first": "ok", "a": "ok", "c": "ok"}
+    assert sorted(apply.writes[1][0]) == ["a", "b", "c"]  # tried together, then one by one
+    assert sorted(events[0] for events, _ in apply.writes[2:]) == ["a", "b", "c"]
+
+
+def test_a_connection_error_fails_every_caller_of_the_write():
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from storage.inbound import SharedWrites
+    apply = GatedApply(error=RedisConnectionError("Connection refused"))
+    shared = SharedWrites(apply)
+    outcomes = hold_first_write(shared, apply, ["a", "b"])
+    assert all(isinstance(outcome, RedisConnectionError) for outcome in outcomes.values())
+    assert len(apply.writes) == 2  # no retry per caller: Redis is down for all of them
+
+
+def test_concurrent_shared_writes_apply_every_event_and_count_every_kind(stores, redis_client):
+    profile = stores[0].profiles.create(name="P", page_id="7", page_name="x", page_token="t")
+    inbound = stores[0].inbound
+    before = int(redis_client.hget(keys.metric("webhook_events"), "message") or 0)
+
+    def post(thread):
+        for i in range(40):
+            inbound.apply_shared([Event("seen", "7", f"p{thread}-{i}", 1000 + i)], {"message": 1})
+    race([lambda t=t: post(t) for t in range(12)])
+    seen = redis_client.hgetall(keys.seen(profile.id))
+    assert len(seen) == 12 * 40 and seen["p3-39"] == "1039"
+    assert int(redis_client.hget(keys.metric("webhook_events"), "message")) - before == 12 * 40
