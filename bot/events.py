@@ -59,7 +59,8 @@ class _Context:
 
     def __init__(self, page: str, raw: dict, fallback_ms: int | None, refs: OptinRefs):
         self.page, self.raw, self.refs = page, raw, refs
-        self.psid = _id(_dict(raw.get("sender")).get("id"))
+        sender = raw.get("sender")
+        self.psid = _id(sender.get("id")) if type(sender) is dict else None
         self.ts = _ms(raw.get("timestamp")) or fallback_ms or 0
 
     def opt_in(self, rcpt: str, ref: Any, source: str, opens_window: bool) -> list[Event]:
@@ -139,7 +140,7 @@ def _on_receipt(kind: str) -> Callable[[_Context, dict], list[Event]]:
         if not c.psid or watermark is None:
             return []
         mids = body.get("mids") if kind == "delivery" else None
-        mids = tuple(m for m in mids if isinstance(m, str))[:100] if isinstance(mids, list) else ()
+        mids = tuple([m for m in mids if type(m) is str][:100]) if type(mids) is list else ()
         return [Event(kind, c.page, c.psid, c.ts, wm=watermark, mids=mids)]
     return handle
 
@@ -173,26 +174,32 @@ def parse_webhook(payload: dict, refs: OptinRefs) -> Parsed:
     """Every event we act on, from a body already known to be `{"object": "page", ...}`."""
     parsed = Parsed()
     entries = payload.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        entry = _dict(entry)
-        page, entry_ms = _id(entry.get("id")), _ms(entry.get("time"))
+    for entry in entries if type(entries) is list else ():
+        if type(entry) is not dict:
+            continue
+        page = _id(entry.get("id"))
+        if page is None:
+            continue
+        entry_ms = _ms(entry.get("time"))
         for container in ("messaging", "standby"):
             items = entry.get(container)
-            for raw in items if isinstance(items, list) and page else []:
+            for raw in items if type(items) is list else ():
                 _parse_one(parsed, page, _dict(raw), entry_ms, refs)
     return parsed
 
 
-def _parse_one(parsed: Parsed, page: str, raw: dict, entry_ms: int | None, refs: OptinRefs) -> None:
+def _parse_one(parsed: Parsed, page: str, raw: Mapping, entry_ms: int | None, refs: OptinRefs) -> None:
     # The event's kind is the key it carries; with several (never seen), HANDLERS' order wins.
     kind = None
     for key in raw:
         if key in HANDLERS and type(raw[key]) is dict and (kind is None or _ORDER[key] < _ORDER[kind]):
             kind = key
-    echo = kind == "message" and bool(raw["message"].get("is_echo"))
-    parsed.kinds["echo" if echo else kind or "unknown"] += 1
-    if kind is not None:
-        parsed.events.extend(HANDLERS[kind](_Context(page, raw, entry_ms, refs), raw[kind]))
+    if kind is None:
+        parsed.kinds["unknown"] += 1
+        return
+    body = raw[kind]
+    parsed.kinds["echo" if kind == "message" and body.get("is_echo") else kind] += 1
+    parsed.events.extend(HANDLERS[kind](_Context(page, raw, entry_ms, refs), body))
 
 
 _ORDER = {kind: position for position, kind in enumerate(HANDLERS)}

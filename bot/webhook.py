@@ -1,7 +1,8 @@
 """`/webhook`: Facebook's subscription check (Flask) and event notifications (before Flask).
 
 POST is an adapter: raw bytes -> signature -> JSON envelope -> events -> one atomic Redis
-call -> 200. Nothing here calls Facebook; everything it writes is idempotent, so Facebook's
+call (shared with the webhooks other threads are writing at that moment) -> 200, only once
+the events are in Redis. Nothing here calls Facebook; everything it writes is idempotent, so Facebook's
 retries and duplicates are harmless. If Redis is down it answers 503 so Facebook retries.
 
 POST /webhook is the busiest URL and needs nothing Flask offers (no session, no templates,

@@ -1,8 +1,9 @@
-"""What Facebook tells us, applied in one atomic round trip per webhook.
+"""What Facebook tells us, applied atomically, one script call per webhook at most.
 
 bot/events.py turns a webhook body into `Event`s; `Inbound.apply` hands them all to one Lua
 script (storage/lua/apply_events.lua), which finds each Page's profile and updates opt-ins,
-interaction times, unmatched opt-ins and receipts. Every kind is idempotent.
+interaction times, unmatched opt-ins and receipts. Every kind is idempotent. The webhook uses
+`Inbound.apply_shared`: webhooks arriving together in one process share a call (SharedWrites).
 Keys touched: page, contact, p:{pid}:recipients/seen/unmatched/marketing/await/day...
 """
 from __future__ import annotations

@@ -258,3 +258,24 @@ def test_concurrent_shared_writes_apply_every_event_and_count_every_kind(stores,
     seen = redis_client.hgetall(keys.seen(profile.id))
     assert len(seen) == 12 * 40 and seen["p3-39"] == "1039"
     assert int(redis_client.hget(keys.metric("webhook_events"), "message")) - before == 12 * 40
+
+
+def test_a_script_error_mid_batch_still_counts_the_receipts_applied_before_it(stores, redis_client):
+    """Receipts are counted at the end of the script; an error half-way must not lose the
+    counts of receipts whose messages it already marked delivered (they are not redone)."""
+    import json
+
+    from redis.exceptions import ResponseError
+    store = stores[0]
+    profile = store.profiles.create(name="P", page_id="7", page_name="x", page_token="t")
+    now = int(time.time() * 1000)
+    store.messages.record_sent(profile.id, "c1", "psid1", "m1", now - 1000)
+    good = Event("delivery", "7", "psid1", now, wm=now).to_lua()
+    bad = {"k": "no_such_kind", "page": "7", "rcpt": "psid1", "ts": now}
+    with pytest.raises(ResponseError):
+        store.inbound.apply.script(args=[json.dumps([good, bad]), 0, 10, "{}"])
+    day = day_of(now, store.tz)
+    assert store.stats.day(profile.id, day)["delivered"] == 1
+    assert len(store.stats.rows(profile.id, day, "delivered", count=10)) == 1
+    store.inbound.apply([Event("delivery", "7", "psid1", now, wm=now)])  # Facebook's retry
+    assert store.stats.day(profile.id, day)["delivered"] == 1

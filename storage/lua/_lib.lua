@@ -27,12 +27,6 @@ local function count_not_sent(pid, day, score, kind, reason, contact, at, detail
   redis.call('ZADD', key('days', pid), 'NX', score, day)
 end
 
--- A receipt for the message at `index` of the day's sent list.
-local function count_receipt(pid, day, kind, index, at)
-  redis.call('HINCRBY', key('day', pid, day), kind, 1)
-  redis.call('RPUSH', key('rows', pid, day, kind), at .. US .. index)
-end
-
 -- Keep a sent message awaiting its delivery and read receipts.
 local function await_receipts(pid, rcpt, mid, day, index, sent)
   local k = key('await', pid)

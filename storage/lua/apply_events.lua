@@ -75,6 +75,31 @@ handlers.link = function(pid, e)
   redis.call('HDEL', idx, old)
 end
 
+-- Receipts are counted once per (profile, day, kind) at the end of the call, not per event:
+-- a 100-event webhook then makes a few HINCRBY and RPUSH calls instead of ~160.
+local receipts, receipt_order = {}, {}
+
+-- A receipt for the message at `index` of the day's sent list.
+local function count_receipt(pid, day, kind, index, at)
+  local k = pid .. US .. day .. US .. kind
+  local r = receipts[k]
+  if not r then
+    r = {pid = pid, day = day, kind = kind, rows = {}}
+    receipts[k] = r
+    receipt_order[#receipt_order + 1] = r
+  end
+  r.rows[#r.rows + 1] = at .. US .. index
+end
+
+local function write_receipts()
+  for _, r in ipairs(receipt_order) do
+    redis.call('HINCRBY', key('day', r.pid, r.day), r.kind, #r.rows)
+    for i = 1, #r.rows, 1000 do  -- unpack() has a stack limit
+      redis.call('RPUSH', key('rows', r.pid, r.day, r.kind), unpack(r.rows, i, math.min(i + 999, #r.rows)))
+    end
+  end
+end
+
 local function receipt(pid, e, is_read)
   local k = key('await', pid)
   local packed = redis.call('HGET', k, e.rcpt)
@@ -129,14 +154,18 @@ handlers.unblock = function(pid, e)
 end
 
 local applied, unknown_page, foreign = 0, 0, 0
-for _, e in ipairs(events) do
-  local pid = profile_of(e.page)
-  if not pid then
-    unknown_page = unknown_page + 1
-  elseif handlers[e.k](pid, e) == 'foreign_ref' then
-    foreign = foreign + 1
-  else
-    applied = applied + 1
+local ok, err = pcall(function()
+  for _, e in ipairs(events) do
+    local pid = profile_of(e.page)
+    if not pid then
+      unknown_page = unknown_page + 1
+    elseif handlers[e.k](pid, e) == 'foreign_ref' then
+      foreign = foreign + 1
+    else
+      applied = applied + 1
+    end
   end
-end
+end)
+write_receipts()  -- even after an error: the receipts of the events already applied are counted
+if not ok then error(err) end
 return {applied, unknown_page, foreign}
