@@ -72,6 +72,7 @@ def start_simulator(stack: ExitStack, control_timeout: float = 30.0, **config):
     # Facebook answers from its own machines; the simulator shares this process's GIL with up to
     # 128 server threads, and a thread whose latency is up waits for the GIL for up to the
     # switch interval (5 ms by default), which both the service and the baseline would pay.
+    stack.callback(sys.setswitchinterval, sys.getswitchinterval())
     sys.setswitchinterval(0.0005)
     server = SandboxServer(app_secret=APP_SECRET, echo=False, delivery_delay_ms=None, read_delay_ms=None, **config)
     server.start()
