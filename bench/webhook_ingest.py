@@ -39,7 +39,9 @@ Each phase's row shows wrk's figures, the CPU seconds used meanwhile by gunicorn
 workers, recycled ones included), redis-server, wrk and everything else on the machine (a row
 is flagged "noisy" when other processes took more than 10 % of it), gunicorn CPU per request,
 and how wrk's connections were spread over the workers half-way through ("conns/worker": a
-keep-alive connection stays with the worker that accepted it). The summary pools the rounds
+keep-alive connection stays with the worker that accepted it; a phase where one worker held
+90 % or more is "lopsided", one process on two cores, and is left out of the pooled figures
+unless every round of it was). The summary pools the rounds
 (requests over seconds; p50 the median round, p99 the worst) and gives the three ratios with
 the issue's targets, CPU per event, and the apply_events script's own time inside Redis
 (INFO commandstats). `--profile` adds two app phases sampled with py-spy (not in the figures).
@@ -79,6 +81,7 @@ TARGET_OF_BASELINE = 0.75
 REFERENCE_OF_BASELINE = "0.66-0.82"
 TARGET_P99_MS = 50.0
 TARGET_BATCH_GAIN = 20.0
+LOPSIDED_SHARE = 0.9  # a phase whose busiest worker held this share of the connections is left out of the pooled figures
 NOISY_SHARE = 0.10  # a phase is flagged when other processes took more than this share of the machine's CPU
 
 
@@ -471,6 +474,12 @@ class Phase:
         return sum(self.wrk[k] for k in ("connect", "read", "write", "timeout"))
 
     @property
+    def lopsided(self) -> bool:
+        """One worker held nearly all of wrk's connections: one process on two cores, which
+        measures gunicorn's accept race (keep-alive connections stay where they landed)."""
+        return bool(self.spread) and max(self.spread) >= LOPSIDED_SHARE * sum(self.spread)
+
+    @property
     def cycled(self) -> bool:
         return any(t["sent"] > t["bodies"] for t in self.wrk["threads"])
 
@@ -650,6 +659,8 @@ class Bench:
     def print_row(self, p: Phase) -> None:
         w, c = p.wrk, p.cpu
         notes = ["conns/worker " + "/".join(map(str, p.spread))] if p.spread else []
+        if p.lopsided:
+            notes.append("lopsided: left out of the pooled figures")
         if c["other"] > NOISY_SHARE * (os.cpu_count() or 1) * p.seconds:
             notes.append(f"noisy: other processes used {c['other']:.1f} CPU-s")
         if p.cycled:
@@ -665,28 +676,33 @@ class Bench:
               + (f"  ({'; '.join(notes)})" if notes else ""), flush=True)
 
     def pooled(self, name: str) -> dict:
+        """Requests over seconds of the rounds of a phase, lopsided ones left out (unless all are)."""
         phases = [p for p in self.phases if p.name == name and p.round != "prof"]
+        phases = [p for p in phases if not p.lopsided] or phases
         requests = sum(p.wrk["requests"] for p in phases)
         seconds = sum(p.seconds for p in phases)
         return {"rps": requests / seconds, "eps": requests * phases[0].events_per_body / seconds,
                 "p50": statistics.median(p.wrk["p50_us"] / 1000 for p in phases),
                 "p99": max(p.wrk["p99_us"] / 1000 for p in phases),
-                "per_round_rps": [p.rps for p in phases]}
+                "per_round_rps": [p.rps for p in phases], "rounds": [p.round for p in phases]}
 
     def summary(self) -> None:
         args = self.args
         print()
         names = ["baseline 1-event", "app 1-event", "app 100-event", "baseline 100-event"]
         pooled = {n: self.pooled(n) for n in names}
-        print(f"over {args.rounds} round(s) (requests / seconds pooled; p50 the median round, p99 the worst round):")
+        print(f"over {args.rounds} round(s) (requests / seconds pooled; p50 the median round, p99 the worst round; "
+              f"lopsided phases left out):")
         print(f"{'':<22}{'req/s':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}   req/s per round")
         for n in names:
             v = pooled[n]
             print(f"{n:<22}{v['rps']:>9.0f}{v['eps']:>10.0f}{v['p50']:>8.1f}{v['p99']:>8.1f}   "
-                  + ", ".join(f"{r:.0f}" for r in v["per_round_rps"]))
+                  + ", ".join(f"{r:.0f}" for r in v["per_round_rps"])
+                  + (f" (rounds {', '.join(v['rounds'])})" if len(v["rounds"]) < args.rounds else ""))
         rounds = sorted({p.round for p in self.phases if p.round != "prof"}, key=int)
         by = {(p.round, p.name): p for p in self.phases}
-        per_round = [by[(r, "app 1-event")].rps / by[(r, "baseline 1-event")].rps for r in rounds]
+        per_round = [by[(r, "app 1-event")].rps / by[(r, "baseline 1-event")].rps for r in rounds
+                     if not (by[(r, "app 1-event")].lopsided or by[(r, "baseline 1-event")].lopsided)]
         ratio = pooled["app 1-event"]["rps"] / pooled["baseline 1-event"]["rps"]
         gain = pooled["app 100-event"]["eps"] / pooled["app 1-event"]["eps"]
         ratio100 = pooled["app 100-event"]["rps"] / pooled["baseline 100-event"]["rps"]
