@@ -175,7 +175,7 @@ class _Caller:
 
     def __init__(self, events: list[Event], kinds: dict[str, int]):
         self.events, self.kinds = events, kinds
-        self.done = threading.Event()
+        self.done: threading.Event | None = None  # made only for a caller that has to wait
         self.error: BaseException | None = None
         self.leads = False  # woken to make the next write, not because its own is done
 
@@ -210,6 +210,8 @@ class SharedWrites:
             self._waiting.append(caller)
             leads = not self._writing
             self._writing = True
+            if not leads:
+                caller.done = threading.Event()
         if not leads:
             caller.done.wait()
             leads = caller.leads
@@ -234,7 +236,8 @@ class SharedWrites:
                 if successor is not None:
                     successor.leads = True
             for caller in batch:
-                caller.done.set()
+                if caller.done is not None:
+                    caller.done.set()
             if successor is not None:
                 successor.done.set()
 
