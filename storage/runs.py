@@ -9,6 +9,7 @@ count anything twice.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -81,7 +82,7 @@ class Runs:
         self.tz = tz
         self.retention_s = retention_days * 86400
         self._finish = scripts.register(redis, "finish")
-        self._claim = scripts.register(redis, "claim")
+        self._claim = scripts.DirectScript(redis, "claim")  # one call per send: the lean path
         self._pending_state = scripts.register(redis, "set_pending_state")
         self._expire = scripts.register(redis, "expire_unknown")
         self._lease = scripts.register(redis, "lease")
@@ -208,7 +209,8 @@ class Runs:
         """Mark a contact in flight before its send leaves; None if it already has an outcome.
         With `pace` = (PageRateLimiter, page id), also reserves the Page's next send slot in the
         same round trip and returns the ms to wait for it (else 0)."""
-        record = json.dumps({"s": "inflight", "t": int(time.time() * 1000)})
+        # The claim's own id lets a call made again after a lost reply find the claim still its own.
+        record = json.dumps({"s": "inflight", "t": int(time.time() * 1000), "c": os.urandom(6).hex()})
         limiter, page_id = pace if pace else (None, "")
         timeline = limiter.keys(page_id) if limiter else [keys.rate("-"), keys.rate_rest("-")]
         wait_us = int(self._claim(keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline],

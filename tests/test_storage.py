@@ -279,3 +279,63 @@ def test_a_script_error_mid_batch_still_counts_the_receipts_applied_before_it(st
     assert len(store.stats.rows(profile.id, day, "delivered", count=10)) == 1
     store.inbound.apply([Event("delivery", "7", "psid1", now, wm=now)])  # Facebook's retry
     assert store.stats.day(profile.id, day)["delivered"] == 1
+
+
+class ReplyDropper:
+    """A TCP proxy to Redis that, while armed, closes the client's connection as soon as the
+    server's reply arrives: the command ran but its caller never hears so (a lost reply)."""
+
+    def __init__(self, host: str, port: int):
+        import socket
+        self.target = (host, port)
+        self.armed = threading.Event()
+        self.dropped = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source, sink, replies: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if replies and self.armed.is_set():
+                    self.armed.clear()
+                    self.dropped += 1
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_claim_whose_reply_was_lost_is_still_its_own(redis_server, redis_client):
+    """The claim is made again on a new connection after a lost reply; it must find the contact
+    claimed by itself (and send it), not by someone else (which would leave it unsent)."""
+    from urllib.parse import urlsplit
+    where = urlsplit(redis_server.url)
+    proxy = ReplyDropper(where.hostname, where.port)
+    store = storage.Storage(storage.connect(proxy.url), cipher=TokenCipher([KEY]))
+    try:
+        assert store.runs.claim("r1", "c1", deadline_ms=10**13) == 0.0  # the connection is made
+        proxy.armed.set()
+        assert store.runs.claim("r1", "c2", deadline_ms=10**13) == 0.0
+        assert proxy.dropped == 1
+        assert store.runs.claim("r1", "c2", deadline_ms=10**13) is None  # a second claimant is refused
+        assert redis_client.hlen(keys.run_outcomes("r1")) == 2
+    finally:
+        store.redis.close()
+        proxy.close()
