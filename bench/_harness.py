@@ -9,6 +9,7 @@ too and should stay light; the project and psutil are imported where they are us
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -65,21 +66,31 @@ def start_redis(stack: ExitStack, tmp: Path):
 
 
 def start_simulator(stack: ExitStack, control_timeout: float = 30.0, **config):
-    """The Facebook simulator in this process (no echoes, delivery or read receipts) and a
-    client to drive it: (server, control)."""
+    """The Facebook simulator in a process of its own (bench/_simulator.py; no echoes, delivery
+    or read receipts) and a client to drive it: (process, url, control)."""
     from sandbox.client import SandboxControl
-    from sandbox.server import SandboxServer
-    # Facebook answers from its own machines; the simulator shares this process's GIL with up to
-    # 128 server threads, and a thread whose latency is up waits for the GIL for up to the
-    # switch interval (5 ms by default), which both the service and the baseline would pay.
-    stack.callback(sys.setswitchinterval, sys.getswitchinterval())
-    sys.setswitchinterval(0.0005)
-    server = SandboxServer(app_secret=APP_SECRET, echo=False, delivery_delay_ms=None, read_delay_ms=None, **config)
-    server.start()
-    stack.callback(server.stop)
-    control = SandboxControl(server.url, timeout=control_timeout)
+    config = {"app_secret": APP_SECRET, "echo": False, "delivery_delay_ms": None, "read_delay_ms": None, **config}
+    process = subprocess.Popen([sys.executable, "-m", "bench._simulator"], cwd=ROOT, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    stack.callback(stop_simulator, process)
+    process.stdin.write(json.dumps(config) + "\n")
+    process.stdin.flush()
+    url = process.stdout.readline().strip()
+    if not url.startswith("http"):
+        raise RuntimeError(f"the simulator did not start (exit code {process.wait(10)})")
+    control = SandboxControl(url, timeout=control_timeout)
     stack.callback(control.close)
-    return server, control
+    return process, url, control
+
+
+def stop_simulator(process: subprocess.Popen) -> None:
+    """Close its stdin (it stops serving and exits); kill it if it does not within 10 s."""
+    process.stdin.close()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def start_app(stack: ExitStack, env: dict[str, str]):

@@ -36,9 +36,9 @@ def run(args, stack: ExitStack, tmp: Path) -> int:
     from storage.inbound import Event
 
     redis_server = start_redis(stack, tmp)
-    simulator, fb = start_simulator(stack)
+    _, simulator_url, fb = start_simulator(stack)
     batch = max(10, args.contacts // (args.workers * 3))
-    env = service_env(redis_server.url, simulator.url, SEND_RATE_PER_PAGE=str(args.rate), RUN_BATCH_SIZE=str(batch),
+    env = service_env(redis_server.url, simulator_url, SEND_RATE_PER_PAGE=str(args.rate), RUN_BATCH_SIZE=str(batch),
                       RUN_PARALLEL_BATCHES=str(args.workers))
     app = start_app(stack, env)
     store, client = app.extensions["storage"], app.test_client()

@@ -4,8 +4,8 @@
                                     [--concurrency 16] [--workers 1] [--quick] [--profile]
 
 Everything runs on this machine and is private to this process: a redis-server of our own on a
-free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxServer`, waitress in this
-process, keep-alive like Facebook) answering every send `--latency-ms` after it arrived, with echoes and
+free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxServer`, waitress in a
+process of its own, keep-alive like Facebook) answering every send `--latency-ms` after it arrived, with echoes and
 receipts off so no webhook traffic is measured, the app (`bot.create_app`) driven through its
 test client, and `--workers` real worker processes (`python -m jobs.worker`).
 
@@ -19,7 +19,7 @@ Measured, in this order, on the same simulator:
   baseline  `--workers` x `--concurrency` threads posting the same Send API bodies through one
             `requests.Session` (HTTPAdapter pool >= threads), in a child process by default so
             that the client does not share the simulator's GIL (the service's workers do not).
-  service   from the first run POST until every run's state is `done` (polled every
+  service   from the first run POST until every run's state is `done` (read from Redis every
             `--poll-ms`), and on the simulator's side from its first to its last accepted send.
 The figures end with `ratio service/baseline` and `ratio service/ideal`, where ideal =
 messages in flight / latency.
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="SEND_RATE_PER_PAGE for the run (default 20, the service's default)")
     parser.add_argument("--poll-ms", type=int, default=50, help="run state polling interval (default 50)")
     parser.add_argument("--inline-baseline", action="store_true",
-                        help="run the baseline's threads in this process, beside the simulator")
+                        help="run the baseline's threads in this process, not in a child process")
     parser.add_argument("--profile", action="store_true",
                         help="sample worker 1 and its work horses with py-spy and summarise")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
@@ -105,10 +105,10 @@ def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secr
     secret = app_secret.encode()
     lock = threading.Lock()
     remaining = iter(tasks)
-    ok, errors = [0], Counter()
+    ok, errors, round_trip_s = [0], Counter(), [0.0]
 
     def loop() -> None:
-        sent = 0
+        sent, waited = 0, 0.0
         while True:
             with lock:
                 task = next(remaining, None)
@@ -118,9 +118,11 @@ def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secr
             body = {"recipient": {"id": psid}, "messaging_type": "UPDATE",
                     "message": {"text": MESSAGE, "metadata": BASELINE_METADATA}}
             proof = hmac.new(secret, token.encode(), hashlib.sha256).hexdigest()
+            posted = time.perf_counter()
             try:
                 answer = session.post(f"{base}/{page_id}/messages", params={"appsecret_proof": proof}, json=body,
                                       headers={"Authorization": f"Bearer {token}"}, timeout=(3.0, 10.0))
+                waited += time.perf_counter() - posted
                 if answer.status_code == 200 and "message_id" in answer.json():
                     sent += 1
                 else:
@@ -131,6 +133,7 @@ def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secr
                     errors[type(exc).__name__] += 1
         with lock:
             ok[0] += sent
+            round_trip_s[0] += waited
 
     cpu_before = time.process_time()
     pool = [threading.Thread(target=loop, name=f"baseline-{i}", daemon=True) for i in range(threads)]
@@ -142,7 +145,7 @@ def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secr
     elapsed = time.perf_counter() - started
     session.close()
     return {"elapsed_s": elapsed, "ok": ok[0], "errors": dict(errors),
-            "cpu_s": time.process_time() - cpu_before}
+            "cpu_s": time.process_time() - cpu_before, "round_trip_s": round_trip_s[0]}
 
 
 def baseline_child_main() -> int:
@@ -269,6 +272,10 @@ def simulator_rate(sends: list[dict], service: bool) -> tuple[int, float]:
 
 # -- the benchmark -----------------------------------------------------------------------------
 
+def cpu_share(seconds: float, messages: int) -> str:
+    return f"{seconds:.1f} s ({1000 * seconds / messages:.2f} ms/msg)"
+
+
 def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -286,7 +293,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
 
     # Cleanup runs in reverse: workers (and profiler), then the simulator, then Redis.
     redis_server = start_redis(stack, tmp)
-    simulator, fb = start_simulator(stack, control_timeout=120, latency_ms=args.latency_ms)
+    simulator, simulator_url, fb = start_simulator(stack, control_timeout=120, latency_ms=args.latency_ms)
 
     # Batching: RUN_BATCH_SIZE stays at the service's default, 200, which at the default sizes
     # (10 000 / 50 = 200 per run) makes one batch per run: 50 batches, each queued as a job.
@@ -300,7 +307,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     # 16 in flight at 50 ms (320 msgs/s) need 16 Pages per worker, which the default 50 Pages
     # give one or two workers (one worker holding 32 Pages may send 640/s). The smoke size keeps
     # 30 Pages for the same reason. All three are flags to explore.
-    env = service_env(redis_server.url, simulator.url, SEND_CONCURRENCY=str(C),
+    env = service_env(redis_server.url, simulator_url, SEND_CONCURRENCY=str(C),
                       SEND_RATE_PER_PAGE=str(args.rate_per_page), RUN_BATCH_SIZE=str(args.batch_size),
                       RUN_PARALLEL_BATCHES=str(args.parallel_batches))
     app = start_app(stack, env)
@@ -352,14 +359,14 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     worker_pids = [p.pid for p in workers.processes]
 
     def cpu_now() -> dict[str, float]:
-        """CPU seconds so far: this process (simulator + bench), redis-server, the workers with
-        their reaped work horses, and the whole machine."""
-        return {"bench": process_cpu(bench_pid), "redis": process_cpu(redis_pid),
+        """CPU seconds so far: the simulator, this process (setup, polling), redis-server, the
+        workers with their reaped work horses, and the whole machine."""
+        return {"simulator": process_cpu(simulator.pid), "bench": process_cpu(bench_pid), "redis": process_cpu(redis_pid),
                 "workers": sum(process_cpu(pid, children=True) for pid in worker_pids),
                 "machine": machine_busy_seconds()}
 
     cpu0 = cpu_now()
-    base = run_baseline(simulator.url, tasks, in_flight, args.inline_baseline)
+    base = run_baseline(simulator_url, tasks, in_flight, args.inline_baseline)
     cpu1 = cpu_now()
     if base["ok"] != args.contacts:
         raise RuntimeError(f"baseline: {base['ok']} of {args.contacts} accepted, errors {base['errors']}")
@@ -378,6 +385,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         stack.callback(profiler.stop)
         time.sleep(1.0)  # let py-spy attach before the first job
     cpu2 = cpu_now()
+    latency_before = store.metrics.read("graph_latency")
     first_post_epoch = time.time()
     started = time.perf_counter()
     run_sizes: dict[str, int] = {}
@@ -392,7 +400,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     deadline = started + 60 + 10 * args.contacts / min(ideal, baseline_rate)
     while pending:
         for position, run_id in enumerate(pending):  # runs end roughly in order: check the oldest first
-            if api("GET", f"/runs/{run_id}?limit=1").get_json()["state"] != "done":
+            if store.runs.get(run_id).state != "done":  # one HGETALL: the API would cost ~5 ms a poll
                 pending = pending[position:]
                 break
         else:
@@ -417,6 +425,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         time.sleep(0.05)
     time.sleep(0.3)
     cpu3 = cpu_now()
+    latency_after = store.metrics.read("graph_latency")
     if profiler:
         profiler.stop()
 
@@ -474,20 +483,26 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     out(f"in-job overhead beyond contacts x latency / concurrency: {100 * in_job:.1f} % of job time "
         f"({stats.job_seconds - stats.ideal_job_seconds:.2f} s; {1000 * (stats.job_seconds - stats.ideal_job_seconds) / max(1, stats.jobs):.0f} ms per job)")
     out(f"all overhead, (wall - contacts x latency / in flight) / wall: {100 * whole:.1f} %")
+    graph_calls = latency_after.get("count", 0) - latency_before.get("count", 0)
+    service_round_trip_ms = 1000 * (latency_after.get("sum", 0) - latency_before.get("sum", 0)) / max(1, graph_calls)
+    out(f"per send, in ms: the Send API round trip as the client times it (the simulator holds each "
+        f"{args.latency_ms} ms): baseline {1000 * base['round_trip_s'] / base['ok']:.1f}, service "
+        f"{service_round_trip_ms:.1f} (over {graph_calls:.0f} calls); a thread's whole cycle (in flight / rate): "
+        f"baseline {1000 * in_flight / baseline_rate:.1f}, service {1000 * in_flight / service_rate:.1f}")
     service_cpu = {k: cpu3[k] - cpu2[k] for k in cpu3}
     out(f"CPU during the service phase ({os.cpu_count()} CPUs x {service_s:.1f} s = {os.cpu_count() * service_s:.1f} "
-        f"CPU-s available): workers incl. work horses {service_cpu['workers']:.1f} s "
-        f"({1000 * service_cpu['workers'] / args.contacts:.2f} ms/msg), simulator + bench process "
-        f"{service_cpu['bench']:.1f} s ({1000 * service_cpu['bench'] / args.contacts:.2f} ms/msg), redis-server "
-        f"{service_cpu['redis']:.1f} s; other processes on the machine "
-        f"{max(0.0, service_cpu['machine'] - service_cpu['workers'] - service_cpu['bench'] - service_cpu['redis']):.1f} s")
-    base_sim_cpu = cpu1["bench"] - cpu0["bench"]
-    base_other = (cpu1["machine"] - cpu0["machine"]) - base_sim_cpu - (cpu1["redis"] - cpu0["redis"]) \
-        - (cpu1["workers"] - cpu0["workers"]) - (0.0 if args.inline_baseline else base["cpu_s"])
-    out(f"CPU during the baseline ({base['elapsed_s']:.1f} s): client {base['cpu_s']:.1f} s "
-        f"({1000 * base['cpu_s'] / args.contacts:.2f} ms/msg){' (inline: counted in the next figure too)' if args.inline_baseline else ''}, "
-        f"simulator + bench process {base_sim_cpu:.1f} s ({1000 * base_sim_cpu / args.contacts:.2f} ms/msg); "
-        f"other processes on the machine {max(0.0, base_other):.1f} s")
+        f"CPU-s available): workers incl. work horses {cpu_share(service_cpu['workers'], args.contacts)}, "
+        f"simulator {cpu_share(service_cpu['simulator'], args.contacts)}, bench process (polling) "
+        f"{service_cpu['bench']:.1f} s, redis-server {service_cpu['redis']:.1f} s; other processes on the machine "
+        f"{max(0.0, service_cpu['machine'] - sum(v for k, v in service_cpu.items() if k != 'machine')):.1f} s")
+    base_cpu = {k: cpu1[k] - cpu0[k] for k in cpu1}
+    client_cpu = base["cpu_s"]
+    base_other = base_cpu["machine"] - sum(v for k, v in base_cpu.items() if k != "machine") \
+        - (0.0 if args.inline_baseline else client_cpu)
+    out(f"CPU during the baseline ({base['elapsed_s']:.1f} s): client {cpu_share(client_cpu, args.contacts)}"
+        f"{' (inline: in the bench process)' if args.inline_baseline else ''}, "
+        f"simulator {cpu_share(base_cpu['simulator'], args.contacts)}; other processes on the machine "
+        f"{max(0.0, base_other):.1f} s")
     out()
     out(f"ratio service/baseline: {service_rate / baseline_rate:.2f}")
     out(f"ratio service/ideal: {service_rate / ideal:.2f}")
