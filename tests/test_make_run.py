@@ -34,7 +34,7 @@ def healthy(url: str, process: subprocess.Popen):
         raise AssertionError(f"make run exited early:\n{process.stdout.read()}")
     try:
         answer = requests.get(f"{url}/healthz", timeout=1)
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # refused, or still starting
         return None
     return answer.status_code == 200 and answer.json()
 

@@ -38,7 +38,7 @@ def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
             raise AssertionError((tmp_path / "gunicorn.log").read_text())
         try:
             return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # refused, or workers still booting
             return False
     try:  # stopped even when it never came up, so no gunicorn outlives the test
         wait_until(up, timeout=30)
