@@ -43,8 +43,8 @@ def register(client, name: str):
 
 
 class DirectScript:
-    """EVALSHA on a connection of the calling thread's own, for the webhook's one call per
-    request: redis-py's command path (pool checkout with its socket poll, observability
+    """EVALSHA on a connection of the calling thread's own, for the hot paths' one call (a
+    webhook's write, a send's claim): redis-py's command path (pool checkout with its socket poll, observability
     hooks, argument filtering) was a fifth of that request's CPU (bench/webhook_ingest.py
     --profile).
 

@@ -1,12 +1,21 @@
 """The Graph client against answers the simulator does not give: cut off mid-body."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
 import pytest
 
 from bot import graph
+
+
+def complete(request: bytes) -> bool:
+    """Whether `request` holds a whole HTTP request (head and Content-Length bytes of body)."""
+    head, found, body = request.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return bool(found) and len(body) >= length
 
 
 @pytest.fixture
@@ -20,15 +29,10 @@ def cut_off_server():
                 conn, _ = listener.accept()
             except OSError:
                 return
-            with conn:
+            with conn, contextlib.suppress(OSError):  # a client that hung up first
                 request = b""
-                while b"\r\n\r\n" not in request:
-                    request += conn.recv(65536)
-                head, _, body = request.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(body) < length:
-                    body += conn.recv(65536)
+                while (chunk := conn.recv(65536)) and not complete(request := request + chunk):
+                    pass
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n"
                              b'{"recipient_id": "1", "mess')
 
