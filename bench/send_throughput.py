@@ -17,8 +17,8 @@ measured.
 
 Measured, in this order, on the same simulator:
   baseline  `--workers` x `--concurrency` threads posting the same Send API bodies through one
-            `requests.Session` (HTTPAdapter pool >= threads), in a child process by default so
-            that the client does not share the simulator's GIL (the service's workers do not).
+            `requests.Session` (HTTPAdapter pool >= threads), in a child process by default,
+            a process of its own as each service worker is (the simulator has its own too).
   service   from the first run POST until every run's state is `done` (read from Redis every
             `--poll-ms`), and on the simulator's side from its first to its last accepted send.
 The figures end with `ratio service/baseline` and `ratio service/ideal`, where ideal =
