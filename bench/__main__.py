@@ -20,11 +20,19 @@ def benchmarks() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if not m.name.startswith("_"))
 
 
+def print_speed(when: str) -> None:
+    """The day's machine speed, before and after (it can change during a run)."""
+    from bench._harness import python_speed_s, wakeup_round_trip_us
+    print(f"machine speed {when}: a pure-Python loop of 10 million additions {python_speed_s():.2f} s "
+          f"(best of 3); a process round trip over a socketpair {wakeup_round_trip_us():.1f} µs\n", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every benchmark")
     args = parser.parse_args(argv)
     failed = []
+    print_speed("before")
     for name in benchmarks():
         command = [sys.executable, "-m", f"bench.{name}"] + (["--quick"] if args.quick else [])
         print(f"== bench.{name} ==", flush=True)
@@ -33,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== bench.{name}: exit {code} in {time.monotonic() - started:.1f} s ==\n", flush=True)
         if code:
             failed.append(name)
+    print_speed("after")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

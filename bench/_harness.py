@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -197,6 +199,40 @@ def process_cpu(pid_or_process, children: bool = False) -> float:
     except psutil.NoSuchProcess:
         return 0.0
     return t.user + t.system + ((t.children_user + t.children_system) if children else 0.0)
+
+
+def python_speed_s(additions: int = 10_000_000, tries: int = 3) -> float:
+    """Seconds a pure-Python loop of `additions` takes here, best of `tries`: this machine's
+    speed varies from day to day (shared vCPUs), and every figure with it."""
+    best = math.inf
+    for _ in range(tries):
+        started, total = time.perf_counter(), 0
+        for i in range(additions):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def wakeup_round_trip_us(round_trips: int = 20_000) -> float:
+    """Microseconds for a byte to go to a child process and back over a socketpair: the cost of
+    waking a sleeping process, which every request between our processes pays twice (and
+    which, more than arithmetic, varies from day to day on this machine)."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the child echoes until the parent closes its end
+        ours.close()
+        while data := theirs.recv(16):
+            theirs.sendall(data)
+        os._exit(0)
+    theirs.close()
+    started = time.perf_counter()
+    for _ in range(round_trips):
+        ours.sendall(b"x")
+        ours.recv(16)
+    took = time.perf_counter() - started
+    ours.close()
+    os.waitpid(pid, 0)
+    return took / round_trips * 1e6
 
 
 def machine_busy_seconds() -> float:

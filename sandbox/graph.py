@@ -97,12 +97,7 @@ def read_me(version: str) -> Response:
 def read_user(values: dict[str, Any]) -> Response:
     """Answer GET /me?fields=id,name for a user token."""
     user = tokens.user_for_token(runtime().state, token(values))
-    fields = [f.strip() for f in values.get("fields", "id,name").split(",") if f.strip()]
-    for field in fields:
-        if field not in USER_FIELDS:
-            raise GraphError(100, f"(#100) Tried accessing nonexisting field ({field}) on "
-                                  "node type (User)")
-    return jsonify({field: user[field] for field in fields})
+    return jsonify({field: user[field] for field in requested_fields(values, USER_FIELDS, "User")})
 
 
 @bp.get("/<version:version>/<page_ref>")
@@ -110,12 +105,17 @@ def read_page(version: str, page_ref: str) -> Response:
     """Answer GET /{page-id}?fields=id,name."""
     values = params()
     page = authorise(page_ref, values, "page")
+    return jsonify({field: page[field] for field in requested_fields(values, PAGE_FIELDS, "Page")})
+
+
+def requested_fields(values: dict[str, Any], known: tuple[str, ...], node_type: str) -> list[str]:
+    """The `fields` asked for (id,name by default); an unknown one is refused as Graph does."""
     fields = [f.strip() for f in values.get("fields", "id,name").split(",") if f.strip()]
     for field in fields:
-        if field not in PAGE_FIELDS:
+        if field not in known:
             raise GraphError(100, f"(#100) Tried accessing nonexisting field ({field}) on "
-                                  "node type (Page)")
-    return jsonify({field: page[field] for field in fields})
+                                  f"node type ({node_type})")
+    return fields
 
 
 @bp.route("/<version:version>/<page_ref>/subscribed_apps", methods=["GET", "POST", "DELETE"])

@@ -13,6 +13,7 @@ from typing import Callable
 
 import pytest
 import redis as redis_lib
+import requests
 
 from bot import create_app
 from bot.config import Settings
@@ -44,6 +45,13 @@ def redis_client(redis_server):
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def http():
+    """A plain HTTP client, for calling a server as any other client would."""
+    with requests.Session() as session:
+        yield session
 
 
 @pytest.fixture(scope="session")

@@ -30,3 +30,10 @@ def test_webhook_ingest_benchmark_quick_run_prints_the_ratios():
     assert "ratio app events/s, 100-event / 1-event POSTs: " in done.stdout
     assert "p99 app 1-event at 32 connections: " in done.stdout
     assert "checks: webhook_events grew by " in done.stdout
+
+
+def test_machine_speed_figures_are_measured():
+    """`make bench` prints the day's speed: a Python loop's time and a process round trip."""
+    from bench._harness import python_speed_s, wakeup_round_trip_us
+    assert 0 < python_speed_s(additions=200_000, tries=2) < 10
+    assert 0 < wakeup_round_trip_us(round_trips=200) < 100_000  # returns once its child has exited

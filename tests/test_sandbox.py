@@ -116,12 +116,6 @@ def control(sandbox: SandboxServer) -> Iterator[SandboxControl]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
-
-
 @pytest.fixture(autouse=True)
 def clean(control: SandboxControl, receiver: Receiver) -> Iterator[None]:
     control.reset()

@@ -123,12 +123,6 @@ def control(fb: SandboxServer) -> Iterator[SandboxControl]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
-
-
 @pytest.fixture(autouse=True)
 def clean(control: SandboxControl, target: CallbackTarget) -> None:
     control.reset()
