@@ -74,7 +74,7 @@ from bench._harness import (APP_SECRET, ROOT, SECRET_KEY, Profiler, code_version
 
 CONF = ROOT / "gunicorn.conf.py"
 PAGES = 4
-QUICK = {"duration": 2, "warmup": 1, "rounds": 1, "bodies_1": 3000, "bodies_100": 150}
+QUICK = {"duration": 1, "warmup": 1, "rounds": 1, "bodies_1": 3000, "bodies_100": 150}
 
 # Targets of the issue, at 32 connections.
 TARGET_OF_BASELINE = 0.75
