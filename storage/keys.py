@@ -115,6 +115,13 @@ def rows_trimmed_until(pid: str) -> str:
 
 
 def profile_runs(pid: str) -> str:
+    """The profile's runs still kept (sorted set: run id -> creation ms), for deleting them."""
+    return f"{PREFIX}p:{pid}:run_ids"
+
+
+def profile_runs_v1(pid: str) -> str:
+    """The same as a set that never forgot expired runs (before 2026-11-26): read and deleted
+    with the profile."""
     return f"{PREFIX}p:{pid}:runs"
 
 

@@ -120,7 +120,9 @@ class Runs:
         for start in range(0, len(ids), 1000):
             pipe.rpush(keys.run_contacts(run_id), *ids[start:start + 1000])
         Contacts(self.redis).merge_many(contacts, pipeline=pipe)
-        pipe.sadd(keys.profile_runs(node.profile_id), run_id)
+        # The index forgets runs past retention (their keys have expired) as new ones come.
+        pipe.zadd(keys.profile_runs(node.profile_id), {run_id: now_ms})
+        pipe.zremrangebyscore(keys.profile_runs(node.profile_id), "-inf", now_ms - self.retention_s * 1000)
         if ids:
             pipe.zadd(keys.runs_active(), {run_id: now_ms})
         for key in (keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),

@@ -12,7 +12,8 @@ from bot.crypto import TokenCipher, TokenDecryptError
 from bot.signed_request import make_signed_request, parse_signed_request
 from storage import keys
 from storage.inbound import Event
-from tests.conftest import APP_SECRET
+from storage.programs import Node
+from tests.conftest import APP_SECRET, wait_until
 
 
 @pytest.fixture
@@ -101,6 +102,25 @@ def test_delete_removes_every_key_of_the_profile_and_unsubscribes_the_app(api, f
     # the Page can be connected again, as a new profile with a new opt-in field
     again = api("post", "/profiles", json={"name": "Again", "page_id": page["id"], "page_access_token": page["token"]})
     assert again.status_code == 201 and again.get_json()["optin_field"] != profile["optin_field"]
+
+
+def test_the_run_index_forgets_expired_runs_and_an_old_style_index_is_purged_too(api, store, drain, redis_client,
+                                                                                 profile):
+    pid, node = profile["id"], Node("n1", profile["id"], "ACCOUNT_UPDATE", "Hi")
+    store.runs.retention_s = 1  # RUN_RETENTION_DAYS, in seconds here, so that a run expires during the test
+    store.runs.create("r-old", "prog", node, {}, 10)
+    wait_until(lambda: not redis_client.exists(keys.run("r-old")), timeout=5)
+    store.runs.create("r-new", "prog", node, {}, 10)
+    assert redis_client.zrange(keys.profile_runs(pid), 0, -1) == ["r-new"]  # r-old forgotten with its keys
+
+    # An index written before 2026-11-26 was a set: deleting the profile still finds its runs.
+    store.runs.retention_s = 3600
+    store.runs.create("r-legacy", "prog", node, {}, 10)
+    redis_client.zrem(keys.profile_runs(pid), "r-legacy")
+    redis_client.sadd(keys.profile_runs_v1(pid), "r-legacy")
+    assert api("delete", f"/profiles/{pid}").status_code == 204
+    drain()
+    assert not redis_client.exists(keys.run("r-legacy"), keys.profile_runs(pid), keys.profile_runs_v1(pid))
 
 
 def test_deleting_works_even_when_the_token_is_dead(api, fb, drain, redis_client, page, profile):
