@@ -25,15 +25,15 @@ RECOGNISE_FIELDS = ("FIRSTNAME", "LASTNAME", "FULLNAME", "EMAIL", "PHONE")
 
 @bp.get("/profiles/<profile_id>/stats")
 def stats(profile_id: str):
-    profile, store, filters, notices, rows = _day_table(profile_id)
+    profile, filters, notices, rows = _day_table(profile_id)
     return render_template("pages/stats.html", profile=profile, filters=filters, notices=notices, rows=rows,
                            total=stats_view.totals(rows), kinds=stats_view.FILTER_KINDS,
-                           reason_text=reason_text, timezone=str(store.tz))
+                           reason_text=reason_text, timezone=str(get_storage().tz))
 
 
 @bp.get("/profiles/<profile_id>/stats.csv")
 def stats_csv(profile_id: str):
-    profile, _store, filters, _notices, rows = _day_table(profile_id)
+    profile, filters, _notices, rows = _day_table(profile_id)
     header = ["date", "sent", "delivered", "read", "awaiting_receipt", "no_receipts", "warning", "failed", "reasons"]
     lines = ([r.date, r.sent, r.delivered, r.read, r.awaiting, r.no_receipts, r.warning, r.failed,
               "; ".join(f"{k}={v}" for k, v in sorted(r.reasons.items()))] for r in rows)
@@ -45,7 +45,7 @@ def _day_table(profile_id: str):
     profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
     store = get_storage()
     filters, notices = stats_view.parse_filters(store, request.args)
-    return profile, store, filters, notices, stats_view.day_rows(store, profile.id, filters)
+    return profile, filters, notices, stats_view.day_rows(store, profile.id, filters)
 
 
 def _list_args(day: str, kind: str) -> tuple[str | None, list[str]]:
