@@ -5,8 +5,8 @@
 
 Everything runs on this machine and is private to this process: a redis-server of our own on a
 free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxServer`, waitress in a
-process of its own, keep-alive like Facebook) answering every send `--latency-ms` after it arrived, with echoes and
-receipts off so no webhook traffic is measured, the app (`bot.create_app`) driven through its
+process of its own, keep-alive like Facebook) answering every send `--latency-ms` after it
+arrived, with echoes and receipts off so no webhook traffic is measured, the app (`bot.create_app`) driven through its
 test client, and `--workers` real worker processes (`python -m jobs.worker`).
 
 The contacts are spread over `--pages` Pages: one profile, one node and so one run per Page,
@@ -361,7 +361,8 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     def cpu_now() -> dict[str, float]:
         """CPU seconds so far: the simulator, this process (setup, polling), redis-server, the
         workers with their reaped work horses, and the whole machine."""
-        return {"simulator": process_cpu(simulator.pid), "bench": process_cpu(bench_pid), "redis": process_cpu(redis_pid),
+        return {"simulator": process_cpu(simulator.pid), "bench": process_cpu(bench_pid),
+                "redis": process_cpu(redis_pid),
                 "workers": sum(process_cpu(pid, children=True) for pid in worker_pids),
                 "machine": machine_busy_seconds()}
 

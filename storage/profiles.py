@@ -176,12 +176,12 @@ class Profiles:
             counters = self.redis.hkeys(keys.day_counters(pid, day))
             kinds = set(DAY_KINDS) | {name for name in counters if ":" in name}  # per-reason lists too
             doomed += [keys.day_counters(pid, day)] + [keys.day_rows(pid, day, kind) for kind in kinds]
-        run_ids = set(self.redis.zrange(keys.profile_runs(pid), 0, -1)) | self.redis.smembers(keys.profile_runs_v1(pid))
-        for run_id in run_ids:
+        run_index, old_run_index = keys.profile_runs(pid), keys.profile_runs_v1(pid)
+        for run_id in set(self.redis.zrange(run_index, 0, -1)) | self.redis.smembers(old_run_index):
             doomed += [keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),
                        keys.run_batches(run_id)]
-        doomed += keys.profile_scoped(pid) + [keys.profile_runs(pid), keys.profile_runs_v1(pid),
-                                              keys.rate(data.get("page_id", "")), keys.rate_rest(data.get("page_id", ""))]
+        page_id = data.get("page_id", "")
+        doomed += keys.profile_scoped(pid) + [run_index, old_run_index, keys.rate(page_id), keys.rate_rest(page_id)]
         for start in range(0, len(doomed), chunk):
             self.redis.unlink(*doomed[start:start + chunk])  # UNLINK: big lists are freed in the background
         self.redis.unlink(keys.profile(pid))

@@ -44,9 +44,9 @@ def register(client, name: str):
 
 class DirectScript:
     """EVALSHA on a connection of the calling thread's own, for the hot paths' one call (a
-    webhook's write, a send's claim): redis-py's command path (pool checkout with its socket poll, observability
-    hooks, argument filtering) was a fifth of that request's CPU (bench/webhook_ingest.py
-    --profile).
+    webhook's write, a send's claim): redis-py's command path (pool checkout with its socket
+    poll, observability hooks, argument filtering) was a fifth of that request's CPU
+    (bench/webhook_ingest.py --profile).
 
     The connection lives as long as its thread: gunicorn's threads are long-lived; under a
     thread-per-request server it is one connection per request, closed when the thread ends.
