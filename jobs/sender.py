@@ -43,24 +43,19 @@ def rate_limit_rest_ms(error: graph.GraphError, attempt: int) -> int:
 
 class Recorder:
     """Records final outcomes from a thread of its own, many per round trip, so that sending
-    threads do not wait for Redis after each answer. An outcome is written within LINGER_S;
-    `sync` and `close` wait until all are written.
+    threads do not wait for Redis after each answer. `close` waits until all are written.
 
     If the process dies first, the unwritten contacts are still "inflight": the next worker
     makes them unknown, and Facebook's echo (or the deadline) settles them — never a resend."""
 
     _STOP = object()
     MAX_PER_WRITE = 200
-    # Outcomes of this long go in one write: fewer wake-ups of this thread and fewer calls. It
-    # took the worker's CPU per send from 2.25-2.36 ms to 1.90-2.08 (bench/send_throughput.py).
-    LINGER_S = 0.02
 
     def __init__(self, store: Storage):
         self.store = store
         self._items: list = []          # outcomes (JSON), sync Events and _STOP, in order
         self._lock = threading.Lock()
         self._waiting = threading.Event()  # set when _items went from empty to not: one wake per write
-        self._urgent = threading.Event()   # set by sync and close: write now, without lingering
         self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
         self._thread.start()
 
@@ -82,17 +77,13 @@ class Recorder:
             self._items.append(item)
             if len(self._items) == 1:
                 self._waiting.set()
-        if not isinstance(item, str):
-            self._urgent.set()
 
     def _loop(self) -> None:
         while True:
             self._waiting.wait()
-            self._urgent.wait(self.LINGER_S)
             with self._lock:
                 items, self._items = self._items, []
                 self._waiting.clear()
-                self._urgent.clear()
             outcomes = [item for item in items if isinstance(item, str)]
             for start in range(0, len(outcomes), self.MAX_PER_WRITE):
                 self._write(outcomes[start:start + self.MAX_PER_WRITE])

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from jobs.sender import Recorder
 from storage import keys
 from storage.inbound import Event
 from storage.programs import Node
@@ -517,29 +516,6 @@ def test_the_per_page_limit_follows_the_measured_send_latency(shift):
     assert shift._per_page_limit() == 11
     shift._send_s = 0.001
     assert shift._per_page_limit() == 2
-
-
-def test_the_recorder_gathers_outcomes_into_one_write_and_sync_does_not_wait_for_more(store, redis_client):
-    node = Node("n1", "p0", "ACCOUNT_UPDATE", "Hi")
-    store.runs.create("r-rec", "prog", node, {f"c{i}": {} for i in range(5)}, 10)
-    recorder = Recorder(store)
-    recorder.finish("r-rec", "c0", "failed", reason="no_optin")
-    recorder.sync()  # the script is loaded: from here one write is one EVALSHA
-    recorder.LINGER_S = 5.0  # a long linger, that only sync may cut short
-    redis_client.config_resetstat()
-    started = time.monotonic()
-    for cid in ("c1", "c2", "c3"):
-        recorder.finish("r-rec", cid, "failed", reason="no_optin")
-    time.sleep(0.3)  # an observation window, not a wait: within the linger nothing is written
-    assert store.runs.get("r-rec").counts["failed"] == 1
-    recorder.sync()
-    assert time.monotonic() - started < 2.5
-    assert store.runs.get("r-rec").counts["failed"] == 4
-    assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] == 1  # three outcomes, one write
-    recorder.LINGER_S = 0.02
-    recorder.finish("r-rec", "c4", "failed", reason="no_optin")  # no sync: written after the linger
-    wait_until(lambda: store.runs.get("r-rec").counts["failed"] == 5, timeout=5)
-    recorder.close()
 
 
 def test_outcomes_recorded_together_count_once(store):
