@@ -68,31 +68,15 @@ def start_redis(stack: ExitStack, tmp: Path):
 
 
 def start_simulator(stack: ExitStack, control_timeout: float = 30.0, **config):
-    """The Facebook simulator in a process of its own (bench/_simulator.py; no echoes, delivery
-    or read receipts) and a client to drive it: (process, url, control)."""
+    """The Facebook simulator in a process of its own (`sandbox.process`; no echoes, delivery or
+    read receipts) and a client to drive it: (process, url, control)."""
     from sandbox.client import SandboxControl
+    from sandbox.process import SandboxProcess
     config = {"app_secret": APP_SECRET, "echo": False, "delivery_delay_ms": None, "read_delay_ms": None, **config}
-    process = subprocess.Popen([sys.executable, "-m", "bench._simulator"], cwd=ROOT, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    stack.callback(stop_simulator, process)
-    process.stdin.write(json.dumps(config) + "\n")
-    process.stdin.flush()
-    url = process.stdout.readline().strip()
-    if not url.startswith("http"):
-        raise RuntimeError(f"the simulator did not start (exit code {process.wait(10)})")
-    control = SandboxControl(url, timeout=control_timeout)
+    process = stack.enter_context(SandboxProcess(**config))
+    control = SandboxControl(process.url, timeout=control_timeout)
     stack.callback(control.close)
-    return process, url, control
-
-
-def stop_simulator(process: subprocess.Popen) -> None:
-    """Close its stdin (it stops serving and exits); kill it if it does not within 10 s."""
-    process.stdin.close()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    return process, process.url, control
 
 
 def start_app(stack: ExitStack, env: dict[str, str]):

@@ -1,7 +1,8 @@
 """Test session: a real redis-server of our own, the Facebook simulator over HTTP, the app.
 
 Redis is started by the session (never the machine's shared 6379) and flushed before each
-test. The simulator is `sandbox.SandboxServer` on a free port; the app is served over real
+test. The simulator is `sandbox.SandboxServer` in a process of its own (`SandboxProcess`, so
+that this process's pauses never bunch its answers) on a free port; the app is served over real
 HTTP too when a test needs Facebook to post webhooks to it.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bot.refs import OptinRefs
 from bot.signature import WebhookSignature
 from jobs import context
 from sandbox.client import SandboxControl
-from sandbox.server import SandboxServer
+from sandbox.process import SandboxProcess
 from storage.embedded import EmbeddedRedis
 from tests.live import LiveServer
 
@@ -56,7 +57,7 @@ def http():
 
 @pytest.fixture(scope="session")
 def sandbox_server():
-    with SandboxServer(app_secret=APP_SECRET) as server:
+    with SandboxProcess(app_secret=APP_SECRET) as server:
         yield server
 
 

@@ -583,3 +583,34 @@ def test_connections_stay_open_between_requests_and_latency_counts_from_arrival(
         assert sockets[0] is not None and sockets[0] is sockets[1]  # one TCP connection for both
         assert min(took) >= 0.08
         connection.close()
+
+
+def test_process_simulator_serves_from_its_own_process_and_ends_with_its_parent():
+    """`SandboxProcess` (the tests' and benchmarks' simulator) answers from a child process, and
+    the child ends when its parent dies without stopping it (its stdin closes)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from sandbox.process import SandboxProcess\n"
+                               "p = SandboxProcess(app_secret='s').start()\n"
+                               "print(p.pid, p.url, flush=True)\nsys.stdin.read()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid, url = parent.stdout.readline().split()
+        page = SandboxControl(url).create_page(name="Elsewhere")
+        assert page["id"] and int(child_pid) not in (os.getpid(), parent.pid)
+        parent.kill()
+        parent.wait()
+        wait_until(lambda: not pid_alive(int(child_pid)), timeout=10)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdin.close()
+        parent.stdout.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie of init's counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
