@@ -4,8 +4,8 @@
                                     [--concurrency 16] [--workers 1] [--quick] [--profile]
 
 Everything runs on this machine and is private to this process: a redis-server of our own on a
-free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxServer`, waitress in a
-process of its own, keep-alive like Facebook) answering every send `--latency-ms` after it
+free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxProcess`: one event loop
+in a process of its own, keep-alive like Facebook) answering every send `--latency-ms` after it
 arrived, with echoes and receipts off so no webhook traffic is measured, the app (`bot.create_app`) driven through its
 test client, and `--workers` real worker processes (`python -m jobs.worker`).
 

@@ -12,6 +12,10 @@ from sandbox import sends, tokens
 from sandbox.errors import GraphError, fault_error, take_fault
 from sandbox.webhooks import Runtime
 
+# Set by our server (sandbox/server.py): when the request's first byte was read, and the time
+# before which its answer is held back (time.monotonic()).
+ARRIVED, ANSWER_AT = "sandbox.arrived", "sandbox.answer_at"
+
 bp = Blueprint("graph", __name__)
 APP_NAME = "Sandbox app"
 PAGE_FIELDS = ("id", "name")
@@ -172,7 +176,7 @@ def log_entry(page_ref: str, values: dict[str, Any]) -> dict[str, Any]:
 def send_message(version: str, page_ref: str) -> Response:
     """Run Facebook's Send API checks, log the outcome and answer like Facebook."""
     rt = runtime()
-    arrived = request.environ.get("sandbox.arrived", time.monotonic())
+    arrived = request.environ.get(ARRIVED, time.monotonic())
     entry = log_entry(page_ref, {})
     try:
         values = send_params()
@@ -190,11 +194,18 @@ def send_message(version: str, page_ref: str) -> Response:
 
 
 def answer_after_latency(rt: Runtime, arrived: float) -> None:
-    """Hold the answer until `latency_ms` after the request arrived, our own work included, as
-    Facebook's latency is (the server is threaded: this delays only this caller)."""
-    remaining = int(rt.state.cfg("latency_ms")) / 1000 - (time.monotonic() - arrived)
-    if remaining > 0:
-        time.sleep(remaining)
+    """Answer `latency_ms` after the request arrived, our own work included, as Facebook's
+    latency is."""
+    hold_answer(arrived + int(rt.state.cfg("latency_ms")) / 1000)
+
+
+def hold_answer(until: float) -> None:
+    """Answer no earlier than `until` (time.monotonic()). Our server holds the answer back on
+    its event loop, so a waiting answer costs no thread; any other server sleeps here."""
+    if ANSWER_AT in request.environ:
+        request.environ[ANSWER_AT] = max(request.environ[ANSWER_AT], until)
+    elif until > time.monotonic():
+        time.sleep(until - time.monotonic())
 
 
 def checked_send(rt: Runtime, page: dict[str, Any], values: dict[str, Any],
@@ -208,20 +219,20 @@ def checked_send(rt: Runtime, page: dict[str, Any], values: dict[str, Any],
     if fault is not None:
         entry["fault_id"] = fault["id"]
     if fault is not None and not fault["accept"]:
-        sleep_ms(fault["delay_ms"])
+        delay_answer_ms(fault["delay_ms"])
         raise fault_error(fault)
     target = sends.validate(rt.state, page, values)
     body = sends.accept(rt, page["id"], target, entry)
     if fault is not None:
         # Facebook sent it but the caller never hears so: an ambiguous outcome.
-        sleep_ms(fault["delay_ms"])
+        delay_answer_ms(fault["delay_ms"])
         with rt.state.lock:
             entry["answered_error"] = fault_error(fault).summary()
         raise fault_error(fault)
     return body
 
 
-def sleep_ms(delay_ms: int | None) -> None:
-    """Sleep for a fault's delay, if any."""
+def delay_answer_ms(delay_ms: int | None) -> None:
+    """A fault's delay, if any: the answer comes that much later."""
     if delay_ms:
-        time.sleep(delay_ms / 1000)
+        hold_answer(time.monotonic() + delay_ms / 1000)

@@ -82,9 +82,6 @@ def serve_child() -> int:
     """The child's side: configuration from stdin, URL to stdout, serve until stdin closes."""
     from sandbox.server import SandboxServer
     config = json.loads(sys.stdin.readline())
-    # Up to 128 server threads share this GIL; a thread whose latency is up waits for it for up
-    # to the switch interval (5 ms by default), which every client of the simulator would pay.
-    sys.setswitchinterval(0.0005)
     server = SandboxServer(**config).start()
     print(server.url, flush=True)
     sys.stdin.read()

@@ -614,3 +614,46 @@ def pid_alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_answers_held_for_latency_wait_side_by_side_not_in_turn():
+    """A held answer is a timer on the server's loop, not a busy thread: 64 requests sent at
+    once with 200 ms of latency are all answered after about 200 ms."""
+    with SandboxServer(app_secret=SECRET, latency_ms=200) as server:
+        page = SandboxControl(server.url).create_page(name="Busy")
+        url = f"{server.url}/v21.0/{page['id']}/messages"
+        took: list[float] = []
+
+        def one() -> None:
+            started = time.monotonic()
+            answer = requests.post(url, json={}, headers={"Authorization": f"Bearer {page['token']}"}, timeout=10)
+            took.append(time.monotonic() - started)
+            assert answer.status_code == 400  # no recipient: Facebook's error, after the latency
+
+        threads = [threading.Thread(target=one) for _ in range(64)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(took) == 64 and min(took) >= 0.2
+        assert time.monotonic() - started < 0.2 * 8  # in turn it would take 64 x 0.2 s
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"NONSENSE\r\n\r\n", b"400"),
+    (b"POST /v21.0/1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", b"411"),
+    (b"POST /v21.0/1/messages HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
+    (b"GET / HTTP/2.0\r\n\r\n", b"505"),
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000, b"431"),
+])
+def test_requests_the_server_cannot_take_get_a_status_and_a_closed_connection(raw, status):
+    import socket
+    with SandboxServer(app_secret=SECRET) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(raw)
+            answer = b""
+            while chunk := sock.recv(65536):  # the server closes: recv returns b""
+                answer += chunk
+        assert answer.split(b" ")[1] == status and b"Connection: close" in answer
