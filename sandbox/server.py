@@ -48,6 +48,14 @@ class HttpError(Exception):
         self.status, self.reason = status, reason
 
 
+class WaitForBody(Exception):
+    """The head is in, the body is not: `expects_continue` if the client waits to be asked."""
+
+    def __init__(self, expects_continue: bool) -> None:
+        super().__init__()
+        self.expects_continue = expects_continue
+
+
 class Request(NamedTuple):
     method: str
     target: str
@@ -63,7 +71,8 @@ class Request(NamedTuple):
 
 
 def parse_request(buffer: bytearray) -> Request | None:
-    """The first whole request in `buffer`, None if it is not all there yet."""
+    """The first whole request in `buffer`; None if its head is not all there yet, WaitForBody
+    if its body is not."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         if len(buffer) > MAX_HEAD_BYTES:
@@ -91,7 +100,8 @@ def parse_request(buffer: bytearray) -> Request | None:
         raise HttpError("413 Request Entity Too Large", "request body too large")
     size = end + 4 + int(length)
     if len(buffer) < size:
-        return None
+        expects = any(name == "expect" and value.lower() == "100-continue" for name, value in headers)
+        raise WaitForBody(expects)
     return Request(parts[0], parts[1], parts[2], headers, bytes(buffer[end + 4:size]), size)
 
 
@@ -197,6 +207,7 @@ class Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.arrived: float | None = None  # when the first byte of the next request was read
         self.busy = False
+        self.continued = False  # "100 Continue" sent for the request being read
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -218,8 +229,14 @@ class Connection(asyncio.Protocol):
         except HttpError as error:
             self._write(error.status, [("Content-Type", "text/plain")], error.reason.encode(), False, "GET")
             return
+        except WaitForBody as waiting:
+            if waiting.expects_continue and not self.continued:  # curl asks, for bodies over 1 KiB
+                self.continued = True
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
         if request is None:
             return
+        self.continued = False
         del self.buffer[:request.size]
         arrived, self.arrived = self.arrived, (time.monotonic() if self.buffer else None)
         self.busy = True

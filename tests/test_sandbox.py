@@ -657,3 +657,17 @@ def test_requests_the_server_cannot_take_get_a_status_and_a_closed_connection(ra
             while chunk := sock.recv(65536):  # the server closes: recv returns b""
                 answer += chunk
         assert answer.split(b" ")[1] == status and b"Connection: close" in answer
+
+
+def test_a_client_that_expects_100_continue_is_asked_for_its_body():
+    """curl sends `Expect: 100-continue` with bodies over 1 KiB and waits to be asked."""
+    import socket
+    with SandboxServer(app_secret=SECRET) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        body = json.dumps({"name": "x" * 2000}).encode()
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"POST /_sandbox/pages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+            assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(body)
+            assert sock.recv(100).startswith(b"HTTP/1.1 201")
