@@ -9,7 +9,6 @@ too and should stay light; the project and psutil are imported where they are us
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil

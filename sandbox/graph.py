@@ -204,8 +204,8 @@ def hold_answer(until: float) -> None:
     its event loop, so a waiting answer costs no thread; any other server sleeps here."""
     if ANSWER_AT in request.environ:
         request.environ[ANSWER_AT] = max(request.environ[ANSWER_AT], until)
-    elif until > time.monotonic():
-        time.sleep(until - time.monotonic())
+    elif (remaining := until - time.monotonic()) > 0:
+        time.sleep(remaining)
 
 
 def checked_send(rt: Runtime, page: dict[str, Any], values: dict[str, Any],

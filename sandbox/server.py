@@ -228,7 +228,7 @@ class Connection(asyncio.Protocol):
         try:
             request = parse_request(self.buffer)
         except HttpError as error:
-            self._write(error.status, [("Content-Type", "text/plain")], error.reason.encode(), False, "GET")
+            self._write(error.status, [("Content-Type", "text/plain")], error.reason.encode(), keep_alive=False)
             return
         except WaitForBody as waiting:
             if waiting.expects_continue and not self.continued:  # curl asks, for bodies over 1 KiB
@@ -274,14 +274,14 @@ class Connection(asyncio.Protocol):
     def _answer(self, request: Request, environ: dict[str, Any],
                 answer: tuple[str, list[tuple[str, str]], bytes]) -> None:
         hold = environ[ANSWER_AT] - time.monotonic()
-        args = (*answer, request.keep_alive, request.method)
+        args = (*answer, request.keep_alive, request.method == "HEAD")
         if hold > 0:
             asyncio.get_running_loop().call_later(hold, self._write, *args)
         else:
             self._write(*args)
 
     def _write(self, status: str, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
-               method: str) -> None:
+               head_only: bool = False) -> None:
         if self.transport.is_closing():
             return
         lines = [f"HTTP/1.1 {status}"]
@@ -290,7 +290,7 @@ class Connection(asyncio.Protocol):
         if not keep_alive:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.transport.write(head if method == "HEAD" else head + body)
+        self.transport.write(head if head_only else head + body)
         if not keep_alive:
             self.transport.close()
             return

@@ -121,8 +121,9 @@ class Runs:
             pipe.rpush(keys.run_contacts(run_id), *ids[start:start + 1000])
         Contacts(self.redis).merge_many(contacts, pipeline=pipe)
         # The index forgets runs past retention (their keys have expired) as new ones come.
-        pipe.zadd(keys.profile_runs(node.profile_id), {run_id: now_ms})
-        pipe.zremrangebyscore(keys.profile_runs(node.profile_id), "-inf", now_ms - self.retention_s * 1000)
+        run_index = keys.profile_runs(node.profile_id)
+        pipe.zadd(run_index, {run_id: now_ms})
+        pipe.zremrangebyscore(run_index, "-inf", now_ms - self.retention_s * 1000)
         if ids:
             pipe.zadd(keys.runs_active(), {run_id: now_ms})
         for key in (keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),

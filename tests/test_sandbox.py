@@ -6,6 +6,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -648,26 +649,26 @@ def test_answers_held_for_latency_wait_side_by_side_not_in_turn():
     (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000, b"431"),
 ])
 def test_requests_the_server_cannot_take_get_a_status_and_a_closed_connection(raw, status):
-    import socket
-    with SandboxServer(app_secret=SECRET) as server:
-        host, port = server.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
-            sock.sendall(raw)
-            answer = b""
-            while chunk := sock.recv(65536):  # the server closes: recv returns b""
-                answer += chunk
-        assert answer.split(b" ")[1] == status and b"Connection: close" in answer
+    with SandboxServer(app_secret=SECRET) as server, raw_connection(server) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes: recv returns b""
+            answer += chunk
+    assert answer.split(b" ")[1] == status and b"Connection: close" in answer
 
 
 def test_a_client_that_expects_100_continue_is_asked_for_its_body():
     """curl sends `Expect: 100-continue` with bodies over 1 KiB and waits to be asked."""
-    import socket
-    with SandboxServer(app_secret=SECRET) as server:
-        host, port = server.url.removeprefix("http://").split(":")
-        body = json.dumps({"name": "x" * 2000}).encode()
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
-            sock.sendall(b"POST /_sandbox/pages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
-            assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
-            sock.sendall(body)
-            assert sock.recv(100).startswith(b"HTTP/1.1 201")
+    body = json.dumps({"name": "x" * 2000}).encode()
+    with SandboxServer(app_secret=SECRET) as server, raw_connection(server) as sock:
+        sock.sendall(b"POST /_sandbox/pages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(100).startswith(b"HTTP/1.1 201")
+
+
+def raw_connection(server: SandboxServer) -> socket.socket:
+    """A plain TCP connection to the server, for bytes no HTTP client would send."""
+    host, port = server.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
