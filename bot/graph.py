@@ -1,9 +1,9 @@
 """The Facebook Graph API client: the only code that talks to Facebook.
 
-One keep-alive `requests` HTTPAdapter with a connection pool, a timeout on every call, the Page
-token in the Authorization header (never in a URL or a log line) with its appsecret_proof.
-Facebook's error JSON becomes one exception whose class says what the caller does
-(bot/policy.py decides which).
+One keep-alive urllib3 connection pool (the engine under `requests`, used directly: see
+`transport`), a timeout on every call, the Page token in the Authorization header (never in a
+URL or a log line) with its appsecret_proof. Facebook's error JSON becomes one exception whose
+class says what the caller does (bot/policy.py decides which).
 """
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
 
+import certifi
 import orjson
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProxyError, ReadTimeoutError
 
 from bot import metrics, policy
 from bot.errors import BotError
@@ -28,6 +29,7 @@ from bot.errors import BotError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.0
+USER_AGENT = "messenger-channel/1"
 SUBSCRIBED_FIELDS = ("messages", "messaging_postbacks", "messaging_optins", "message_deliveries",
                      "message_reads", "messaging_referrals", "message_echoes",
                      "messaging_policy_enforcement")
@@ -144,29 +146,31 @@ class GraphClient:
     def __init__(self, base_url: str, version: str, *, app_secret: str, app_id: str = "",
                  timeout: float = 10.0, pool_size: int = 32):
         self.base = f"{base_url.rstrip('/')}/{version}"
-        self.timeout = (CONNECT_TIMEOUT, timeout)
+        self.timeout = timeout
         self.app_id = app_id
         self._secret = app_secret.encode()
         self._pool_size = pool_size
         self._proofs: dict[str, str] = {}
         self._pid = os.getpid()
-        # Proxy and CA settings are read from the environment once, not on every call.
-        self._proxies = requests.utils.get_environ_proxies(self.base)
-        self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        self._default_headers = dict(requests.utils.default_headers())
-        self.adapter = self._new_adapter()
+        self.pool = transport(self.base, pool_size)
 
-    def _new_adapter(self) -> HTTPAdapter:
-        return HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for Facebook's answer once connected (connecting: CONNECT_TIMEOUT)."""
+        return self._timeout.read_timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=seconds)
 
     def close(self) -> None:
-        self.adapter.close()
+        self.pool.clear()
 
-    def _fresh_adapter_after_fork(self) -> None:
+    def _fresh_pool_after_fork(self) -> None:
         """A forked RQ work horse must not share the parent's pooled sockets."""
         if os.getpid() != self._pid:
             self._pid = os.getpid()
-            self.adapter = self._new_adapter()
+            self.pool = transport(self.base, self._pool_size)
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -237,8 +241,8 @@ class GraphClient:
 
     def _call(self, method: str, path: str, token: str | None, *, params: dict | None = None,
               json_body: dict | None = None, idempotent: bool = True) -> tuple[dict, Any]:
-        self._fresh_adapter_after_fork()
-        headers, params, body = dict(self._default_headers), dict(params or {}), None
+        self._fresh_pool_after_fork()
+        headers, params, body = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"}, dict(params or {}), None
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
             params["appsecret_proof"] = self._proof(token)
@@ -247,51 +251,49 @@ class GraphClient:
             body = orjson.dumps(json_body)
         url = f"{self.base}/{path}" + (f"?{urlencode(params)}" if params else "")
         started = time.monotonic()
-        try:
-            response = self.adapter.send(prepared(method, url, headers, body), timeout=self.timeout,
-                                         verify=self._verify, proxies=self._proxies)
-            response.content  # read the body here, where a cut-off answer is handled below
-        except requests.ConnectionError as exc:
-            # Refused or reset before an answer: a connect failure never reached Facebook.
-            raise _unreachable(f"Facebook could not be reached ({type(exc).__name__})",
-                               maybe_sent=not idempotent and not _is_connect_error(exc)) from None
-        except requests.Timeout as exc:
-            raise _unreachable("Facebook did not answer in time",
-                               maybe_sent=not idempotent and not isinstance(exc, requests.ConnectTimeout)) from None
-        except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, UnicodeError) as exc:
-            # A token or id that cannot even be put in a request: nothing was sent.
+        try:  # the whole body is read inside urlopen, so a cut-off answer is handled here too
+            response = self.pool.urlopen(method, url, body=body, headers=headers, redirect=False,
+                                         timeout=self._timeout)
+        except (ConnectTimeoutError, ProxyError) as exc:
+            # Refused, unresolvable or timed out while connecting: the request never left.
+            raise _unreachable(f"Facebook could not be reached ({type(exc).__name__})", maybe_sent=False) from None
+        except ReadTimeoutError:
+            raise _unreachable("Facebook did not answer in time", maybe_sent=not idempotent) from None
+        except (ValueError, UnicodeError) as exc:
+            # A token or id that cannot even be put in a request (a newline, a non-Latin-1
+            # character): http.client refuses it before anything is written.
             raise PermanentError(f"the request could not be made ({type(exc).__name__})",
                                  rule=policy.ErrorRule(policy.FAIL, "invalid_request")) from None
-        except requests.RequestException as exc:
-            # The answer was cut off or garbled (ChunkedEncodingError, ...): the request arrived.
+        except HTTPError as exc:
+            # Reset, or the answer was cut off or garbled (ProtocolError, ...): the request may have arrived.
             raise _unreachable(f"Facebook's answer could not be read ({type(exc).__name__})",
                                maybe_sent=not idempotent) from None
         finally:
             metrics.observe_graph_call(time.monotonic() - started)
         return self._parse(response, path), response.headers
 
-    def _parse(self, response: requests.Response, path: str) -> dict:
+    def _parse(self, response: urllib3.BaseHTTPResponse, path: str) -> dict:
+        status = response.status
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(response.data)
         except ValueError:
             data = None
-        if response.ok and isinstance(data, dict):
+        if status < 400 and isinstance(data, dict):
             return data
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
-            rule = policy.ErrorRule(policy.RETRY if response.status_code >= 500 else policy.FAIL,
-                                    "facebook_unavailable" if response.status_code >= 500 else "unknown_error")
-            raise _CLASS_OF_ACTION[rule.action](f"HTTP {response.status_code} without an error body",
-                                                rule=rule, http_status=response.status_code)
+            rule = policy.ErrorRule(policy.RETRY if status >= 500 else policy.FAIL,
+                                    "facebook_unavailable" if status >= 500 else "unknown_error")
+            raise _CLASS_OF_ACTION[rule.action](f"HTTP {status} without an error body", rule=rule, http_status=status)
         code, subcode = _int(error.get("code")), _int(error.get("error_subcode"))
         rule = policy.classify(code, subcode, bool(error.get("is_transient")))
-        if rule.action == policy.FAIL and response.status_code >= 500 and code in (None, 0):
+        if rule.action == policy.FAIL and status >= 500 and code in (None, 0):
             rule = policy.ErrorRule(policy.RETRY, "facebook_unavailable")
         message = str(error.get("message", ""))[:300]
         log.info("graph %s refused: code=%s subcode=%s fbtrace_id=%s", path.split("/")[-1].split("?")[0], code, subcode,
                  error.get("fbtrace_id", ""))
         raise _CLASS_OF_ACTION[rule.action](
-            message, rule=rule, http_status=response.status_code, code=code, subcode=subcode,
+            message, rule=rule, http_status=status, code=code, subcode=subcode,
             fbtrace_id=str(error.get("fbtrace_id", "")), usage=_any_usage(response.headers))
 
     def _proof(self, token: str) -> str:
@@ -303,28 +305,32 @@ class GraphClient:
         return proof
 
 
-def prepared(method: str, url: str, headers: dict, body: bytes | None) -> requests.PreparedRequest:
-    """The request for our adapter. Not through a Session: the Graph API sets no cookies and
-    sends no redirects, and a Session's cookie jar, redirect, hook and parameter handling cost
-    half of a send's client CPU."""
-    request = requests.PreparedRequest()
-    request.prepare_method(method)
-    request.prepare_url(url, None)
-    request.prepare_headers(headers)
-    request.prepare_body(body, None)
-    return request
+def transport(base_url: str, pool_size: int) -> urllib3.PoolManager:
+    """urllib3's pool, used directly rather than through `requests`: the Graph API sets no
+    cookies and sends no redirects, and requests' request preparation and response building
+    (URL requoting, cookie extraction, its own header dicts) were a third of a send's client
+    CPU. No retries here (a resend is the sender's decision), no redirects followed. An
+    HTTP(S)_PROXY from the environment is honoured unless NO_PROXY names the host; certifi's
+    CA bundle unless REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE names another (as with requests)."""
+    options = dict(num_pools=4, maxsize=pool_size, retries=False,
+                   ca_certs=os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where())
+    proxy = environment_proxy(base_url)
+    return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment sets for `url` (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)."""
+    parts = urlsplit(url)
+    if proxy_bypass_environment(parts.hostname or ""):
+        return None
+    proxies = getproxies_environment()
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def _unreachable(message: str, maybe_sent: bool) -> GraphError:
     if maybe_sent:
         return AmbiguousError(message, rule=policy.ErrorRule(policy.AMBIGUOUS, "interrupted"))
     return RetryableError(message, rule=policy.ErrorRule(policy.RETRY, "facebook_unavailable"))
-
-
-def _is_connect_error(exc: requests.ConnectionError) -> bool:
-    """True when the connection was never established (so nothing was sent)."""
-    cause = exc.args[0] if exc.args else None
-    return isinstance(getattr(cause, "reason", cause), NewConnectionError)
 
 
 def _int(value: Any) -> int | None:

@@ -299,7 +299,7 @@ def test_blocked_page_pauses_the_profile(api, fb, drain, store, program, opted_i
 # -- at most once -----------------------------------------------------------------------------------
 
 def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent(api, fb, drain, app, program, opted_in):
-    app.extensions["graph"].timeout = (3.0, 0.3)
+    app.extensions["graph"].timeout = 0.3
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
     fb.configure(echo=False)  # hold the echo back so the unknown state can be seen
@@ -321,7 +321,7 @@ def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent
 @pytest.mark.parametrize("settings_overrides", [{"UNKNOWN_DEADLINE_SECONDS": "1"}])
 def test_unknown_without_echo_becomes_failed_interrupted_after_the_deadline(api, fb, drain, app, store, program,
                                                                           opted_in, profile):
-    app.extensions["graph"].timeout = (3.0, 0.3)
+    app.extensions["graph"].timeout = 0.3
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
     fb.add_fault(recipient=psid, code=2, delay_ms=800, times=1)  # Facebook never took it
