@@ -21,6 +21,9 @@ Measured, in this order, on the same simulator:
             a process of its own as each service worker is (the simulator has its own too).
   service   from the first run POST until every run's state is `done` (read from Redis every
             `--poll-ms`), and on the simulator's side from its first to its last accepted send.
+            The service's runs arrive one POST at a time (~10 ms each) and a Page may send
+            only 20/s, so its first second ramps up; the "steady" rows leave out the first
+            and the last second of each phase to show the rate once every Page is open.
 The figures end with `ratio service/baseline` and `ratio service/ideal`, where ideal =
 messages in flight / latency.
 """
@@ -261,13 +264,16 @@ def epoch(moment) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def simulator_rate(sends: list[dict], service: bool) -> tuple[int, float]:
-    """(accepted sends, sends/s from the first to the last accepted) of one phase."""
+def simulator_rate(sends: list[dict], service: bool) -> tuple[int, float, float]:
+    """(accepted sends, sends/s from the first to the last accepted, sends/s in the steady
+    middle: without the first and the last second) of one phase."""
     times = sorted(s["received_ms"] for s in sends if s.get("status") == "accepted"
                    and (s.get("metadata") != BASELINE_METADATA) == service)
     if len(times) < 2 or times[-1] == times[0]:
-        return len(times), float("nan")
-    return len(times), (len(times) - 1) / ((times[-1] - times[0]) / 1000)
+        return len(times), float("nan"), float("nan")
+    start, end = times[0] + 1000, times[-1] - 1000
+    middle = sum(1 for t in times if start <= t < end) / ((end - start) / 1000) if end > start else float("nan")
+    return len(times), (len(times) - 1) / ((times[-1] - times[0]) / 1000), middle
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -435,8 +441,8 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         for key, value in api("GET", f"/runs/{run_id}?limit=1").get_json()["counts"].items():
             counts[key] += value
     sends = fb.sends()
-    sim_service_n, sim_service_rate = simulator_rate(sends, service=True)
-    _, sim_base_rate = simulator_rate(sends, service=False)
+    sim_service_n, sim_service_rate, steady_service_rate = simulator_rate(sends, service=True)
+    _, sim_base_rate, steady_base_rate = simulator_rate(sends, service=False)
     stats = job_stats(rq_connection, run_sizes, args.batch_size, latency_s, C, first_post_epoch)
 
     # -- report ----------------------------------------------------------------------------
@@ -446,7 +452,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     whole = (service_s - args.contacts * latency_s / in_flight) / service_s
     jobs_per_worker = stats.jobs / W
     per_job_gap_ms = 1000 * stats.gap_seconds / stats.gaps if stats.gaps else float("nan")
-    width = 46
+    width = 52
     out = print
     out()
     out(f"send throughput: {args.contacts} contacts over {args.pages} Pages ({min(sizes)}-{max(sizes)} per run, "
@@ -461,8 +467,10 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         (f"ideal ({in_flight} in flight / {args.latency_ms} ms)", ideal),
         (f"baseline: requests.Session, {in_flight} threads", baseline_rate),
         ("baseline, simulator side (first..last send)", sim_base_rate),
+        ("baseline, simulator side, steady (no first/last s)", steady_base_rate),
         ("service: first POST .. all runs done", service_rate),
         ("service, simulator side (first..last send)", sim_service_rate),
+        ("service, simulator side, steady (no first/last s)", steady_service_rate),
         (f"service per worker ({W})", per_worker),
     ]
     for label, value in rows:
