@@ -91,6 +91,8 @@ def test_facebook_unreachable_is_502(app, api, page, monkeypatch):
     ({"page_id": "1", "page_access_token": "t"}, "name"),
     ({"name": "", "page_id": "1", "page_access_token": "t"}, "name"),
     ({"name": "x", "page_id": "not-digits", "page_access_token": "t"}, "page_id"),
+    ({"name": "x", "page_id": "1\n", "page_access_token": "t"}, "page_id"),
+    ({"name": "x", "page_id": "1", "page_access_token": "t\n"}, "page_access_token"),
     ({"name": "x", "page_id": "1"}, "page_access_token"),
     ({"name": "x", "page_id": "1", "page_access_token": "t", "status": "on"}, "status"),
     ({"name": "x", "page_id": "1", "page_access_token": "t", "surprise": 1}, "surprise"),
@@ -137,6 +139,7 @@ def test_contact_field_validation(api, fields, bad, redis_client):
 
 def test_bad_contact_id_and_unknown_contact(api):
     assert api("get", "/contacts/has%20space").status_code == 422
+    assert api("get", "/contacts/c-1%0A").status_code == 422  # a final newline
     assert api("get", "/contacts/nobody").status_code == 404
 
 

@@ -379,6 +379,11 @@ def test_runs_need_an_active_program_and_a_known_node(api, program):
     ({"contacts": [{"id": "c1", "fields": {"FBOPTIN_001": "1"}}]}, "contacts"),
     ({"contacts": [{"id": f"c{i}"} for i in range(10_001)]}, "contacts"),
     ({"contacts": [{"id": "c1"}], "run_id": "bad id"}, "run_id"),
+    ({"contacts": [{"id": "c1\n"}]}, "contacts"),  # `$` alone would let a final newline through
+    ({"contacts": [{"id": "c1"}], "run_id": "r1\n"}, "run_id"),
+    ({"contacts": [{"id": "c1"}, {"id": "c2", "fields": {"FIRSTNAME": 1}}]}, "contacts"),
+    ({"contacts": [{"id": "c1"}, {"id": "c2", "extra": "x"}]}, "contacts"),
+    ({"contacts": [{"id": "c1", "fields": None}]}, "contacts"),
 ])
 def test_run_validation(api, program, body, problem, redis_client):
     program()

@@ -1,22 +1,17 @@
 """Contacts API: the data fields personalisation reads, and every FBOPTIN_XXX."""
 from __future__ import annotations
 
-import re
-
 from flask import current_app
 
 from bot.api import bp, load_body
-from bot.api.schemas import ID_PATTERN, ContactPutSchema
+from bot.api.schemas import ID, ContactPutSchema
 from bot.errors import ApiError, not_found
 from bot.optin_code import ref_field
 from storage import get_storage
 
-_ID = re.compile(ID_PATTERN)
-
-
 def check_id(ident: str, what: str = "contact") -> str:
     """Ids in URLs: 1-128 letters, digits and . _ : @ - (422 otherwise)."""
-    if not _ID.match(ident):
+    if not ID.fullmatch(ident):
         raise ApiError(422, "validation_failed", f"{what.capitalize()} ids are 1-128 characters: "
                                                  "letters, digits and . _ : @ -", {f"{what}_id": ident[:200]})
     return ident

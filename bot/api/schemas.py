@@ -6,9 +6,22 @@ import re
 from marshmallow import Schema, ValidationError, fields, validate
 
 ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+ID_ERROR = "1-128 letters, digits or . _ : @ -"
+ID = re.compile(ID_PATTERN)
 FIELD_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 MAX_FIELD_VALUE = 4000
 MAX_FIELDS = 200
+
+
+class FullMatch(validate.Regexp):
+    """`validate.Regexp` over the whole value. Its `re.match` lets `$` match before a final
+    newline, so "c1\n" passed for an id; the published pattern (JSON Schema: `$` is the end of
+    the input) stays as written."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 class ErrorBody(Schema):
@@ -23,8 +36,8 @@ class ErrorSchema(Schema):
 
 class ProfileCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 100))
-    page_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9]{1,32}$", error="must be a Facebook Page id (digits)"))
-    page_access_token = fields.String(required=True, load_only=True, validate=validate.Regexp(
+    page_id = fields.String(required=True, validate=FullMatch(r"^[0-9]{1,32}$", error="must be a Facebook Page id (digits)"))
+    page_access_token = fields.String(required=True, load_only=True, validate=FullMatch(
         r"^[\x21-\x7e]{1,1000}$", error="must be a Facebook access token (visible ASCII, no spaces)"))
     status = fields.String(load_default="enabled", validate=validate.OneOf(("enabled", "disabled")))
 
@@ -102,7 +115,7 @@ class ContactSchema(Schema):
 
 
 class RunContactSchema(Schema):
-    id = fields.String(required=True, validate=validate.Regexp(ID_PATTERN, error="1-128 letters, digits or . _ : @ -"))
+    id = fields.String(required=True, validate=FullMatch(ID_PATTERN, error=ID_ERROR))
     fields = DataFields(load_default=dict)
 
 
@@ -110,11 +123,41 @@ MAX_RUN_CONTACTS = 10_000
 MAX_PREVIEW_CONTACTS = 1_000
 
 
+class RunContacts(fields.List):
+    """A run's contacts. The usual item (an id, perhaps string data fields) is checked here
+    directly: marshmallow's nested schema costs ~18 µs a contact, 180 ms for 10 000. A list
+    with any other item goes through the nested schema, whose messages are the API's errors."""
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.Nested(RunContactSchema), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        plain = plain_run_contacts(value)
+        return plain if plain is not None else super()._deserialize(value, attr, data, **kwargs)
+
+
+_RUN_CONTACT_KEYS = frozenset(("id", "fields"))
+
+
+def plain_run_contacts(items) -> list[dict] | None:
+    """`items` loaded as RunContactSchema would load them, or None if any is not plainly valid."""
+    if type(items) is not list:
+        return None
+    loaded = []
+    for item in items:
+        if type(item) is not dict or not _RUN_CONTACT_KEYS.issuperset(item):
+            return None
+        ident, data = item.get("id"), item.get("fields", {})
+        if type(ident) is not str or not ID.fullmatch(ident) or type(data) is not dict or data_field_problems(data):
+            return None
+        loaded.append({"id": ident, "fields": data})
+    return loaded
+
+
 class RunRequestSchema(Schema):
     run_id = fields.String(load_default=None, allow_none=True,
-                           validate=validate.Regexp(ID_PATTERN, error="1-128 letters, digits or . _ : @ -"))
-    contacts = fields.List(fields.Nested(RunContactSchema), required=True,
-                           validate=validate.Length(1, MAX_RUN_CONTACTS))
+                           validate=FullMatch(ID_PATTERN, error=ID_ERROR))
+    contacts = RunContacts(required=True, validate=validate.Length(1, MAX_RUN_CONTACTS))
 
 
 class PreviewRequestSchema(Schema):
@@ -158,13 +201,13 @@ class RunStatusSchema(Schema):
 
 class TemplateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 512))
-    language = fields.String(required=True, validate=validate.Regexp(r"^[a-z]{2,3}(_[A-Z]{2})?$",
+    language = fields.String(required=True, validate=FullMatch(r"^[a-z]{2,3}(_[A-Z]{2})?$",
                                                                      error="a language code like en or en_US"))
     parameters = fields.List(fields.String(), load_default=list, validate=validate.Length(0, 20))
 
 
 class NodeSchema(Schema):
-    id = fields.String(required=True, validate=validate.Regexp(ID_PATTERN, error="1-128 letters, digits or . _ : @ -"))
+    id = fields.String(required=True, validate=FullMatch(ID_PATTERN, error=ID_ERROR))
     type = fields.String(required=True, validate=validate.OneOf(("messenger",)))
     profile_id = fields.String(required=True)
     tag = fields.String(required=True)
