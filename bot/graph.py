@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.request import getproxies_environment, proxy_bypass_environment
 import certifi
 import orjson
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProxyError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProxyError, ReadTimeoutError, SSLError
 
 from bot import metrics, policy
 from bot.errors import BotError
@@ -265,6 +266,8 @@ class GraphClient:
             raise PermanentError(f"the request could not be made ({type(exc).__name__})",
                                  rule=policy.ErrorRule(policy.FAIL, "invalid_request")) from None
         except HTTPError as exc:
+            if _certificate_refused(exc):  # at the TLS handshake: the request never left
+                raise _unreachable("Facebook's TLS certificate was not trusted", maybe_sent=False) from None
             # Reset, or the answer was cut off or garbled (ProtocolError, ...): the request may have arrived.
             raise _unreachable(f"Facebook's answer could not be read ({type(exc).__name__})",
                                maybe_sent=not idempotent) from None
@@ -331,6 +334,11 @@ def _unreachable(message: str, maybe_sent: bool) -> GraphError:
     if maybe_sent:
         return AmbiguousError(message, rule=policy.ErrorRule(policy.AMBIGUOUS, "interrupted"))
     return RetryableError(message, rule=policy.ErrorRule(policy.RETRY, "facebook_unavailable"))
+
+
+def _certificate_refused(exc: HTTPError) -> bool:
+    cause = exc.args[0] if exc.args else None
+    return isinstance(exc, SSLError) and isinstance(cause, ssl.SSLCertVerificationError)
 
 
 def _int(value: Any) -> int | None:

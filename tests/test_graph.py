@@ -1,15 +1,19 @@
 """The Graph client against what the simulator does not do: answers cut off mid-body, resets,
-silence, refused connections, values that cannot go in a request, an egress proxy.
+silence, refused connections, values that cannot go in a request, an egress proxy, TLS.
 
 A send that may have reached Facebook is ambiguous (never resent); one that certainly did not
 is retryable; a read (idempotent) is always safe to retry."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,11 +35,11 @@ class ScriptedServer:
     """A one-connection-at-a-time HTTP server whose `answer(conn, request)` does what the test
     needs; `requests` holds every whole request it read."""
 
-    def __init__(self, answer: Callable[[socket.socket, bytes], None]) -> None:
-        self.answer = answer
+    def __init__(self, answer: Callable[[socket.socket, bytes], None], tls: ssl.SSLContext | None = None) -> None:
+        self.answer, self.tls = answer, tls
         self.requests: list[bytes] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -44,6 +48,11 @@ class ScriptedServer:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True) if self.tls else conn
+            except OSError:  # the client refused our certificate
+                conn.close()
+                continue
             with conn, contextlib.suppress(OSError):  # a client that hung up first
                 request = b""
                 while (chunk := conn.recv(65536)) and not complete(request := request + chunk):
@@ -54,9 +63,9 @@ class ScriptedServer:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[socket.socket, bytes], None]], ScriptedServer]]:
+def serve() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
-    yield lambda answer: servers.append(ScriptedServer(answer)) or servers[-1]
+    yield lambda answer, tls=None: servers.append(ScriptedServer(answer, tls)) or servers[-1]
     for server in servers:
         server.listener.close()
 
@@ -174,3 +183,50 @@ def test_an_egress_proxy_from_the_environment_is_used_unless_no_proxy_names_the_
         bypassing.page("42", "page-token")
     assert len(proxy.requests) == 1
     bypassing.close()
+
+
+def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context for 127.0.0.1 and the PEM file of its (self-signed) certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graph.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
+
+
+def test_tls_is_verified_against_certifi_or_the_named_ca_bundle(serve, monkeypatch, tmp_path):
+    """Facebook is reached over HTTPS: an unknown certificate is refused; a CA bundle named
+    in REQUESTS_CA_BUNDLE is trusted."""
+    context, cert_file = self_signed_tls(tmp_path)
+    server = serve(page_json, tls=context)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    untrusting = client_for(server.url)
+    with pytest.raises(graph.RetryableError, match="certificate was not trusted") as caught:
+        untrusting.send("42", "page-token", BODY)
+    assert not isinstance(caught.value, graph.AmbiguousError)  # refused at the handshake: never sent
+    assert server.requests == []
+    untrusting.close()
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_file))
+    trusting = client_for(server.url)
+    assert trusting.page("42", "page-token") == {"id": "42", "name": "Shop"}
+    assert len(server.requests) == 1
+    trusting.close()
