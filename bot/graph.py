@@ -260,7 +260,7 @@ class GraphClient:
             raise _unreachable(f"Facebook could not be reached ({type(exc).__name__})", maybe_sent=False) from None
         except ReadTimeoutError:
             raise _unreachable("Facebook did not answer in time", maybe_sent=not idempotent) from None
-        except (ValueError, UnicodeError) as exc:
+        except ValueError as exc:  # UnicodeError and urllib3's LocationValueError too
             # A token or id that cannot even be put in a request (a newline, a non-Latin-1
             # character): http.client refuses it before anything is written.
             raise PermanentError(f"the request could not be made ({type(exc).__name__})",

@@ -65,7 +65,12 @@ class ScriptedServer:
 @pytest.fixture
 def serve() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
-    yield lambda answer, tls=None: servers.append(ScriptedServer(answer, tls)) or servers[-1]
+
+    def start(answer: Callable[[socket.socket, bytes], None], tls: ssl.SSLContext | None = None) -> ScriptedServer:
+        servers.append(ScriptedServer(answer, tls))
+        return servers[-1]
+
+    yield start
     for server in servers:
         server.listener.close()
 
