@@ -6,7 +6,7 @@
 
 Everything runs on this machine and is private to this process: a redis-server of our own on a
 free port (never the shared 6379), two gunicorn servers started with the project's
-gunicorn.conf.py (gthread, WEB_CONCURRENCY default 2 x CPUs + 1 workers x WEB_THREADS 4) on
+gunicorn.conf.py (gthread, WEB_CONCURRENCY default CPUs + 1 workers x WEB_THREADS 8) on
 free ports, and Debian's `wrk` as the load generator (`apt-get install wrk`):
 
   app       `gunicorn -c gunicorn.conf.py wsgi:app`, outside sandbox mode with explicit secrets,
@@ -757,7 +757,8 @@ class Bench:
         cfg = self.config
         print(f"webhook ingest: wrk {args.threads} threads x {args.connections} connections, {args.duration:g} s per "
               f"phase after {args.warmup:g} s warm-up, {args.rounds} round(s); gunicorn.conf.py: {cfg['workers']} "
-              f"workers x {cfg['threads']} threads ({cfg['worker_class']}), no access log"
+              f"workers x {cfg['threads']} threads ({getattr(cfg['worker_class'], '__name__', cfg['worker_class'])}"
+              f"{', reuse_port' if cfg.get('reuse_port') else ''}), no access log"
               + (f" (overridden: {', '.join(f'{k}={v}' for k, v in self.overrides.items())})" if self.overrides else "")
               + f"; {os.cpu_count()} CPUs shared by wrk, gunicorn and redis-server; code {code_version()}", flush=True)
         print(f"servers up: app {self.app_ready_s:.1f} s, baseline {self.hello_ready_s:.1f} s; "

@@ -65,7 +65,8 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
 PROCESS_SETTINGS: dict[str, tuple[str, str]] = {
     "HOST": ("127.0.0.1", "Interface the web process binds (`0.0.0.0` behind a load balancer)."),
     "WEB_CONCURRENCY": ("CPUs + 1", "gunicorn worker processes."),
-    "WEB_THREADS": ("4", "Threads per gunicorn worker."),
+    "WEB_THREADS": ("8", "Threads per gunicorn worker."),
+    "WEB_MAX_REQUESTS": ("100000", "Requests after which a gunicorn worker is replaced (0: never)."),
     "VAR_DIR": ("var", "Where `make run` keeps the embedded Redis data (`<VAR_DIR>/redis`)."),
 }
 

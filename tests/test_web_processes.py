@@ -1,7 +1,10 @@
 """The web process as production runs it: gunicorn with gunicorn.conf.py, several workers.
-/metrics agrees whichever worker answers; SIGTERM under load loses nothing acknowledged."""
+Each worker listens on its own socket, a second server on the address is refused and a worker
+stopping under load refuses no connection; /metrics agrees whichever worker answers; SIGTERM
+under load loses nothing acknowledged."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -9,7 +12,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import requests
@@ -22,15 +27,24 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
+class Gunicorn(NamedTuple):
+    process: subprocess.Popen
+    url: str
+    env: dict
+
+
+def start_gunicorn(env: dict, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 @pytest.fixture
 def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
     port = free_port()
     env = {**os.environ, **service_env(redis_server.url, sandbox_server.url), "PORT": str(port),
            "WEB_CONCURRENCY": "3", "ACCESS_LOG": ""}
-    log = open(tmp_path / "gunicorn.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    process = start_gunicorn(env, tmp_path / "gunicorn.log")
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -42,7 +56,7 @@ def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
             return False
     try:  # stopped even when it never came up, so no gunicorn outlives the test
         wait_until(up, timeout=30)
-        yield process, url
+        yield Gunicorn(process, url, env)
     finally:
         if process.poll() is None:
             process.terminate()
@@ -61,7 +75,7 @@ def message(page_id: str, psid: str, ts: int) -> dict:
 
 
 def test_metrics_are_the_same_whichever_worker_answers(gunicorn, store):
-    _, url = gunicorn
+    url = gunicorn.url
     store.profiles.create(name="P", page_id="777", page_name="P", page_token="t")
     with requests.Session() as session:
         for i in range(30):
@@ -77,7 +91,7 @@ def test_metrics_are_the_same_whichever_worker_answers(gunicorn, store):
 
 
 def test_sigterm_under_load_finishes_requests_in_flight_and_loses_nothing_acknowledged(gunicorn, store, refs):
-    process, url = gunicorn
+    process, url, _ = gunicorn
     profile = store.profiles.create(name="P", page_id="888", page_name="P", page_token="t")
     statuses: dict[str, int | str] = {}
     lock = threading.Lock()
@@ -109,3 +123,78 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_loses_nothing_acknow
     assert "refused" in statuses.values(), "the load did not outlast the shutdown"
     for contact in answered:  # every opt-in acknowledged with 200 is stored
         assert store.contacts.get(contact) == {profile.optin_field: f"{contact[1:].split('-')[0]}{int(contact.split('-')[1]):03d}"}
+
+
+def test_each_worker_listens_on_a_socket_of_its_own_and_a_second_server_is_refused(gunicorn, tmp_path):
+    """reuse_port: the kernel spreads connections over the workers' sockets. A second server
+    on the same address must fail to start, not quietly take a share of the traffic."""
+    import psutil
+    port = int(gunicorn.env["PORT"])
+    workers = psutil.Process(gunicorn.process.pid).children()
+    listening = {worker.pid: [c for c in worker.net_connections(kind="tcp")
+                              if c.status == psutil.CONN_LISTEN and c.laddr.port == port] for worker in workers}
+    assert len(workers) == 3 and all(len(sockets) == 1 for sockets in listening.values()), listening
+    assert not [c for c in psutil.Process(gunicorn.process.pid).net_connections(kind="tcp") if c.laddr.port == port]
+
+    second = start_gunicorn(gunicorn.env, tmp_path / "second.log")
+    try:
+        assert second.wait(30) == 1
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in (tmp_path / "second.log").read_text()
+    assert requests.get(f"{gunicorn.url}/healthz", timeout=5).status_code == 200
+    assert len(psutil.Process(gunicorn.process.pid).children()) == 3
+
+
+def test_a_worker_stopping_under_load_refuses_no_connection(gunicorn, store):
+    """Each worker in turn stops gracefully (SIGTERM to the worker: what a replacement after
+    WEB_MAX_REQUESTS does) while 8 threads post webhooks, each on a new connection. With a
+    socket per worker, connections the kernel queued on a stopping worker's socket would be
+    reset when it closes: gunicorn.conf.py's ThreadWorker takes them first. Every POST must be answered 200."""
+    import psutil
+    process, url, env = gunicorn
+    port = int(env["PORT"])
+    store.profiles.create(name="P", page_id="999", page_name="P", page_token="t")
+    master = psutil.Process(process.pid)
+    results: Counter = Counter()
+    lock, stop = threading.Lock(), threading.Event()
+
+    def hammer(thread: int):
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            body = json.dumps(message("999", f"{thread}{i:05d}", 1764000000000 + i)).encode()
+            try:  # requests.post: a new connection every time
+                status = requests.post(f"{url}/webhook", data=body, timeout=10, headers={
+                    "X-Hub-Signature-256": WebhookSignature(APP_SECRET).sign(body)}).status_code
+            except requests.ConnectionError as exc:
+                status = f"connection error: {exc}"[:200]
+            with lock:
+                results[status] += 1
+
+    def listening(pid: int) -> bool:
+        try:
+            return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                       for c in psutil.Process(pid).net_connections(kind="tcp"))
+        except psutil.NoSuchProcess:
+            return False
+
+    threads = [threading.Thread(target=hammer, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        for victim in master.children():
+            answered = sum(results.values())
+            wait_until(lambda: sum(results.values()) >= answered + 100)  # under load
+            victim.send_signal(signal.SIGTERM)
+            wait_until(lambda: victim.pid not in {c.pid for c in master.children()}, timeout=30)
+            wait_until(lambda: len(master.children()) == 3 and all(listening(c.pid) for c in master.children()),
+                       timeout=30)
+        answered = sum(results.values())
+        wait_until(lambda: sum(results.values()) >= answered + 100)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert set(results) == {200}, results.most_common(5)
