@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
+import psutil
 import pytest
 import requests
 
@@ -63,7 +64,17 @@ def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
             process.wait(30)
 
 
-def post(url: str, payload: dict, session: requests.Session) -> int:
+def listening_sockets(pid: int, port: int) -> list:
+    """The sockets of a process listening on `port` (none once it has exited)."""
+    try:
+        held = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return []
+    return [c for c in held if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
+def post(url: str, payload: dict, session=requests) -> int:
+    """POST a signed webhook through `session` (the requests module: a new connection)."""
     body = json.dumps(payload).encode()
     return session.post(f"{url}/webhook", data=body, timeout=10,
                         headers={"X-Hub-Signature-256": WebhookSignature(APP_SECRET).sign(body)}).status_code
@@ -128,13 +139,11 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_loses_nothing_acknow
 def test_each_worker_listens_on_a_socket_of_its_own_and_a_second_server_is_refused(gunicorn, tmp_path):
     """reuse_port: the kernel spreads connections over the workers' sockets. A second server
     on the same address must fail to start, not quietly take a share of the traffic."""
-    import psutil
     port = int(gunicorn.env["PORT"])
     workers = psutil.Process(gunicorn.process.pid).children()
-    listening = {worker.pid: [c for c in worker.net_connections(kind="tcp")
-                              if c.status == psutil.CONN_LISTEN and c.laddr.port == port] for worker in workers}
+    listening = {worker.pid: listening_sockets(worker.pid, port) for worker in workers}
     assert len(workers) == 3 and all(len(sockets) == 1 for sockets in listening.values()), listening
-    assert not [c for c in psutil.Process(gunicorn.process.pid).net_connections(kind="tcp") if c.laddr.port == port]
+    assert not listening_sockets(gunicorn.process.pid, port)  # the master holds none
 
     second = start_gunicorn(gunicorn.env, tmp_path / "second.log")
     try:
@@ -151,8 +160,8 @@ def test_a_worker_stopping_under_load_refuses_no_connection(gunicorn, store):
     """Each worker in turn stops gracefully (SIGTERM to the worker: what a replacement after
     WEB_MAX_REQUESTS does) while 8 threads post webhooks, each on a new connection. With a
     socket per worker, connections the kernel queued on a stopping worker's socket would be
-    reset when it closes: gunicorn.conf.py's ThreadWorker takes them first. Every POST must be answered 200."""
-    import psutil
+    reset when it closes: gunicorn.conf.py's ThreadWorker takes them first. Every POST must
+    be answered 200."""
     process, url, env = gunicorn
     port = int(env["PORT"])
     store.profiles.create(name="P", page_id="999", page_name="P", page_token="t")
@@ -164,21 +173,12 @@ def test_a_worker_stopping_under_load_refuses_no_connection(gunicorn, store):
         for i in itertools.count():
             if stop.is_set():
                 return
-            body = json.dumps(message("999", f"{thread}{i:05d}", 1764000000000 + i)).encode()
-            try:  # requests.post: a new connection every time
-                status = requests.post(f"{url}/webhook", data=body, timeout=10, headers={
-                    "X-Hub-Signature-256": WebhookSignature(APP_SECRET).sign(body)}).status_code
+            try:  # a new connection every time
+                status = post(url, message("999", f"{thread}{i:05d}", 1764000000000 + i))
             except requests.ConnectionError as exc:
                 status = f"connection error: {exc}"[:200]
             with lock:
                 results[status] += 1
-
-    def listening(pid: int) -> bool:
-        try:
-            return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
-                       for c in psutil.Process(pid).net_connections(kind="tcp"))
-        except psutil.NoSuchProcess:
-            return False
 
     threads = [threading.Thread(target=hammer, args=(t,)) for t in range(8)]
     for thread in threads:
@@ -189,8 +189,8 @@ def test_a_worker_stopping_under_load_refuses_no_connection(gunicorn, store):
             wait_until(lambda: sum(results.values()) >= answered + 100)  # under load
             victim.send_signal(signal.SIGTERM)
             wait_until(lambda: victim.pid not in {c.pid for c in master.children()}, timeout=30)
-            wait_until(lambda: len(master.children()) == 3 and all(listening(c.pid) for c in master.children()),
-                       timeout=30)
+            wait_until(lambda: len(master.children()) == 3
+                       and all(listening_sockets(c.pid, port) for c in master.children()), timeout=30)
         answered = sum(results.values())
         wait_until(lambda: sum(results.values()) >= answered + 100)
     finally:
