@@ -1,5 +1,6 @@
 """The Graph client against what the simulator does not do: answers cut off mid-body, resets,
-silence, refused connections, values that cannot go in a request, an egress proxy, TLS.
+silence, refused connections, kept-alive connections the server closed, values that cannot go
+in a request, an egress proxy, TLS.
 
 A send that may have reached Facebook is ambiguous (never resent); one that certainly did not
 is retryable; a read (idempotent) is always safe to retry."""
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bot import graph
+from tests.conftest import wait_until
 
 BODY = {"recipient": {"id": "1"}, "messaging_type": "UPDATE", "message": {"text": "hi"}}
 PAGE_JSON = b'{"id": "42", "name": "Shop"}'
@@ -33,11 +35,13 @@ def complete(request: bytes) -> bool:
 
 class ScriptedServer:
     """A one-connection-at-a-time HTTP server whose `answer(conn, request)` does what the test
-    needs; `requests` holds every whole request it read."""
+    needs, then hangs up; `requests` holds every whole request it read, `closed` counts the
+    connections it has closed."""
 
     def __init__(self, answer: Callable[[socket.socket, bytes], None], tls: ssl.SSLContext | None = None) -> None:
         self.answer, self.tls = answer, tls
         self.requests: list[bytes] = []
+        self.closed = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -60,6 +64,7 @@ class ScriptedServer:
                 if complete(request):
                     self.requests.append(request)
                     self.answer(conn, request)
+            self.closed += 1
 
 
 @pytest.fixture
@@ -85,9 +90,15 @@ def reset(conn: socket.socket, _request: bytes) -> None:
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-def page_json(conn: socket.socket, _request: bytes) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                 % (len(PAGE_JSON), PAGE_JSON))
+def json_answer(body: bytes) -> Callable[[socket.socket, bytes], None]:
+    """A 200 with `body`, kept alive as far as HTTP/1.1 goes (no Connection: close)."""
+    def answer(conn: socket.socket, _request: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+    return answer
+
+
+page_json = json_answer(PAGE_JSON)
 
 
 @pytest.fixture
@@ -135,6 +146,18 @@ def test_a_send_without_an_answer_in_time_is_ambiguous_a_read_retryable(silent_s
     with pytest.raises(graph.RetryableError) as caught:
         client.page("42", "page-token")
     assert not isinstance(caught.value, graph.AmbiguousError)
+    client.close()
+
+
+def test_a_kept_alive_connection_the_server_closed_meanwhile_is_not_used_for_the_next_send(serve):
+    """Facebook closes idle kept-alive connections. The next send must go on a new connection
+    and succeed, not be written into the closed one and end ambiguous."""
+    server = serve(json_answer(b'{"recipient_id": "1", "message_id": "m_1"}'))
+    client = client_for(server.url)
+    assert client.send("42", "page-token", BODY).message_id == "m_1"
+    wait_until(lambda: server.closed == 1)  # the server hung up on the idle connection
+    assert client.send("42", "page-token", BODY).message_id == "m_1"
+    assert len(server.requests) == 2  # the server reads one request per connection: a new one
     client.close()
 
 
