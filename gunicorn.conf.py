@@ -8,8 +8,8 @@ from gunicorn.workers import gthread
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # CPUs + 1: the webhook is CPU-bound Python; more processes than that only add switching.
 # 8 threads: a webhook thread waits on Redis, and the webhooks waiting together in a worker
-# share one Redis call (storage.inbound.SharedWrites), so 8 threads carried ~3.4 webhooks per
-# call against ~2 with 4, and took 1-event POSTs from 0.70-0.79 to 0.82-0.85 of the bare app;
+# share one Redis call (storage.inbound.SharedWrites), so 8 threads carried 3.4-4.1 webhooks per
+# call against ~2 with 4, and took 1-event POSTs from 0.70-0.79 to 0.81-0.85 of the bare app;
 # 16 slowed the bare app and 100-event POSTs (bench/webhook_ingest.py, 2 CPUs, 2026-11-26).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 threads = int(os.environ.get("WEB_THREADS", "8"))
