@@ -1,32 +1,42 @@
-# The two commands of the README: `make run` and `make test`.
+# The two commands of the README: `make run` and `make test` (and `make bench`).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.requirements-installed
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+RUN_STAMP := $(VENV)/.requirements-installed
+DEV_STAMP := $(VENV)/.requirements-dev-installed
+# Debian packages the tests and benchmarks need: chromium for the browser tests (driven by
+# Playwright, never a downloaded browser build), wrk for the webhook benchmark.
+TEST_SYSTEM_PACKAGES := chromium wrk
 
-.PHONY: run test bench install clean
-CHROMIUM := /usr/bin/chromium
+.PHONY: run test bench install install-dev system-packages clean
 
-run: $(STAMP)
-	$(PY) -m bot.launch
+run: $(RUN_STAMP)
+	@$(PY) -m bot.launch
 
-test: $(STAMP) $(CHROMIUM)
+test: $(DEV_STAMP) system-packages
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(DEV_STAMP) system-packages
 	$(PY) -m bench
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-$(STAMP): requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	touch $(STAMP)
+install-dev: $(DEV_STAMP)
 
-# The browser tests drive Debian's chromium through Playwright (never a downloaded browser build).
-$(CHROMIUM):
-	@echo "Installing Debian's chromium for the browser tests"
-	apt-get install -y -q chromium >/dev/null || sudo apt-get install -y -q chromium
+system-packages:
+	@tools/system-packages $(TEST_SYSTEM_PACKAGES)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): requirements.txt | $(VENV)/bin/python
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): requirements-dev.txt requirements.txt | $(VENV)/bin/python
+	$(PIP) -r requirements-dev.txt
+	touch $@ $(RUN_STAMP)
 
 clean:
 	rm -rf $(VENV) var
