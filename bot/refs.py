@@ -33,7 +33,7 @@ class OptinRefs:
     def sign(self, profile_id: str, contact_id: str) -> str:
         """The ref for a contact of a profile; ValueError if it would exceed Facebook's limit."""
         payload = _VERSION + f"{profile_id}:{contact_id}".encode()
-        ref = base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
+        ref = _encode(payload + self._mac(payload))
         if len(ref) > MAX_REF_LENGTH:
             raise ValueError("contact id too long for an opt-in ref")
         return ref
@@ -46,8 +46,14 @@ class OptinRefs:
             raw = base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4))
         except (binascii.Error, ValueError):
             return None
+        if _encode(raw) != ref:  # base64 ignores a last character's unused low bits: one spelling only
+            return None
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not payload.startswith(_VERSION) or not hmac.compare_digest(mac, self._mac(payload)):
             return None
         profile_id, sep, contact_id = payload[1:].decode("utf-8", "replace").partition(":")
         return (profile_id, contact_id) if sep and profile_id and contact_id else None
+
+
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -8,17 +8,26 @@ retries and duplicates are harmless. If Redis is down it answers 503 so Facebook
 POST /webhook is the busiest URL and needs nothing Flask offers (no session, no templates,
 no routing), so it is answered by a small WSGI layer in front of the Flask app: this halves
 its CPU per request (bench/webhook_ingest.py). Everything else goes on to Flask.
+
+That layer is the outermost, so it also keeps bad request bodies from failing as 500 for every
+route: a body the server cannot read (malformed chunked framing, cut short) is answered 400, and
+an answer that leaves the body unread or unreadable closes the connection (`Connection: close`),
+since the next request's start on it is unknown: a keep-alive client then opens a new one rather
+than losing its next request on a connection the server drops.
 """
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 
 from flask import Blueprint, Response, current_app, request
+from gunicorn.http.errors import ParseException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import BadRequest
 
 from bot import logs, metrics
 from bot.events import parse_webhook
@@ -28,6 +37,12 @@ from bot.signature import WebhookSignature
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 PATH = "/webhook"
+# What reading wsgi.input raises when the body cannot be read: gunicorn's parse errors (an invalid
+# chunk size or terminator, a bad trailer), its NoMoreData (an OSError: the client closed its
+# side mid-chunk), a reset connection; werkzeug's own LimitedStream treats OSError and
+# ValueError as a disconnected client too.
+BODY_READ_ERRORS = (OSError, ValueError, ParseException)
+UNREADABLE_BODY = "The request body could not be read (malformed chunked encoding, or cut short)"
 
 
 @bp.get(PATH)
@@ -83,10 +98,13 @@ class WebhookFastPath:
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
-            return self.flask_wsgi(environ, start_response)
+            return self._flask(environ, start_response)
         logs.context_id.set(environ.get("HTTP_X_REQUEST_ID", "")[:64])
         try:
             status, text = self._handle(environ)
+        except _Unframed as exc:
+            status, text = exc.status, exc.text
+            close_connection(start_response)
         except Exception:  # noqa: BLE001 - never a stack trace to Facebook; it retries
             log.exception("webhook failed")
             status, text = 500, "internal error, retry later"
@@ -97,13 +115,84 @@ class WebhookFastPath:
 
     def _handle(self, environ) -> tuple[int, str]:
         length = environ.get("CONTENT_LENGTH") or ""
-        if length and (not length.isdigit() or int(length) > self.max_bytes):
-            return (413, "request body too large") if length.isdigit() else (400, "bad Content-Length")
+        if length and not length.isdecimal():  # isdigit() takes "²", which int() refuses
+            raise _Unframed(400, "bad Content-Length")
+        if length and int(length) > self.max_bytes:
+            raise _Unframed(413, "request body too large")
         stream = environ["wsgi.input"]
-        body = stream.read(int(length)) if length else stream.read(self.max_bytes + 1)
+        try:
+            body = stream.read(int(length)) if length else stream.read(self.max_bytes + 1)
+        except BODY_READ_ERRORS:
+            raise _Unframed(400, UNREADABLE_BODY) from None
         if len(body) > self.max_bytes:
-            return 413, "request body too large"
+            raise _Unframed(413, "request body too large")
         return self.receiver.receive(body, environ.get("HTTP_X_HUB_SIGNATURE_256"))
+
+    def _flask(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Flask, reading the body through `_CheckedInput`; the connection closes after an
+        answer given before the body was read to its end (a 413, a 401, an unreadable body)."""
+        if not environ.get("HTTP_TRANSFER_ENCODING") and environ.get("CONTENT_LENGTH", "0") in ("", "0"):
+            return self.flask_wsgi(environ, start_response)  # no body (GETs): nothing to guard
+        body = environ["wsgi.input"] = _CheckedInput(environ["wsgi.input"])
+
+        def start(status: str, headers: list, exc_info=None) -> Callable:
+            if not body.finished:
+                close_connection(start_response)
+            return start_response(status, headers, exc_info)
+        return self.flask_wsgi(environ, start)
+
+
+class _Unframed(Exception):
+    """A webhook answered with its body unread or unreadable: the connection must close."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+class _CheckedInput:
+    """wsgi.input for Flask: a failed read raises BadRequest (answered 400 by bot.handlers, with
+    no stack trace), and `finished` tells whether the body was read to its end."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self.finished = stream, False
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._guarded(self._stream.read, size)
+        if size is None or size < 0 or len(data) < size:
+            self.finished = True  # read to the end: a short read is the end (WSGI)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data = self._guarded(self._stream.readline, size)
+        self.finished = self.finished or not data
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = self._guarded(self._stream.readlines, hint)
+        self.finished = self.finished or hint is None or hint <= 0
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def _guarded(self, read: Callable, size: int | None):
+        try:
+            return read(size)
+        except BODY_READ_ERRORS:
+            raise BadRequest(UNREADABLE_BODY) from None
+
+
+def close_connection(start_response: Callable) -> None:
+    """Make the server close the connection after this answer and say so (`Connection: close`).
+
+    WSGI gives an application no way to ask this (hop-by-hop headers are the server's; gunicorn
+    drops them), so this asks gunicorn's response object, whose method `start_response` is.
+    gunicorn would otherwise announce keep-alive, then drain at most 64 KiB of the unread body
+    and drop the connection. Other servers (the test client) are left to do as they do."""
+    force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+    if force_close is not None:
+        force_close()
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 413: "Request Entity Too Large",

@@ -1,10 +1,15 @@
-"""`/webhook`: verification, signatures, every event kind, duplicates, bad input, Redis down."""
+"""`/webhook`: verification, signatures, every event kind, duplicates, bad input (an unreadable
+body too), Redis down."""
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 
 import pytest
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
+from werkzeug.test import EnvironBuilder
 
 from storage import keys
 from storage.stats import day_of
@@ -91,6 +96,66 @@ def test_not_json_or_not_a_page_object_is_400(post_webhook, redis_client, profil
     before = snapshot(redis_client)
     assert post_webhook(body).status_code == 400
     assert snapshot(redis_client) == before
+
+
+class ServerResponse:
+    """gunicorn's side of an answer, as the app sees it: start_response is a bound method of the
+    server's response object, whose force_close makes it answer `Connection: close`."""
+
+    def __init__(self):
+        self.status, self.closes = "", False
+
+    def start_response(self, status, headers, exc_info=None):
+        self.status = status
+
+    def force_close(self):
+        self.closes = True
+
+
+class UnreadableBody:
+    """A gunicorn wsgi.input whose body cannot be read (as gunicorn raises from Body.read)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def read(self, size=None):
+        raise self.error
+
+
+def answer_over_wsgi(app, wsgi_input, headers: dict, content_length: int | str | None = None) -> tuple[ServerResponse, bytes]:
+    environ = EnvironBuilder(path="/webhook", method="POST", headers=headers).get_environ()
+    environ["wsgi.input"] = wsgi_input
+    if content_length is not None:
+        environ["CONTENT_LENGTH"] = str(content_length)
+    server = ServerResponse()
+    return server, b"".join(app.wsgi_app(environ, server.start_response))
+
+
+@pytest.mark.parametrize("error", [InvalidChunkSize(b"zz"), ChunkMissingTerminator(b"XY"), NoMoreData(b"")])
+def test_a_body_the_server_cannot_read_is_400_and_closes_the_connection(app, redis_client, profile, caplog, error):
+    """gunicorn raises its parse errors from wsgi.input.read: not a 500 with a logged Traceback."""
+    before = snapshot(redis_client)
+    server, body = answer_over_wsgi(app, UnreadableBody(error), {"Transfer-Encoding": "chunked"})
+    assert server.status == "400 Bad Request" and b"could not be read" in body and server.closes
+    assert snapshot(redis_client) == before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_only_an_answer_that_leaves_the_body_unread_closes_the_connection(app, signer, profile):
+    body = json.dumps(load_webhook("message_inbound", page_id=PAGE, psid=PSID, ts=now_ms())).encode()
+    signed = {"X-Hub-Signature-256": signer.sign(body)}
+    server, _ = answer_over_wsgi(app, io.BytesIO(body), signed, len(body))
+    assert server.status == "200 OK" and not server.closes  # keep-alive, as the benchmark measures
+    server, _ = answer_over_wsgi(app, io.BytesIO(b"[]"), {}, 2)
+    assert server.status == "403 Forbidden" and not server.closes
+    server, _ = answer_over_wsgi(app, io.BytesIO(body), {**signed, "Transfer-Encoding": "chunked"})  # read to its end
+    assert server.status == "200 OK" and not server.closes
+    server, _ = answer_over_wsgi(app, io.BytesIO(body), {}, 10 * 1024 * 1024)
+    assert server.status == "413 Request Entity Too Large" and server.closes
+    server, _ = answer_over_wsgi(app, io.BytesIO(b"x" * (2 * 1024 * 1024)), {"Transfer-Encoding": "chunked"})
+    assert server.status == "413 Request Entity Too Large" and server.closes
+    server, _ = answer_over_wsgi(app, io.BytesIO(b"[]"), {}, "\u00b2")  # a digit to str.isdigit, not to int()
+    assert server.status == "400 Bad Request" and server.closes
 
 
 # -- opt-ins -----------------------------------------------------------------------------------
