@@ -224,7 +224,8 @@ def accept_run_request(program_id: str, node_id: str, body: dict) -> dict:
 
 
 def preview(program_id: str, node_id: str, body: dict) -> list[dict]:
-    """What each contact would get from the node now (outcome and rendered text); sends nothing."""
+    """What each contact would get from the node now (outcome and rendered text); sends nothing.
+    The body is a run's (its run_id is checked, then ignored: a preview records nothing)."""
     from bot import policy
     from bot.api.schemas import PreviewRequestSchema
     from bot.reasons import reason_text

@@ -19,7 +19,7 @@ from bot import graph, metrics, policy
 from bot.config import Settings
 from bot.crypto import TokenDecryptError
 from storage import Storage
-from storage.runs import Run
+from storage.runs import Run, sent_as_code
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,13 @@ HIGH_USAGE_PERCENT, HIGH_USAGE_PAUSE_MS = 90, 2_000
 def backoff_seconds(attempt: int) -> float:
     """Exponential backoff with full jitter: attempt 1 -> up to 0.5 s, 2 -> 1 s, ... capped."""
     return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
+
+
+def sent_as(decision: policy.Decision) -> str:
+    """What a send decision puts out, as its outcome records it (storage.runs.sent_as_code)."""
+    if decision.messaging_type == "UTILITY":
+        return sent_as_code("utility_template", decision.template["name"])
+    return sent_as_code("tag", decision.tag) if decision.tag else sent_as_code("text")
 
 
 def rate_limit_rest_ms(error: graph.GraphError, attempt: int) -> int:
@@ -158,7 +165,8 @@ class BatchSender:
             self.finish(cid, policy.FAILED, self.stopped_reason)
             return 0.0
         deadline = int(time.time() * 1000) + self.settings.unknown_deadline_seconds * 1000
-        first_wait = self.store.runs.claim(self.run.run_id, cid, deadline, pace=(self.store.rates, self.page_id))
+        first_wait = self.store.runs.claim(self.run.run_id, cid, deadline, pace=(self.store.rates, self.page_id),
+                                           sent_as=sent_as(decision))
         if first_wait is None:
             return 0.0  # another executor already has it
         started = time.monotonic()
@@ -205,6 +213,7 @@ class BatchSender:
                     self.store.runs.release_claims(self.run.run_id, [cid])
                     self.finish(cid, decision.outcome, decision.reason)
                     return
+                self.store.runs.relabel_claim(self.run.run_id, cid, sent_as(decision))
             except (graph.TokenError, graph.PageBlockedError) as error:
                 self.stop_page(error)
                 self.failed(cid, error)
@@ -215,7 +224,7 @@ class BatchSender:
                 return
             else:
                 self.recorder.finish(self.run.run_id, cid, "sent", message_id=result.message_id,
-                                     recipient=rcpt, at_ms=sent_ms)
+                                     recipient=rcpt, at_ms=sent_ms, sent_as=sent_as(decision))
                 self.slow_down_if_busy(result.usage)
                 return
 

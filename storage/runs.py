@@ -25,6 +25,16 @@ from storage.stats import day_of, day_score
 FINAL = ("sent", "warning", "failed")
 US = "\x1f"
 _WATCH_ATTEMPTS = 20
+# What a sent message went out as, kept short in its record ("k": a letter, then the template's
+# name or the tag): "t", "uorder_update", "gACCOUNT_UPDATE".
+SENT_AS_KINDS = {"t": "text", "u": "utility_template", "g": "tag"}
+_SENT_AS_NAMES = {"utility_template": "template", "tag": "tag"}
+_SENT_AS_CODES = {kind: code for code, kind in SENT_AS_KINDS.items()}
+
+
+def sent_as_code(kind: str, name: str = "") -> str:
+    """The record's short form of what went out: kind text, utility_template (name) or tag (tag)."""
+    return _SENT_AS_CODES[kind] + name
 
 
 @dataclass(frozen=True)
@@ -34,17 +44,28 @@ class Outcome:
     message_id: str = ""
     at_ms: int = 0
     detail: str = ""
+    sent_as_code: str = ""     # see SENT_AS_KINDS; "" if not sent (or recorded before it was kept)
 
     @property
     def final(self) -> bool:
         return self.state in FINAL
+
+    @property
+    def sent_as(self) -> dict | None:
+        """{"kind": "text"}, {"kind": "utility_template", "template": name} or {"kind": "tag", "tag": tag}."""
+        kind = SENT_AS_KINDS.get(self.sent_as_code[:1]) if self.state == "sent" else None
+        if kind is None:
+            return None
+        name = _SENT_AS_NAMES.get(kind)
+        return {"kind": kind, name: self.sent_as_code[1:]} if name else {"kind": kind}
 
     @classmethod
     def from_redis(cls, raw: str | None) -> "Outcome | None":
         if raw is None:
             return None
         o = json.loads(raw)
-        return cls(o["s"], o.get("r") or "", o.get("m") or "", int(o.get("t") or 0), o.get("d") or "")
+        return cls(o["s"], o.get("r") or "", o.get("m") or "", int(o.get("t") or 0), o.get("d") or "",
+                   o.get("k") or "")
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,7 @@ class Runs:
         self._finish = scripts.register(redis, "finish")
         self._claim = scripts.DirectScript(redis, "claim")  # one call per send: the lean path
         self._pending_state = scripts.register(redis, "set_pending_state")
+        self._relabel = scripts.register(redis, "relabel_claim")
         self._expire = scripts.register(redis, "expire_unknown")
         self._lease = scripts.register(redis, "lease")
         self._take_ready = scripts.register(redis, "take_ready")
@@ -208,12 +230,13 @@ class Runs:
 
     # -- per-contact outcomes -----------------------------------------------------------------------
 
-    def claim(self, run_id: str, contact: str, deadline_ms: int, pace=None) -> float | None:
+    def claim(self, run_id: str, contact: str, deadline_ms: int, pace=None, sent_as: str = "") -> float | None:
         """Mark a contact in flight before its send leaves; None if it already has an outcome.
         With `pace` = (PageRateLimiter, page id), also reserves the Page's next send slot in the
-        same round trip and returns the ms to wait for it (else 0)."""
+        same round trip and returns the ms to wait for it (else 0). `sent_as` (see
+        SENT_AS_KINDS) stays with the claim, for an echo that settles a send whose answer was lost."""
         # The claim's own id lets a call made again after a lost reply find the claim still its own.
-        record = json.dumps({"s": "inflight", "t": int(time.time() * 1000), "c": os.urandom(6).hex()})
+        record = json.dumps({"s": "inflight", "t": int(time.time() * 1000), "c": os.urandom(6).hex(), "k": sent_as})
         limiter, page_id = pace if pace else (None, "")
         timeline = limiter.keys(page_id) if limiter else [keys.rate("-"), keys.rate_rest("-")]
         wait_us = int(self._claim(keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline],
@@ -222,6 +245,10 @@ class Runs:
         if wait_us < 0:
             return None
         return wait_us / 1000 if limiter else 0.0
+
+    def relabel_claim(self, run_id: str, contact: str, sent_as: str) -> bool:
+        """The claimed send changed form (a text refused outside the window goes as the template)."""
+        return bool(self._relabel(keys=[keys.run_outcomes(run_id)], args=[contact, sent_as]))
 
     def release_claims(self, run_id: str, contacts: list[str]) -> int:
         """Forget in-flight claims whose request never left (so a later job sends them)."""
@@ -247,13 +274,13 @@ class Runs:
         return int(self._finish(args=outcomes)) if outcomes else 0
 
     def outcome(self, run_id: str, contact: str, state: str, *, reason: str = "", message_id: str = "",
-                detail: str = "", recipient: str = "", at_ms: int | None = None) -> str:
-        """One final outcome as `finish_many` takes it."""
+                detail: str = "", recipient: str = "", at_ms: int | None = None, sent_as: str = "") -> str:
+        """One final outcome as `finish_many` takes it (`sent_as`: see SENT_AS_KINDS)."""
         at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
         day = day_of(at_ms, self.tz)
         return json.dumps({"run": run_id, "contact": contact, "state": state, "reason": reason, "mid": message_id,
                            "at": at_ms, "detail": detail[:500], "day": day, "score": day_score(day),
-                           "rcpt": recipient,
+                           "rcpt": recipient, "k": sent_as,
                            "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient)})
 
     def expire_unknown(self, now_ms: int | None = None, limit: int = 500) -> int:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from bot import policy
 from storage import keys
 from storage.inbound import Event
 from storage.programs import Node
@@ -113,6 +114,56 @@ def test_invalid_nodes_are_each_listed_with_their_reasons(api, store, profile, f
     assert api("get", "/programs/p1").status_code == 404  # nothing saved
 
 
+def node(ident, profile_id, **changes) -> dict:
+    return {"id": ident, "type": "messenger", "profile_id": profile_id, "tag": "ACCOUNT_UPDATE", "message": "Hi",
+            **changes}
+
+
+def test_shape_and_rule_problems_of_every_node_come_in_one_answer(api, profile, redis_client):
+    before = set(redis_client.keys("*"))
+    shape = node("shape", profile["id"], colour="red")
+    del shape["message"]
+    nodes = [node("ok", profile["id"]), shape, node("ghost", "999"), node("tag", profile["id"], tag="HUMAN_AGENT")]
+    answer = api("put", "/programs/p1", json={"name": "P", "status": "active", "nodes": nodes})
+    assert answer.status_code == 422
+    error = answer.get_json()["error"]
+    assert error["code"] == "invalid_nodes" and error["details"]["fields"] == {}
+    problems = error["details"]["nodes"]
+    assert problems == {"shape": ["message is missing", "colour is not a known field"],
+                        "ghost": ["profile '999' does not exist"],
+                        "tag": [f"tag must be one of {', '.join(policy.TAGS)} (got 'HUMAN_AGENT')"]}
+    assert set(redis_client.keys("*")) == before  # nothing saved
+
+
+def test_nodes_without_a_usable_id_are_named_by_position_with_the_programs_own_problems(api, profile):
+    nodes = [node("a", profile["id"]), node("bad id", "999", message=" "), node("a", profile["id"]),
+             "not a node", node("b", profile["id"], utility_template={"name": "t", "language": "english"})]
+    answer = api("put", "/programs/p1", json={"name": "", "status": "live", "nodes": nodes})
+    error = answer.get_json()["error"]
+    assert answer.status_code == 422 and error["code"] == "invalid_nodes"
+    assert error["details"]["nodes"] == {
+        "#2": ["id: 1-128 letters, digits or . _ : @ -", "profile '999' does not exist", "the message is empty"],
+        "#3": ["another node has the id 'a'"],
+        "#4": ["the node must be a JSON object"],
+        "b": ["utility_template.language: a language code like en or en_US"]}
+    assert error["details"]["fields"] == {"name": ["name: Length must be between 1 and 200."],
+                                          "status": ["status: Must be one of: draft, active, paused."]}
+
+
+@pytest.mark.parametrize("body,fields", [
+    ({"name": "P", "status": "active"}, {"nodes": ["nodes is missing"]}),
+    ({"name": "P", "status": "active", "nodes": {"id": "n1"}}, {"nodes": ["nodes must be a list"]}),
+    ({"status": "active", "nodes": [], "extra": 1}, {"name": ["name is missing"], "extra": ["extra is not a known field"]}),
+    ({"name": "P", "status": "active", "nodes": [{}] * 201}, {"nodes": ["at most 200 nodes (got 201)"]}),
+])
+def test_program_field_problems_alone_are_validation_failed(api, body, fields):
+    answer = api("put", "/programs/p1", json=body)
+    assert answer.status_code == 422
+    assert answer.get_json()["error"]["code"] == "validation_failed"
+    assert answer.get_json()["error"]["details"] == {"fields": fields}
+    assert api("get", "/programs/p1").status_code == 404
+
+
 def test_programs_index_the_profiles_they_use(api, store, program, profile):
     program()
     assert [p.id for p in store.programs.using_profile(profile["id"])] == ["p1"]
@@ -142,6 +193,18 @@ def test_each_contact_gets_one_outcome_with_a_reason(api, fb, drain, store, prog
     assert run["state"] == "done" and run["counts"] == {"sent": 2, "warning": 3, "failed": 0, "pending": 0}
     today = store.stats.day(profile["id"], day_of(now_ms(), store.tz))
     assert (today["sent"], today["warning"], today["warning:no_optin"]) == (2, 3, 1)
+
+
+def test_each_sent_outcome_says_what_went_out(api, drain, program, opted_in):
+    program(template=TEMPLATE)
+    opted_in("inside", FIRSTNAME="Ann", ORDER_ID="1")
+    opted_in("outside", last_interaction_ms=now_ms() - 30 * 3600_000, ORDER_ID="2")
+    opted_in("outside_no_order", last_interaction_ms=now_ms() - 30 * 3600_000)
+    _, result = run_to_end(api, drain, ["inside", "outside", "outside_no_order"])
+    assert {cid: (o["outcome"], o["sent_as"]) for cid, o in result.items()} == {
+        "inside": ("sent", {"kind": "text"}),
+        "outside": ("sent", {"kind": "utility_template", "template": "order_update"}),
+        "outside_no_order": ("warning", None)}
 
 
 def test_outside_window_without_template_is_a_warning_and_nothing_is_sent(api, fb, drain, program, opted_in):
@@ -178,6 +241,7 @@ def test_before_the_date_tagged_messages_reach_people_outside_the_window(api, fb
     opted_in("c1", last_interaction_ms=now_ms() - 72 * 3600_000, FIRSTNAME="Ann", ORDER_ID="9")
     _, result = run_to_end(api, drain, ["c1"])
     assert result["c1"]["outcome"] == "sent"
+    assert result["c1"]["sent_as"] == {"kind": "tag", "tag": "POST_PURCHASE_UPDATE"}
     (sent,) = fb.sends()
     assert (sent["messaging_type"], sent["tag"]) == ("MESSAGE_TAG", "POST_PURCHASE_UPDATE")
 
@@ -187,7 +251,8 @@ def test_facebook_refuses_a_retired_tag_with_error_100(api, fb, drain, program, 
     program()  # our date says the tag still works; Facebook (the simulator) retired it already
     opted_in("c1", FIRSTNAME="Ann", ORDER_ID="9")
     _, result = run_to_end(api, drain, ["c1"])
-    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("failed", "invalid_request")
+    assert (result["c1"]["outcome"], result["c1"]["reason_code"], result["c1"]["sent_as"]) == (
+        "failed", "invalid_request", None)
     assert result["c1"]["detail"].startswith("#100 ")
     assert len(fb.sends()) == 1  # permanent: not retried
 
@@ -258,7 +323,26 @@ def test_outside_window_refusal_falls_through_to_the_template_once(api, fb, drai
     store.redis.hset(keys.seen(profile["id"]), psid, now_ms())
     _, result = run_to_end(api, drain, ["c1"])
     assert result["c1"]["outcome"] == "sent"
+    assert result["c1"]["sent_as"] == {"kind": "utility_template", "template": "order_update"}
     assert [(s["messaging_type"], s["status"]) for s in fb.sends()] == [("UPDATE", "refused"), ("UTILITY", "accepted")]
+
+
+def test_a_lost_answer_after_the_fall_through_is_settled_as_the_template(api, fb, drain, app, program, opted_in):
+    app.extensions["graph"].timeout = 0.3
+    program(template=TEMPLATE)
+    psid = opted_in("c1", ORDER_ID="42")
+    fb.configure(echo=False)  # the test posts the echo itself
+    fb.add_faults([{"recipient": psid, "code": 10, "subcode": 2018278, "times": 1,
+                    "message": "(#10) This message is sent outside of allowed window."},
+                   {"recipient": psid, "code": 2, "delay_ms": 800, "accept": True, "times": 1}])
+    run_id, result = run_to_end(api, drain, ["c1"])
+    assert (result["c1"]["outcome"], result["c1"]["sent_as"]) == ("unknown", None)
+    (accepted,) = wait_until(lambda: fb.sends(status="accepted"))
+    assert accepted["messaging_type"] == "UTILITY"
+    fb.post_event("echo", page_id=accepted["page_id"], psid=psid, mid=accepted["message_id"],
+                  metadata=accepted["metadata"])
+    settled = outcomes(api, run_id)["c1"]
+    assert (settled["outcome"], settled["sent_as"]) == ("sent", {"kind": "utility_template", "template": "order_update"})
 
 
 def test_outside_window_refusal_without_template_is_a_warning(api, fb, drain, store, program, opted_in, profile):
@@ -314,6 +398,7 @@ def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent
     assert answer["status"] == 200
     settled = outcomes(api, run_id)["c1"]
     assert (settled["outcome"], settled["message_id"]) == ("sent", accepted["message_id"])
+    assert settled["sent_as"] == {"kind": "text"}  # kept with the claim: the echo does not say
     assert api("get", f"/runs/{run_id}").get_json()["state"] == "done"
     assert len(fb.sends()) == 1  # never resent
 
@@ -438,6 +523,26 @@ def test_preview_renders_and_sends_nothing(api, fb, program, opted_in, redis_cli
     assert fb.sends() == []
     assert {k: redis_client.type(k) for k in redis_client.keys("*")} == before
     assert redis_client.hget(keys.contact("c1"), "FIRSTNAME") == "Ann"
+
+
+def test_preview_takes_a_runs_body_and_records_nothing_under_its_run_id(api, program, opted_in):
+    program()
+    opted_in("c1", FIRSTNAME="Ann")
+    answer = api("post", "/programs/p1/nodes/n1/preview", json={"run_id": "order-1", "contacts": [{"id": "c1"}]})
+    assert answer.status_code == 200 and answer.get_json()["contacts"][0]["outcome"] == "send"
+    assert api("get", "/runs/order-1").status_code == 404
+    bad = api("post", "/programs/p1/nodes/n1/preview", json={"run_id": "bad id", "contacts": [{"id": "c1"}]})
+    assert bad.status_code == 422 and "run_id" in bad.get_json()["error"]["details"]["fields"]
+
+
+def test_preview_limit_is_said_plainly(api, program):
+    program()
+    contacts = [{"id": f"c{i}"} for i in range(1000)]
+    assert api("post", "/programs/p1/nodes/n1/preview", json={"contacts": contacts}).status_code == 200
+    answer = api("post", "/programs/p1/nodes/n1/preview", json={"contacts": contacts + [{"id": "one-more"}]})
+    assert answer.status_code == 422
+    assert answer.get_json()["error"]["details"]["fields"] == {
+        "contacts": ["at most 1000 contacts per preview; a run takes up to 10 000"]}
 
 
 def test_python_entry_point_for_the_program_engine(app, fb, drain, program, opted_in):

@@ -55,11 +55,11 @@ def run_state(api, run_id) -> dict:
     return api("get", f"/runs/{run_id}").get_json()
 
 
-def all_outcomes(api, run_id) -> dict[str, str]:
+def all_outcomes(api, run_id, show: str = "outcome") -> dict[str, object]:
     result, cursor = {}, "0"
     while cursor is not None:
         page = api("get", f"/runs/{run_id}?cursor={cursor}&limit=1000").get_json()
-        result.update({c["id"]: c["outcome"] for c in page["contacts"]})
+        result.update({c["id"]: c[show] for c in page["contacts"]})
         cursor = page["next_cursor"]
     return result
 
@@ -88,6 +88,11 @@ def test_worker_killed_mid_batch_no_duplicates_every_contact_has_an_outcome(api,
     assert max(per_recipient.values()) == 1, "someone got the message twice"
     outcomes = all_outcomes(api, run_id)
     assert set(outcomes) == set(contacts) and set(outcomes.values()) <= {"sent", "failed"}
+    # sends settled by Facebook's echo (answers lost with the worker) say what went out too
+    sent_as = all_outcomes(api, run_id, "sent_as")
+    assert {cid: sent_as[cid] for cid, o in outcomes.items() if o == "sent"} == {
+        cid: {"kind": "text"} for cid, o in outcomes.items() if o == "sent"}
+    assert {sent_as[cid] is None for cid, o in outcomes.items() if o == "failed"} <= {True}
     counts = run_state(api, run_id)["counts"]
     assert counts["sent"] + counts["failed"] == 2000 and counts["pending"] == 0
     assert counts["sent"] >= len(fb.sends(status="accepted")) - 16  # at most those in flight were lost

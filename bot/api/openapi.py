@@ -25,6 +25,12 @@ def _ok(status: int, schema: str, description: str) -> dict:
     return {str(status): {"description": description, "content": {"application/json": {"schema": schema}}}}
 
 
+INVALID_NODES = ("Validation failed. `invalid_nodes`: details.nodes maps each invalid node (by id, or \"#3\" for "
+                 "the third node when it has no usable id) to its problems in words, shape and rules together, "
+                 "and details.fields the program's own field problems; `validation_failed` (details.fields) when "
+                 "only those are wrong")
+
+
 def _body(schema: str) -> dict:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -94,10 +100,12 @@ def build_spec() -> dict:
         "get": {"summary": "Per-day counters and reasons; delivered in the last 7 days",
                 "responses": {**_ok(200, "Stats", "Statistics"), **_errors(404, 422), **common}}})
     program_id = _id_param("program_id", s.ID_PATTERN)
+    put_errors = _errors(400, 413, 422)
+    put_errors["422"] = {**put_errors["422"], "description": INVALID_NODES}
     spec.path("/programs/{program_id}", parameters=[program_id], operations={
         "put": {"summary": "Create or replace a program and its Messenger nodes", "requestBody": _body("ProgramPut"),
                 "responses": {**_ok(200, "Program", "Replaced"), **_ok(201, "Program", "Created"),
-                              **_errors(400, 413, 422), **common}},
+                              **put_errors, **common}},
         "get": {"summary": "Read a program", "responses": {**_ok(200, "Program", "The program"),
                                                             **_errors(404, 422), **common}},
         "delete": {"summary": "Delete a program", "responses": {"204": {"description": "Deleted"},
@@ -109,7 +117,8 @@ def build_spec() -> dict:
                  "responses": {**_ok(202, "RunAccepted", "Accepted; sending happens in the background"),
                                **_errors(400, 404, 409, 413, 422), **common}}})
     spec.path("/programs/{program_id}/nodes/{node_id}/preview", parameters=node_params, operations={
-        "post": {"summary": "What each contact would get now; sends nothing", "requestBody": _body("PreviewRequest"),
+        "post": {"summary": "What each contact would get now; sends nothing (a run's body: run_id is checked, "
+                            f"then ignored; at most {s.MAX_PREVIEW_CONTACTS} contacts)", "requestBody": _body("PreviewRequest"),
                  "responses": {**_ok(200, "Preview", "Per-contact outcome and rendered text"),
                                **_errors(400, 404, 413, 422), **common}}})
     spec.path("/runs/{run_id}", parameters=[_id_param("run_id", s.ID_PATTERN), _query("cursor", "integer"),

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 from flask import request
 
-from bot.api import bp
+from bot.api import bp, json_body
 from bot.api.contacts import check_id
 from bot.errors import ApiError, not_found
 from bot.reasons import reason_text
@@ -16,34 +16,27 @@ from storage.runs import Outcome
 PAGE_DEFAULT, PAGE_MAX = 500, 1000
 
 
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object "
-                                            "(with Content-Type: application/json)")
-    return body
-
-
 @bp.post("/programs/<program_id>/nodes/<node_id>/runs")
 def create_run(program_id: str, node_id: str):
     """Accept up to 10 000 contacts; 202 at once, sending happens in RQ jobs."""
-    accepted = accept_run_request(check_id(program_id, "program"), check_id(node_id, "node"), _json_body())
+    accepted = accept_run_request(check_id(program_id, "program"), check_id(node_id, "node"), json_body())
     return accepted, 202, {"Location": accepted["status_url"]}
 
 
 @bp.post("/programs/<program_id>/nodes/<node_id>/preview")
 def preview_node(program_id: str, node_id: str):
-    return {"contacts": preview(check_id(program_id, "program"), check_id(node_id, "node"), _json_body())}
+    return {"contacts": preview(check_id(program_id, "program"), check_id(node_id, "node"), json_body())}
 
 
 def outcome_json(contact_id: str, outcome: Outcome | None) -> dict:
     if outcome is None or not outcome.final:
         state = "unknown" if outcome and outcome.state == "unknown" else "pending"
         return {"id": contact_id, "outcome": state, "reason_code": "", "reason": "", "message_id": "",
-                "detail": "", "at": None}
+                "detail": "", "at": None, "sent_as": None}
     return {"id": contact_id, "outcome": outcome.state, "reason_code": outcome.reason,
             "reason": reason_text(outcome.reason) if outcome.reason else "", "message_id": outcome.message_id,
-            "detail": outcome.detail, "at": datetime.fromtimestamp(outcome.at_ms / 1000, timezone.utc).isoformat()}
+            "detail": outcome.detail, "at": datetime.fromtimestamp(outcome.at_ms / 1000, timezone.utc).isoformat(),
+            "sent_as": outcome.sent_as}
 
 
 def _cursor() -> tuple[int, int]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 ID_ERROR = "1-128 letters, digits or . _ : @ -"
@@ -160,9 +160,15 @@ class RunRequestSchema(Schema):
     contacts = RunContacts(required=True, validate=validate.Length(1, MAX_RUN_CONTACTS))
 
 
-class PreviewRequestSchema(Schema):
-    contacts = fields.List(fields.Nested(RunContactSchema), required=True,
-                           validate=validate.Length(1, MAX_PREVIEW_CONTACTS))
+PREVIEW_LIMIT_ERROR = (f"at most {MAX_PREVIEW_CONTACTS} contacts per preview; "
+                       f"a run takes up to {MAX_RUN_CONTACTS:,}".replace(",", " "))
+
+
+class PreviewRequestSchema(RunRequestSchema):
+    """A run's body: `run_id` is checked as a run checks it, then ignored (a preview records
+    nothing); fewer contacts, as each is rendered and answered at once."""
+    contacts = RunContacts(required=True, validate=[validate.Length(min=1),
+                                                    validate.Length(max=MAX_PREVIEW_CONTACTS, error=PREVIEW_LIMIT_ERROR)])
 
 
 class RunAcceptedSchema(Schema):
@@ -179,6 +185,12 @@ class RunCountsSchema(Schema):
     pending = fields.Integer()
 
 
+class SentAsSchema(Schema):
+    kind = fields.String(metadata={"enum": ["text", "utility_template", "tag"]})
+    template = fields.String(metadata={"description": "the utility template's name (kind utility_template)"})
+    tag = fields.String(metadata={"description": "the message tag (kind tag)"})
+
+
 class RunContactOutcomeSchema(Schema):
     id = fields.String()
     outcome = fields.String(metadata={"enum": ["sent", "warning", "failed", "pending", "unknown"]})
@@ -187,6 +199,9 @@ class RunContactOutcomeSchema(Schema):
     message_id = fields.String()
     detail = fields.String()
     at = fields.DateTime(allow_none=True)
+    sent_as = fields.Nested(SentAsSchema, allow_none=True, metadata={
+        "description": "what went out (sent outcomes only; null otherwise): a standard text, a utility "
+                       "template (its name) or a tagged message (its tag)"})
 
 
 class RunStatusSchema(Schema):
@@ -215,10 +230,47 @@ class NodeSchema(Schema):
     utility_template = fields.Nested(TemplateSchema, load_default=None, allow_none=True)
 
 
-class ProgramPutSchema(Schema):
+MAX_NODES = 200
+
+
+class ProgramFieldsSchema(Schema):
+    """A program's own fields; its nodes are checked one by one (bot/api/programs.py)."""
     name = fields.String(required=True, validate=validate.Length(1, 200))
     status = fields.String(required=True, validate=validate.OneOf(("draft", "active", "paused")))
-    nodes = fields.List(fields.Nested(NodeSchema), required=True, validate=validate.Length(0, 200))
+
+
+class ProgramPutSchema(ProgramFieldsSchema):
+    nodes = fields.List(fields.Nested(NodeSchema), required=True, validate=validate.Length(0, MAX_NODES))
+
+
+class JsonObjectSchema(Schema):
+    """Any JSON object, loaded as it is: for a body checked piece by piece."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+_PLAIN = {"Missing data for required field.": "is missing", "Unknown field.": "is not a known field",
+          "Field may not be null.": "may not be null", "Not a valid string.": "must be a string",
+          "Not a valid list.": "must be a list", "Invalid input type.": "must be a JSON object"}
+
+
+def plain_problems(messages: dict | list | str, path: str = "", subject: str = "the value") -> list[str]:
+    """Marshmallow's nested messages as sentences ("utility_template.language: a language code
+    like en or en_US", "message is missing"); `subject` names the value itself."""
+    if isinstance(messages, dict):
+        return [problem for key, inner in messages.items()
+                for problem in plain_problems(inner, _path(path, key), subject)]
+    if isinstance(messages, list):
+        return [problem for inner in messages for problem in plain_problems(inner, path, subject)]
+    plain = _PLAIN.get(messages)
+    return [f"{path or subject} {plain}" if plain else f"{path or subject}: {messages}"]
+
+
+def _path(path: str, key: object) -> str:
+    if key == "_schema":  # a problem of the value itself
+        return path
+    return f"{path}.{key}" if path else str(key)
 
 
 class ProgramSchema(Schema):

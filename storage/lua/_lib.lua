@@ -5,6 +5,7 @@ local US, RS = '\31', '\30'  -- unit and record separators inside packed values
 local FINAL = {sent = true, warning = true, failed = true}
 
 local function key(name, ...) return string.format(T[name], ...) end
+local function nonempty(v) if type(v) == 'string' and v ~= '' then return v end end
 
 -- Count a message Facebook accepted on its day; returns its row's index in the day's sent
 -- list (delivered and read rows point at it instead of repeating contact and message id).
@@ -42,15 +43,20 @@ local function record_sent(pid, day, score, contact, mid, at, rcpt, receipts)
 end
 
 -- Give a run's contact its final outcome, once, and count it.
--- o: run, contact, state (sent/warning/failed), reason, mid, at, detail, day, score, rcpt, receipts
+-- o: run, contact, state (sent/warning/failed), reason, mid, at, detail, day, score, rcpt, receipts,
+-- k (what a sent message went out as; an echo has none: the claim's own is kept)
 local function finish(o)
   local meta = key('run', o.run)
   local pid = redis.call('HGET', meta, 'profile_id')
   if not pid then return 0 end  -- the run expired or never existed
   local hk = key('run_outcomes', o.run)
   local cur = redis.call('HGET', hk, o.contact)
-  if cur and FINAL[cjson.decode(cur).s] then return 0 end
-  redis.call('HSET', hk, o.contact, cjson.encode({s = o.state, r = o.reason, m = o.mid, t = o.at, d = o.detail}))
+  local prev = cur and cjson.decode(cur)
+  if prev and FINAL[prev.s] then return 0 end
+  local sent_as = nil
+  if o.state == 'sent' then sent_as = nonempty(o.k) or (prev and nonempty(prev.k)) end
+  redis.call('HSET', hk, o.contact, cjson.encode({s = o.state, r = o.reason, m = o.mid, t = o.at, d = o.detail,
+                                                  k = sent_as}))
   redis.call('ZREM', key('deadlines'), o.run .. US .. o.contact)
   redis.call('HINCRBY', meta, o.state, 1)
   redis.call('HINCRBY', key('metric', 'sends'), o.state .. '|' .. o.reason, 1)
