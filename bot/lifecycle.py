@@ -21,9 +21,18 @@ from storage.errors import ProfileInUse
 log = logging.getLogger(__name__)
 
 
-def in_use(error: ProfileInUse, action: str) -> ApiError:
-    names = ", ".join(f"{name} ({prog_id})" for prog_id, name in error.programs)
-    return ApiError(409, "profile_in_use", f"The profile cannot be {action}: active programs use it: {names}",
+def in_use(error: ProfileInUse, action: str, profile_id: str) -> ApiError:
+    """The refusal names the profile and the programs as people know them (ids are in the details)."""
+    # Programs by name only: "Order updates (demo) (demo)" came from adding the id "demo" after
+    # a name that already ended with it.
+    names = [f"“{name}”" for name in sorted(name for _, name in error.programs)]
+    if len(names) > 1:
+        which = f"the active programs {', '.join(names[:-1])} and {names[-1]} use it"
+    else:
+        which = f"the active program {names[0]} uses it" if names else "an active program uses it"
+    profile = get_storage().profiles.get(profile_id)
+    subject = f"The profile “{profile.name}”" if profile else "The profile"
+    return ApiError(409, "profile_in_use", f"{subject} cannot be {action}: {which}",
                     {"programs": [{"id": prog_id, "name": name} for prog_id, name in error.programs]})
 
 
@@ -31,7 +40,7 @@ def set_status(profile_id: str, status: str) -> None:
     try:
         found = get_storage().profiles.set_status(profile_id, status)
     except ProfileInUse as error:
-        raise in_use(error, "disabled") from None
+        raise in_use(error, "disabled", profile_id) from None
     if not found:
         raise not_found("profile", profile_id)
 
@@ -41,7 +50,7 @@ def delete(profile_id: str) -> None:
     try:
         found = get_storage().profiles.begin_delete(profile_id)
     except ProfileInUse as error:
-        raise in_use(error, "deleted") from None
+        raise in_use(error, "deleted", profile_id) from None
     if not found:
         raise not_found("profile", profile_id)
     current_app.extensions["rq_maintenance"].enqueue(purge_profile, profile_id, job_id=f"purge-profile-{profile_id}",

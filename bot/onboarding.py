@@ -20,8 +20,14 @@ log = logging.getLogger(__name__)
 
 
 def page_taken(page_id: str, owner_id: str) -> ApiError:
-    return ApiError(409, "page_taken", f"Facebook Page {page_id} already belongs to profile {owner_id}; "
-                                       "a Page can have only one profile", {"profile_id": owner_id})
+    """The refusal names the Page and its profile as people know them (ids are in the details)."""
+    owner = get_storage().profiles.get(owner_id)
+    if owner is None:  # deleted meanwhile: the names are gone
+        message = "That Facebook Page already has a profile; a Page can have only one"
+    else:
+        message = (f"The Page “{owner.page_name or page_id}” already has the profile “{owner.name}”; "
+                   "a Page can have only one profile")
+    return ApiError(409, "page_taken", message, {"profile_id": owner_id})
 
 
 def connect_page(*, name: str, page_id: str, page_token: str, status: str, connected_by: str = "") -> Profile:
@@ -67,7 +73,7 @@ def _login_page(nonce: str, page_id: str) -> tuple[str, dict]:
     role = policy.role_from_tasks(page.get("tasks"))
     if not policy.can_connect(page.get("tasks")):
         has = f"you are {role}" if role != "none" else "you have no role"
-        raise Refused(403, "role_insufficient", f"On the Page {page['name']!r} {has}: connecting a Page needs the "
+        raise Refused(403, "role_insufficient", f"On the Page “{page['name']}” {has}: connecting a Page needs the "
                                                 "Admin, Editor or Moderator role.", {"role": role})
     return user_id, page
 

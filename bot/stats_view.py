@@ -15,6 +15,7 @@ from storage import Storage
 FILTER_KINDS = ("all", "sent", "delivered", "read", "warning", "failed")
 MAX_DAYS = 366
 DEFAULT_DAYS = 30
+DATE_NAMES = {"from": "start date", "to": "end date"}
 
 
 class FilterError(ValueError):
@@ -44,7 +45,7 @@ def parse_filters(store: Storage, args) -> tuple[Filters, list[str]]:
     first = _date(args.get("from"), last - timedelta(days=DEFAULT_DAYS - 1), "from", problems)
     kind = args.get("kind") or "all"
     if kind not in FILTER_KINDS:
-        problems.append(f"Unknown kind {kind[:30]!r}: showing all kinds.")
+        problems.append(f"Unknown kind “{kind[:30]}”: showing all kinds.")
         kind = "all"
     if first > last:
         problems.append("The start date is after the end date: they were swapped.")
@@ -55,13 +56,19 @@ def parse_filters(store: Storage, args) -> tuple[Filters, list[str]]:
     return Filters(first, last, kind), problems
 
 
+def not_a_date(text: str) -> str:
+    """The one message for a date we cannot read (the stats page, its lists and the API)."""
+    shown = text if len(text) <= 30 else text[:30] + "…"
+    return f"“{shown}” is not a date like 2026-11-25."
+
+
 def _date(text: str | None, default: date, name: str, problems: list[str]) -> date:
     if not text:
         return default
     try:
         return date.fromisoformat(text)
     except ValueError:
-        problems.append(f"{name!r} must be a date like 2026-11-25 (got {text[:30]!r}): using {default.isoformat()}.")
+        problems.append(f"{not_a_date(text)} The {DATE_NAMES[name]} is {default.isoformat()} instead.")
         return default
 
 

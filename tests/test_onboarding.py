@@ -94,7 +94,7 @@ def test_refused_when_the_page_already_has_a_profile(client, fb, store, operator
     existing = store.profiles.create(name="First", page_id=page["id"], page_name="Shared Page", page_token=page["token"])
     via_facebook(client, fb, start_connect(client, operator), ann["id"])
     choose_page(client, operator, page["id"])
-    assert f"already belongs to profile {existing.id}" in flashes(client, "/profiles/new")
+    assert f"The Page “Shared Page” already has the profile “{existing.name}”" in flashes(client, "/profiles/new")
     assert len(store.profiles.list()) == 1
 
 

@@ -153,3 +153,36 @@ def test_logout(client):
     csrf = sign_in_operator(client)
     assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
     assert client.get("/profiles").status_code == 302
+
+
+@pytest.mark.parametrize("settings_overrides,shown", [({"SANDBOX": "1"}, True), ({}, False)])
+def test_every_page_shows_the_sandbox_banner_in_sandbox_mode_only(client, store, pages_of, settings_overrides,
+                                                                  shown):
+    _, a = pages_of["a"]
+    paths = ["/profiles", "/profiles/new", f"/profiles/{a.id}", f"/profiles/{a.id}/stats",
+             f"/profiles/{a.id}/stats/2026-11-25/sent", f"/profiles/{a.id}/stats/notadate/sent", "/profiles/999"]
+    pages = {"/login": client.get("/login").get_data(as_text=True)}
+    sign_in_operator(client)
+    pages.update({path: client.get(path).get_data(as_text=True) for path in paths})
+    for path, html in pages.items():
+        banner = re.search(r'<p class="sandbox-banner"[^>]*>(.*?)</p>', html, re.S)
+        assert bool(banner) is shown, path
+        if shown:
+            assert "simulator" in banner.group(1) and "nothing you do here reaches real people" in banner.group(1)
+
+
+def test_refusals_name_the_profile_and_each_program_once(client, store, api, pages_of):
+    _, a = pages_of["a"]
+    node = {"id": "n1", "type": "messenger", "profile_id": a.id, "tag": "ACCOUNT_UPDATE", "message": "Hi"}
+    api("put", "/programs/demo", json={"name": "Order updates (demo)", "status": "active", "nodes": [node]})
+    csrf = sign_in_operator(client)
+    html = client.post(f"/profiles/{a.id}/status", data={"status": "disabled", "csrf_token": csrf},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "The profile “Profile A” cannot be disabled: the active program “Order updates (demo)” uses it" in html
+    assert "(demo) (demo)" not in html
+    api("put", "/programs/p2", json={"name": "Receipts", "status": "active", "nodes": [node]})
+    html = client.post(f"/profiles/{a.id}/delete", data={"confirm": a.name, "csrf_token": csrf},
+                       follow_redirects=True).get_data(as_text=True)
+    assert ("The profile “Profile A” cannot be deleted: the active programs “Order updates (demo)” and "
+            "“Receipts” use it") in html
+    assert store.profiles.get(a.id).status == "enabled"

@@ -129,7 +129,8 @@ def test_details_page_filters_by_kind_and_date_kept_in_the_url(client, operator,
     assert f"from={days[2]}" in narrowed and f"to={days[2]}" in narrowed  # the CSV link keeps the filters
 
 
-@pytest.mark.parametrize("query,message", [("kind=bogus", "Unknown kind"), ("from=yesterday", "must be a date"),
+@pytest.mark.parametrize("query,message", [("kind=bogus", "Unknown kind"),
+                                           ("from=yesterday", "“yesterday” is not a date like 2026-11-25"),
                                            ("from=2026-12-31&to=2026-01-01", "swapped"),
                                            ("from=2020-01-01&to=2026-01-01", "At most 366 days")])
 def test_bad_filter_values_get_a_message_not_an_error_page(client, operator, setup, query, message, api):
@@ -158,8 +159,8 @@ def test_drill_down_lists_are_paged_and_show_data_to_recognise_contacts(client, 
     last = client.get(f"/profiles/{profile.id}/stats/{day}/sent?page=3").get_data(as_text=True)
     assert "Showing 101–120 of 120" in last and 'id="next-page"' not in last
     assert len(re.findall(r"<tr>", last)) == 21  # header + 20
-    bad = client.get(f"/profiles/{profile.id}/stats/notadate/sent").get_data(as_text=True)
-    assert "is not a date" in bad
+    assert "Showing 1–50 of 120" in client.get(f"/profiles/{profile.id}/stats/{day}/sent?page=x").get_data(as_text=True)
+    assert client.get(f"/profiles/{profile.id}/stats/{day}/sent?page={10**30}").status_code == 200  # past the end
 
 
 def test_csv_exports_are_streamed_and_spreadsheet_safe(client, operator, store, setup):
@@ -232,3 +233,96 @@ def test_rows_past_retention_are_dropped_but_counters_stay(store, setup):
     assert store.stats.rows(profile.id, old_day, "sent") == [] and store.stats.day(profile.id, old_day)["sent"] == 1
     assert len(store.stats.rows(profile.id, new_day, "sent")) == 1
     assert store.stats.trim_rows(profile.id, 90, now_utc().date().isoformat()) == 0  # done once
+
+
+# -- how the pages show the numbers ---------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", ["", ".csv"])
+def test_a_drill_down_list_with_a_bad_date_is_400_with_the_stats_page_message(client, operator, setup, suffix):
+    _, profile, _ = setup
+    message = "“2026-13-45” is not a date like 2026-11-25."
+    assert message in client.get(f"/profiles/{profile.id}/stats?from=2026-13-45").get_data(as_text=True)
+    answer = client.get(f"/profiles/{profile.id}/stats/2026-13-45/sent{suffix}")
+    html = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and message in html
+    title, heading = re.search(r"<title>(.*?)</title>.*?<h1>(.*?)</h1>", html, re.S).groups()
+    assert "2026-13-45" not in title + heading  # the raw input is never a page's title
+    assert client.get(f"/profiles/{profile.id}/stats/20261125/sent{suffix}").status_code == 400  # one spelling
+    unknown = client.get(f"/profiles/{profile.id}/stats/2026-11-25/bogus{suffix}")
+    assert unknown.status_code == 400 and "There is no list of “bogus”" in unknown.get_data(as_text=True)
+
+
+def test_counts_have_thousands_separators_and_the_delivered_rate_beside_them(client, operator, setup):
+    _, profile, seed = setup
+    at = int(now_utc().timestamp() * 1000) - 60_000
+    for i in range(1500):  # 1,000 to one person, who gets them; 500 to another, who does not (yet)
+        seed.sent(f"c{i}", "psid-a" if i < 1000 else "psid-b", at)
+    seed.receipt("delivery", "psid-a", at, at + 5000)
+    day = datetime.fromtimestamp(at / 1000, timezone.utc).date().isoformat()
+    profile_page = client.get(f"/profiles/{profile.id}").get_data(as_text=True)
+    assert re.search(r'id="delivered-7-days"[^>]*><strong>1,000</strong>', profile_page)
+    assert re.search(r'id="delivered-rate-7-days">66.6% of 1,500 sent<', profile_page)  # 66.67 rounded down
+    assert "500 awaiting a receipt" in profile_page
+    stats = client.get(f"/profiles/{profile.id}/stats").get_data(as_text=True)
+    row = re.search(rf'<tr data-date="{day}">(.*?)</tr>', stats, re.S).group(1)
+    cells = [re.sub(r"<[^>]+>|\s+", " ", c).split() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+    assert cells[1:5] == [["1,500"], ["1,000", "66.6%"], ["0"], ["500"]]  # sent, delivered + rate, read, awaiting
+    assert '<span class="rate" id="total-delivered-rate">66.6%</span>' in stats
+    assert "Showing 1–50 of 1,500" in client.get(f"/profiles/{profile.id}/stats/{day}/sent").get_data(as_text=True)
+
+
+def test_percent_and_thousands_filters():
+    from bot.pages.format import percent_of, thousands
+    assert [thousands(n) for n in (0, 999, 1000, 1234567)] == ["0", "999", "1,000", "1,234,567"]
+    assert [percent_of(p, w) for p, w in ((0, 5), (1, 3), (2, 3), (9999, 10000), (5, 5), (3, 0))] == \
+        ["0%", "33.3%", "66.6%", "99.9%", "100%", ""]
+
+
+def test_a_new_profile_says_no_messages_yet_with_a_hint_instead_of_an_empty_chart(client, operator, store, fb, setup):
+    _, profile, seed = setup
+    html = client.get(f"/profiles/{profile.id}").get_data(as_text=True)
+    assert "No messages yet" in html and "copy the opt-in code</a>" in html and "Messenger node" in html
+    assert "<svg" not in html and 'id="delivered-7-days"' not in html
+    page = fb.create_page(name="Old Page")  # older than a week, quiet this week: it had messages once
+    old = store.profiles.create(name="Old", page_id=page["id"], page_name="Old Page", page_token=page["token"],
+                                now=now_utc().timestamp() - 30 * 86_400)
+    html = client.get(f"/profiles/{old.id}").get_data(as_text=True)
+    assert "No messages in the last 7 days" in html and "No messages yet" not in html
+    seed.sent("c1", "psid1", int(now_utc().timestamp() * 1000) - 60_000)
+    html = client.get(f"/profiles/{profile.id}").get_data(as_text=True)
+    assert "No messages" not in html and "<svg" in html
+
+
+def contrast(colour: str, background: str = "#ffffff") -> float:
+    """WCAG contrast ratio of two #rrggbb colours."""
+    def luminance(hex_colour: str) -> float:
+        channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    light, dark = sorted((luminance(colour), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_chart_legend_names_each_colour_in_text_and_the_colours_stand_out():
+    from datetime import date
+
+    from bot.pages.chart import SERIES, bar_chart
+    from bot.stats_view import DayRow
+    html = str(bar_chart([DayRow("2026-11-20", 1500, 1000, 0, 3, 1, 0)], date(2026, 11, 14), date(2026, 11, 20)))
+    legend = re.search(r'<ul class="legend".*?</ul>', html, re.S).group(0)  # HTML text, not scaled SVG text
+    for _, label, colour in SERIES:
+        assert f'fill="{colour}"/></svg>{label}</li>' in legend
+        assert f'fill="{colour}"><title>2026-11-20:' in html  # the bars wear the legend's colours
+        assert contrast(colour) >= 3, (label, colour)  # WCAG 1.4.11 against the white card
+    assert "viewBox" not in html and ">1,500</text>" in html  # labels keep their size; counts are separated
+    assert 'fill="#d55e00"><title>2026-11-20: 4 not sent</title>' in html
+
+
+def test_the_not_sent_total_follows_the_kind_filter(client, operator, setup):
+    _, profile, seed = setup
+    seed_week(seed)  # one warning
+    seed.not_sent("c8", "failed", "recipient_unavailable", int(now_utc().timestamp() * 1000) - 60_000)
+    totals = {kind: re.search(r'id="total-not-sent"[^>]*>(.*?)</th>',
+                              client.get(f"/profiles/{profile.id}/stats?kind={kind}").get_data(as_text=True), re.S)
+              .group(1).strip() for kind in ("all", "warning", "failed")}
+    assert totals == {"all": "1 / 1", "warning": "1", "failed": "1"}

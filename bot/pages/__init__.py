@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, request, url_for
 
 from bot.pages import session as auth
+from bot.pages.format import percent_of, thousands
 
 bp = Blueprint("pages", __name__)
 PUBLIC_ENDPOINTS = {"pages.login", "pages.facebook_callback", "pages.login_with_facebook"}
@@ -24,7 +25,12 @@ def require_sign_in_and_csrf():
 
 @bp.app_context_processor
 def template_helpers():
-    return {"csrf_token": auth.csrf_token, "current_user": auth.current_user()}
+    return {"csrf_token": auth.csrf_token, "current_user": auth.current_user(),
+            "sandbox": current_app.config["SETTINGS"].sandbox}
+
+
+bp.add_app_template_filter(thousands, "thousands")
+bp.add_app_template_filter(percent_of, "percent_of")
 
 
 @bp.after_request

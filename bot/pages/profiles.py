@@ -2,6 +2,8 @@
 disable, delete, reauthorise. The rules live in bot/onboarding.py and bot/lifecycle.py."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 
 from bot import lifecycle, onboarding, policy, stats_view
@@ -69,11 +71,15 @@ def show_profile(profile_id: str):
     settings = current_app.config["SETTINGS"]
     code = optin_html(profile_name=profile.name, page_name=profile.page_name, page_id=profile.page_id,
                       app_id=settings.fb_app_id, version=settings.graph_api_version, ref=generic_ref(profile.id))
-    programs = get_storage().programs.using_profile(profile.id)
-    week, rows = stats_view.last_week(get_storage(), profile.id)
+    store = get_storage()
+    programs = store.programs.using_profile(profile.id)
+    week, rows = stats_view.last_week(store, profile.id)
+    # Younger than the week and nothing in it: it has never had a message (no need to read older days).
+    never_sent = not rows and datetime.fromtimestamp(profile.created_at, store.tz).date() >= week.first
     return render_template("pages/profile.html", profile=profile, optin_code=code, ref_field=ref_field(profile.id),
-                           programs=programs, week=week, week_total=stats_view.totals(rows),
-                           problems=stats_view.problems(rows), chart=bar_chart(rows, week.first, week.last))
+                           programs=programs, week=week, week_rows=rows, week_total=stats_view.totals(rows),
+                           never_sent=never_sent, problems=stats_view.problems(rows),
+                           chart=bar_chart(rows, week.first, week.last) if rows else "")
 
 
 @bp.post("/profiles/<profile_id>/status")
@@ -87,7 +93,7 @@ def change_status(profile_id: str):
     except ApiError as refusal:
         flash(refusal.message, "error")
     else:
-        flash(f"The profile is {status}.", "info")
+        flash(f"The profile “{profile.name}” is {status}.", "info")
     return redirect(url_for("pages.show_profile", profile_id=profile.id))
 
 
@@ -95,14 +101,14 @@ def change_status(profile_id: str):
 def delete_profile(profile_id: str):
     profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
     if request.form.get("confirm") != profile.name:
-        flash("To delete, type the profile's name exactly.", "error")
+        flash(f"To delete, type the profile's name exactly: “{profile.name}”.", "error")
         return redirect(url_for("pages.show_profile", profile_id=profile.id))
     try:
         lifecycle.delete(profile.id)
     except ApiError as refusal:
         flash(refusal.message, "error")
         return redirect(url_for("pages.show_profile", profile_id=profile.id))
-    flash(f"The profile {profile.name!r} and all its statistics are deleted.", "info")
+    flash(f"The profile “{profile.name}” and all its statistics are deleted.", "info")
     return redirect(url_for("pages.list_profiles"))
 
 

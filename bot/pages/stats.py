@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from flask import render_template, request, url_for
+from flask import abort, render_template, request, url_for
 
 from bot import stats_view
 from bot.csv_export import csv_response
@@ -16,6 +16,7 @@ from bot.reasons import REASONS, reason_text
 from storage import get_storage
 
 PAGE_SIZE = 50
+MAX_PAGE = 10**9  # Redis takes 64-bit offsets: a larger page number would be a 500
 CSV_CHUNK = 1000
 LIST_KINDS = ("sent", "delivered", "read", "warning", "failed")
 KIND_TITLES = {"sent": "Messages sent", "delivered": "Messages delivered", "read": "Messages read",
@@ -48,20 +49,20 @@ def _day_table(profile_id: str):
     return profile, filters, notices, stats_view.day_rows(store, profile.id, filters)
 
 
-def _list_args(day: str, kind: str) -> tuple[str | None, list[str]]:
-    """The reason filter, and what is wrong with the URL's values (shown as messages)."""
-    problems = []
+def _list_args(day: str, kind: str) -> tuple[str | None, str | None]:
+    """(reason filter, what is wrong with it); a bad date or kind is a 400: there is nothing to list."""
     try:
-        date.fromisoformat(day)
+        canonical = date.fromisoformat(day).isoformat() == day  # not 20261125 nor 2026-W48-3: the keys use this
     except ValueError:
-        problems.append(f"{day[:30]!r} is not a date like 2026-11-25.")
+        canonical = False
+    if not canonical:
+        abort(400, description=stats_view.not_a_date(day))
     if kind not in LIST_KINDS:
-        problems.append(f"Unknown kind {kind[:30]!r}; choose one of {', '.join(LIST_KINDS)}.")
+        abort(400, description=f"There is no list of “{kind[:30]}”: choose one of {', '.join(LIST_KINDS)}.")
     reason = request.args.get("reason") or None
     if reason and (reason not in REASONS or kind not in ("warning", "failed")):
-        problems.append(f"Unknown reason {reason[:40]!r} for {kind[:30]}: showing every reason.")
-        reason = None
-    return reason, problems
+        return None, f"Unknown reason “{reason[:40]}” for {KIND_TITLES[kind].lower()}."
+    return reason, None
 
 
 def _with_contact_data(rows: list[dict]) -> list[dict]:
@@ -80,28 +81,27 @@ def _when(ms: int) -> str:
 @bp.get("/profiles/<profile_id>/stats/<day>/<kind>")
 def stats_contacts(profile_id: str, day: str, kind: str):
     profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
-    reason, problems = _list_args(day, kind)
-    store = get_storage()
+    reason, bad_reason = _list_args(day, kind)
+    notices = [f"{bad_reason} Showing every reason."] if bad_reason else []
     try:
-        page = max(1, int(request.args.get("page", "1")))
+        page = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
-        page, problems = 1, problems + ["The page number must be a whole number."]
-    total = rows = None
-    if not problems:
-        total = store.stats.row_count(profile.id, day, kind, reason)
-        rows = _with_contact_data(store.stats.rows(profile.id, day, kind, (page - 1) * PAGE_SIZE, PAGE_SIZE, reason))
+        page = 1
+        notices.append("The page number must be a whole number: showing the first page.")
+    store = get_storage()
+    total = store.stats.row_count(profile.id, day, kind, reason)
+    rows = _with_contact_data(store.stats.rows(profile.id, day, kind, (page - 1) * PAGE_SIZE, PAGE_SIZE, reason))
     return render_template("pages/stats_contacts.html", profile=profile, day=day, kind=kind, reason=reason,
-                           title=KIND_TITLES.get(kind, "Contacts"), rows=rows or [], total=total or 0,
-                           page=page, page_size=PAGE_SIZE, problems=problems, when=_when, reason_text=reason_text,
-                           timezone=str(store.tz))
+                           title=KIND_TITLES[kind], rows=rows, total=total, page=page, page_size=PAGE_SIZE,
+                           notices=notices, when=_when, reason_text=reason_text, timezone=str(store.tz))
 
 
 @bp.get("/profiles/<profile_id>/stats/<day>/<kind>.csv")
 def stats_contacts_csv(profile_id: str, day: str, kind: str):
     profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
-    reason, problems = _list_args(day, kind)
-    if problems:
-        return render_template("pages/error.html", title="Nothing to download", message=" ".join(problems)), 400
+    reason, bad_reason = _list_args(day, kind)
+    if bad_reason:
+        abort(400, description=bad_reason)
     store = get_storage()
 
     def lines():  # runs while the response streams, still inside the request (stream_with_context)
