@@ -3,6 +3,7 @@ import multiprocessing
 import os
 import socket
 
+from gunicorn import glogging
 from gunicorn.workers import gthread
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -73,4 +74,27 @@ def on_starting(server):
                 probe.bind((host, port))
             except OSError as exc:
                 raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}; is another server running there?")
-        server.log.info("Each worker listens on %s:%s (reuse_port)", host, port)  # gunicorn's own line is empty
+
+
+class Logger(glogging.Logger):
+    """gunicorn's logger, naming the address in "Listening at:".
+
+    With reuse_port the master opens no socket (each worker opens its own), and gunicorn builds
+    that line from the master's sockets: "Listening at:  (pid)". Name the configured address."""
+
+    def info(self, msg, *args, **kwargs):
+        if msg.startswith("Listening at:") and args and not args[0]:
+            scheme = "https" if self.cfg.is_ssl else "http"
+            args = (",".join(_address_url(address, scheme) for address in self.cfg.address), *args[1:])
+        super().info(msg, *args, **kwargs)
+
+
+def _address_url(address, scheme: str) -> str:
+    """An address as gunicorn's own sockets print it."""
+    if not isinstance(address, tuple):
+        return f"unix:{address}"
+    host, port = address[:2]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+logger_class = Logger

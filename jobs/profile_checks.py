@@ -2,7 +2,10 @@
 
 Facebook unsubscribes an app from a Page after an hour of failed webhooks ("Webhooks
 Disabled"), and tokens die when passwords change or roles go. One Graph call or two per
-profile, spaced out, once per PROFILE_CHECK_MINUTES.
+profile, spaced out, once per PROFILE_CHECK_MINUTES, and once when the workers start (a
+restart must not leave "ok" standing for a token Facebook has refused meanwhile). A check
+records its time (`health_checked_at`), which the API and the profile page show beside the
+health; a check that could not reach Facebook leaves both as they were.
 """
 from __future__ import annotations
 
@@ -19,28 +22,45 @@ from storage import get_storage
 
 log = logging.getLogger(__name__)
 SPACING_S = 0.2  # at most 5 profiles a second: a health check must not eat the Pages' rate limits
+# At start-up Facebook may not answer yet (in sandbox mode the simulator starts beside the worker).
+START_RETRIES, RETRY_AFTER_S = 3, 10
 
 
 def queue_checks() -> int:
     """Ticker task: one small job per profile on the maintenance queue, spaced out, so checks
     never hold up sends and never burst at Facebook. Returns how many were queued."""
     every = current_app.config["SETTINGS"].profile_check_minutes * 60
+    return _queue_checks(str(int(time.time() // every)), retries=0)
+
+
+def queue_start_checks() -> int:
+    """Ticker start-up task: the same checks at once, retried while Facebook is unreachable."""
+    return _queue_checks(f"start-{int(time.time())}", retries=START_RETRIES)
+
+
+def _queue_checks(round_: str, retries: int) -> int:
+    every = current_app.config["SETTINGS"].profile_check_minutes * 60
     queue = current_app.extensions["rq_maintenance"]
-    round_ = int(time.time() // every)
     profiles = get_storage().profiles.list()
     for position, profile in enumerate(profiles):
-        queue.enqueue_in(timedelta(seconds=position * SPACING_S), check_profile, profile.id,
+        queue.enqueue_in(timedelta(seconds=position * SPACING_S), check_profile, profile.id, retries,
                          job_id=f"check-profile-{profile.id}-{round_}", result_ttl=every, failure_ttl=86400)
     return len(profiles)
 
 
 @context.in_app_context
-def check_profile(profile_id: str) -> str:
-    """RQ job: check one profile (checked / needs_reauth / resubscribed / skipped)."""
+def check_profile(profile_id: str, retries: int = 0) -> str:
+    """RQ job: check one profile (checked / needs_reauth / resubscribed / skipped); a check that
+    Facebook did not answer is tried again `retries` more times."""
     profile = get_storage().profiles.get(profile_id)
-    outcome = _check(profile) if profile else "skipped"
+    if profile is None:
+        return "skipped"
+    outcome = _check(profile)
     if outcome in ("needs_reauth", "resubscribed"):
         log.warning("profile check %s: %s", profile_id, outcome)
+    if outcome == "skipped" and retries > 0:
+        current_app.extensions["rq_maintenance"].enqueue_in(
+            timedelta(seconds=RETRY_AFTER_S), check_profile, profile_id, retries - 1, result_ttl=600, failure_ttl=86400)
     return outcome
 
 

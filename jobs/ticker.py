@@ -3,9 +3,15 @@ worker in the whole deployment do each task per interval (tick:{name} in storage
 
 The tasks are short Redis sweeps, so they run in the thread itself; anything slow they find
 goes to RQ as ordinary jobs.
+
+A task may also have work to do when workers start (`at_start`): the profile check, whose
+periodic lock outlives a restart (it is in Redis), so without it a restart would leave every
+profile's health as it was for up to PROFILE_CHECK_MINUTES, "ok" for a token Facebook has since
+refused. Workers starting within START_WINDOW_S of each other share one such run.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -16,6 +22,7 @@ from redis.exceptions import RedisError
 from jobs import context
 
 log = logging.getLogger(__name__)
+START_WINDOW_S = 10  # the workers of one deployment start within seconds of each other
 
 
 @dataclass(frozen=True)
@@ -23,13 +30,15 @@ class Task:
     name: str
     every_s: float
     run: Callable[[], object]
+    at_start: Callable[[], object] | None = None  # run once when the workers start
 
 
 def default_tasks() -> list[Task]:
     from jobs import profile_checks, runs
     check_every = context.get_app().config["SETTINGS"].profile_check_minutes * 60
     return [Task("resume_runs", 5, runs.resume_runs), Task("expire_unknown", 10, runs.expire_unknown),
-            Task("check_profiles", check_every, profile_checks.queue_checks),
+            Task("check_profiles", check_every, profile_checks.queue_checks,
+                 at_start=profile_checks.queue_start_checks),
             Task("trim_rows", 3600, profile_checks.trim_rows)]
 
 
@@ -51,22 +60,37 @@ class Ticker:
         self._thread.join(10)
 
     def _loop(self) -> None:
+        self.tick_at_start()
         while not self._stop.wait(self.poll_s):
             self.tick()
 
+    def tick_at_start(self) -> list[str]:
+        """Run the tasks' start-up work unless another worker just did; return their names."""
+        return self._run([(f"{t.name}:start", START_WINDOW_S, functools.partial(self._start, t))
+                          for t in self.tasks if t.at_start])
+
+    @staticmethod
+    def _start(task: Task) -> None:
+        from storage import get_storage
+        task.at_start()
+        get_storage().take_tick(task.name, int(task.every_s * 1000))  # it stands for this interval's run
+
     def tick(self) -> list[str]:
         """Run the tasks that are due and not taken by another worker; return their names."""
+        return self._run([(t.name, t.every_s, t.run) for t in self.tasks])
+
+    def _run(self, due: list[tuple[str, float, Callable[[], object]]]) -> list[str]:
         ran = []
         with context.get_app().app_context():
             from storage import get_storage
             store = get_storage()
-            for task in self.tasks:
+            for name, every_s, run in due:
                 try:
-                    if store.take_tick(task.name, int(task.every_s * 1000)):
-                        task.run()
-                        ran.append(task.name)
+                    if store.take_tick(name, int(every_s * 1000)):
+                        run()
+                        ran.append(name)
                 except RedisError as exc:
-                    log.warning("periodic %s skipped: Redis unavailable (%s)", task.name, type(exc).__name__)
+                    log.warning("periodic %s skipped: Redis unavailable (%s)", name, type(exc).__name__)
                 except Exception:  # noqa: BLE001 - one failing task must not stop the others
-                    log.exception("periodic %s failed", task.name)
+                    log.exception("periodic %s failed", name)
         return ran

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 _SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux
 
@@ -70,12 +72,27 @@ class EmbeddedRedis:
         """Start the server and wait until it answers PING; return its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.socket_path and self.socket_path.exists():
+            running = self._running_pid()
+            if running:  # two servers on one append-only file would corrupt it
+                raise RuntimeError(f"a redis-server (pid {running}) already serves {self.data_dir}; "
+                                   f"stop it first (kill {running})")
             self.socket_path.unlink()  # left by a server that was killed
         # Own session: a Ctrl-C in the terminal must not stop Redis before web and worker finish.
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         self.wait_ready(timeout)
         return self.url
+
+    def _running_pid(self) -> int | None:
+        """The pid of a server answering on our socket (one a killed launcher left), if any."""
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5, socket_timeout=1,
+                             retry=Retry(NoBackoff(), 0))  # a refused connection is the answer
+        try:
+            return int(client.info("server")["process_id"])
+        except (redis.RedisError, OSError):
+            return None
+        finally:
+            client.close()
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

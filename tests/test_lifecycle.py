@@ -246,3 +246,82 @@ def test_data_deletion_deletes_the_users_data_and_gives_a_status_url(client, fb,
     assert status.status_code == 200 and body["confirmation_code"] in text and "completed" in text
     assert int(re.search(r'id="messenger-records">(\d+)<', text).group(1)) >= 4
     assert client.get("/facebook/data-deletion/nosuchcode").status_code == 404
+
+
+# -- health: /healthz and the token checks ------------------------------------------------------
+
+def test_healthz_fails_when_redis_takes_no_new_connection(tmp_path, sandbox_server):
+    """A second `make run` deleted the running Redis's socket: requests needing a new connection
+    got 503 while /healthz, pinging over a pooled one, said ok."""
+    from bot import create_app
+    from storage.embedded import EmbeddedRedis
+    from tests.conftest import make_settings
+    with EmbeddedRedis(tmp_path / "r", appendonly=False) as server:
+        assert server.socket_path, "the path is too long for a unix socket"
+        app = create_app(make_settings(server.url, sandbox_server.url))
+        client = app.test_client()
+        assert client.get("/healthz").json == {"status": "ok", "redis": "ok"}
+        assert app.extensions["storage"].ping()  # as any request does: the pool holds a connection now
+        server.socket_path.unlink()
+        assert app.extensions["storage"].ping()  # the pooled connection still answers...
+        answer = client.get("/healthz")
+        assert answer.status_code == 503 and answer.json["status"] == "unavailable"  # ...but the storage is unusable
+        app.extensions["storage"].redis.close()
+
+
+def test_a_starting_worker_checks_every_token_though_the_periodic_check_is_not_due(
+        fb, store, redis_server, sandbox_server, tmp_path):
+    """After a restart the periodic check's lock (in Redis) can hold for up to an hour: a token
+    Facebook no longer knows must not keep saying "ok" that long."""
+    from tests.conftest import service_env
+    from tests.workers import WorkerProcesses
+    good = fb.create_page(name="Known")
+    known = store.profiles.create(name="Known", page_id=good["id"], page_name="Known", page_token=good["token"], now=1)
+    forgotten = store.profiles.create(name="Forgotten", page_id="104857600000555", page_name="Forgotten",
+                                      page_token="sbx-page-the-simulator-never-issued", now=1)
+    assert store.take_tick("check_profiles", 3_600_000)  # the last run's periodic check, still due in an hour
+    workers = WorkerProcesses(service_env(redis_server.url, sandbox_server.url), tmp_path)
+    try:
+        workers.start()
+        flagged = wait_until(lambda: (p := store.profiles.get(forgotten.id)).health != "ok" and p, timeout=30)
+        assert flagged.health == "needs_reauth" and flagged.health_checked_at > 1
+        checked = wait_until(lambda: (p := store.profiles.get(known.id)).health_checked_at > 1 and p, timeout=30)
+        assert checked.health == "ok"
+    finally:
+        workers.stop_all()
+
+
+def test_two_workers_starting_together_check_once(app, store):
+    from jobs.ticker import Task, Ticker
+    ran: list[str] = []
+    task = Task("check", 3600, lambda: ran.append("periodic"), at_start=lambda: ran.append("start"))
+    first, second = Ticker([task]), Ticker([task])
+    assert first.tick_at_start() == ["check:start"]
+    assert second.tick_at_start() == []  # already done for this start
+    assert first.tick() == second.tick() == []  # and it stands for this interval's periodic run
+    assert ran == ["start"]
+
+
+def test_a_start_up_check_that_cannot_reach_facebook_is_tried_again(settings, store):
+    """In sandbox mode the simulator starts beside the worker and may not answer yet."""
+    import dataclasses
+
+    from rq.registry import ScheduledJobRegistry
+
+    from bot import create_app
+    from jobs import context
+    from jobs.profile_checks import check_profile
+    from storage.embedded import free_port
+    profile = store.profiles.create(name="P", page_id="104857600000556", page_name="P", page_token="t", now=1)
+    unreachable = create_app(dataclasses.replace(settings, graph_api_url=f"http://127.0.0.1:{free_port()}"))
+    context.use_app(unreachable)
+    try:
+        assert check_profile(profile.id, 1) == "skipped"
+        assert check_profile(profile.id, 0) == "skipped"  # the last try: no more retries
+    finally:
+        unreachable.extensions["graph"].close()
+        unreachable.extensions["storage"].redis.close()
+    assert store.profiles.get(profile.id).health_checked_at == 1  # not checked: the old time still shows
+    queue = unreachable.extensions["rq_maintenance"]
+    retries = [queue.fetch_job(job_id).args for job_id in ScheduledJobRegistry(queue=queue).get_job_ids()]
+    assert retries == [(profile.id, 0)]

@@ -156,6 +156,12 @@ def test_each_worker_listens_on_a_socket_of_its_own_and_a_second_server_is_refus
     assert len(psutil.Process(gunicorn.process.pid).children()) == 3
 
 
+def test_the_master_logs_the_address_it_serves(gunicorn, tmp_path):
+    """With reuse_port the master holds no socket, and gunicorn's line read "Listening at:  (pid)"."""
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert f"Listening at: {gunicorn.url} ({gunicorn.process.pid})" in log, log
+
+
 def test_a_worker_stopping_under_load_refuses_no_connection(gunicorn, store):
     """Each worker in turn stops gracefully (SIGTERM to the worker: what a replacement after
     WEB_MAX_REQUESTS does) while 8 threads post webhooks, each on a new connection. With a
