@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+from bot import graph
 from storage import Storage
 from storage.inbound import Event
 from storage.programs import Node, UtilityTemplate
@@ -34,7 +35,8 @@ def sandbox_seed() -> dict:
     people = [{"psid": psid, "last_interaction_ago_ms": hours * HOUR_MS}
               for psid, hours, _ in PEOPLE.values() if psid]
     return {"config": {"delivery_delay_ms": 1500, "read_delay_ms": 4000},
-            "pages": [{**PAGE, "templates": [{"name": TEMPLATE.name, "language": TEMPLATE.language,
+            # The demo profile is connected, so its Page is subscribed to our webhook fields.
+            "pages": [{**PAGE, "subscribed_fields": list(graph.SUBSCRIBED_FIELDS), "templates": [{"name": TEMPLATE.name, "language": TEMPLATE.language,
                                               "param_count": len(TEMPLATE.parameters)}],
                        "people": people}],
             # Who can "Log in with Facebook" in sandbox mode: an owner of the demo Page, with a
