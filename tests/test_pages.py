@@ -120,16 +120,21 @@ def test_names_are_escaped_everywhere(client, store, fb):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_disabling_in_use_profile_names_the_programs(client, store, api, pages_of):
+def test_disabling_in_use_profile_names_the_profile_and_each_program_once(client, store, api, pages_of):
     _, a = pages_of["a"]
     node = {"id": "n1", "type": "messenger", "profile_id": a.id, "tag": "ACCOUNT_UPDATE", "message": "Hi"}
-    api("put", "/programs/p1", json={"name": "Order updates", "status": "active", "nodes": [node]})
+    api("put", "/programs/demo", json={"name": "Order updates (demo)", "status": "active", "nodes": [node]})
     csrf = sign_in_operator(client)
-    answer = client.post(f"/profiles/{a.id}/status", data={"status": "disabled", "csrf_token": csrf},
-                         follow_redirects=True)
-    assert "Order updates" in answer.get_data(as_text=True) and store.profiles.get(a.id).status == "enabled"
-    answer = client.post(f"/profiles/{a.id}/delete", data={"confirm": a.name, "csrf_token": csrf}, follow_redirects=True)
-    assert "Order updates" in answer.get_data(as_text=True) and store.profiles.get(a.id) is not None
+    html = client.post(f"/profiles/{a.id}/status", data={"status": "disabled", "csrf_token": csrf},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "The profile “Profile A” cannot be disabled: the active program “Order updates (demo)” uses it" in html
+    assert "(demo) (demo)" not in html and store.profiles.get(a.id).status == "enabled"
+    api("put", "/programs/p2", json={"name": "Receipts", "status": "active", "nodes": [node]})
+    html = client.post(f"/profiles/{a.id}/delete", data={"confirm": a.name, "csrf_token": csrf},
+                       follow_redirects=True).get_data(as_text=True)
+    assert ("The profile “Profile A” cannot be deleted: the active programs “Order updates (demo)” and "
+            "“Receipts” use it") in html
+    assert store.profiles.get(a.id) is not None
 
 
 def test_delete_needs_the_name_typed(client, store, pages_of, drain):
@@ -169,20 +174,3 @@ def test_every_page_shows_the_sandbox_banner_in_sandbox_mode_only(client, store,
         assert bool(banner) is shown, path
         if shown:
             assert "simulator" in banner.group(1) and "nothing you do here reaches real people" in banner.group(1)
-
-
-def test_refusals_name_the_profile_and_each_program_once(client, store, api, pages_of):
-    _, a = pages_of["a"]
-    node = {"id": "n1", "type": "messenger", "profile_id": a.id, "tag": "ACCOUNT_UPDATE", "message": "Hi"}
-    api("put", "/programs/demo", json={"name": "Order updates (demo)", "status": "active", "nodes": [node]})
-    csrf = sign_in_operator(client)
-    html = client.post(f"/profiles/{a.id}/status", data={"status": "disabled", "csrf_token": csrf},
-                       follow_redirects=True).get_data(as_text=True)
-    assert "The profile “Profile A” cannot be disabled: the active program “Order updates (demo)” uses it" in html
-    assert "(demo) (demo)" not in html
-    api("put", "/programs/p2", json={"name": "Receipts", "status": "active", "nodes": [node]})
-    html = client.post(f"/profiles/{a.id}/delete", data={"confirm": a.name, "csrf_token": csrf},
-                       follow_redirects=True).get_data(as_text=True)
-    assert ("The profile “Profile A” cannot be deleted: the active programs “Order updates (demo)” and "
-            "“Receipts” use it") in html
-    assert store.profiles.get(a.id).status == "enabled"
