@@ -79,8 +79,8 @@ def start_simulator(stack: ExitStack, control_timeout: float = 30.0, **config):
 
 
 def start_app(stack: ExitStack, env: dict[str, str]):
-    """`bot.create_app` with settings from `env` only (no .env file); its clients closed by `stack`."""
-    from bot import create_app
+    """`bot.app.create_app` with settings from `env` only (no .env file); its clients closed by `stack`."""
+    from bot.app import create_app
     from bot.config import Settings
     app = create_app(Settings.from_env(env, dotenv=False))
     stack.callback(app.extensions["storage"].redis.close)

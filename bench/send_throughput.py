@@ -6,7 +6,7 @@
 Everything runs on this machine and is private to this process: a redis-server of our own on a
 free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxProcess`: one event loop
 in a process of its own, keep-alive like Facebook) answering every send `--latency-ms` after it
-arrived, with echoes and receipts off so no webhook traffic is measured, the app (`bot.create_app`) driven through its
+arrived, with echoes and receipts off so no webhook traffic is measured, the app (`bot.app.create_app`) driven through its
 test client, and `--workers` real worker processes (`python -m jobs.worker`).
 
 The contacts are spread over `--pages` Pages: one profile, one node and so one run per Page,

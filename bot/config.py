@@ -1,9 +1,11 @@
 """Settings from the environment (and `.env`), validated once at start-up.
 
-Every setting is listed in SETTINGS with its default and meaning; the README's table is written
-from the same list. With no Facebook credentials the service runs in sandbox mode: the Graph
-client talks to the built-in simulator and development secrets are used, so `make run` works on
-a fresh machine. Outside sandbox mode every secret must be given.
+Each setting is declared once, as a field of `Settings`: its environment variable (the field's
+name in capitals), type, default, meaning and parser. `SETTINGS` lists them by name and the
+README's configuration table is `settings_table()` (tests/test_readme.py keeps the two equal).
+With no Facebook credentials the service runs in sandbox mode: the Graph client talks to the
+built-in simulator and development secrets are used, so `make run` works on a fresh machine.
+Outside sandbox mode every secret must be given.
 """
 from __future__ import annotations
 
@@ -11,299 +13,362 @@ import base64
 import hashlib
 import os
 import re
+import sys
 import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any
 
 from cryptography.fernet import Fernet
+from dotenv import dotenv_values
 
 from bot.errors import ConfigError
 
-# name: (default, meaning). A default of None means "required outside sandbox mode".
-SETTINGS: dict[str, tuple[str | None, str]] = {
-    "REDIS_URL": ("", "Redis for all state and the RQ queues (`redis://`, `rediss://` or `unix://`). "
-                      "Unset under `make run`: an embedded redis-server is started with its data in `var/redis/`."),
-    "SANDBOX": ("", "`1` talks to the built-in Facebook simulator; `0` talks to Facebook. "
-                    "Default: `1` when `FB_APP_ID` is unset."),
-    "SECRET_KEY": (None, "Signs sessions and the opt-in refs in opt-in codes. Long and random."),
-    "API_TOKEN": (None, "Bearer token of the JSON API (`Authorization: Bearer ...`)."),
-    "ADMIN_PASSWORD": (None, "Operator password for the HTML pages."),
-    "FB_APP_ID": (None, "Facebook app id."),
-    "FB_APP_SECRET": (None, "Facebook app secret: checks webhook signatures and signed requests."),
-    "FB_VERIFY_TOKEN": (None, "The Verify Token typed in the App Dashboard for the webhook subscription."),
-    "TOKEN_ENCRYPTION_KEY": (None, "Fernet key(s) encrypting Page tokens at rest, comma-separated, newest first "
-                                   "(older ones still decrypt: that is how a key is rotated)."),
-    "GRAPH_API_URL": ("", "Graph API base URL. Default `https://graph.facebook.com`, or the simulator in sandbox mode."),
-    "FB_LOGIN_URL": ("", "Where Facebook Login's dialog lives. Default `https://www.facebook.com`, or the simulator in sandbox mode."),
-    "PUBLIC_URL": ("", "The service's public base URL (for Facebook Login's redirect and the data deletion status URL). "
-                       "Default: taken from each request."),
-    "SESSION_COOKIE_SECURE": ("", "`1` sends the sign-in cookie over HTTPS only. Default: `1` outside sandbox mode."),
-    "GRAPH_API_VERSION": ("v26.0", "Graph API version used on every call."),
-    "GRAPH_TIMEOUT_SECONDS": ("10", "Read timeout of one Graph API call (connect timeout is 3 s)."),
-    "STATS_TIMEZONE": ("UTC", "Time zone whose calendar days the statistics use."),
-    "WEBHOOK_MAX_BYTES": ("1048576", "Largest webhook body accepted; larger gets 413."),
-    "RECEIPT_CLOCK_SKEW_MS": ("1000", "Tolerance between our send time and Facebook's receipt watermark."),
-    "SEND_RATE_PER_PAGE": ("20", "Messages per second per Page, shared by all workers (Facebook's inbox breaks above ~40)."),
-    "SEND_CONCURRENCY": ("16", "Sends in flight at once per worker process."),
-    "SEND_PAGES_PER_WORKER": ("32", "Batches of different Pages one worker sends at once (sharing SEND_CONCURRENCY; twice it keeps threads from waiting on one Page's pace)."),
-    "SEND_MAX_ATTEMPTS": ("4", "Attempts per contact on transient Facebook errors before `failed`."),
-    "RUN_BATCH_SIZE": ("200", "Contacts per RQ job of a node run."),
-    "RUN_PARALLEL_BATCHES": ("1", "Batches of one run processed at once (one Page's rate is shared anyway)."),
-    "UNKNOWN_DEADLINE_SECONDS": ("900", "How long a send whose answer was lost waits for Facebook's echo before `failed`/`interrupted`."),
-    "RUN_LEASE_SECONDS": ("15", "A batch whose worker stopped renewing its lease this long is resumed by another worker."),
-    "PROFILE_CHECK_MINUTES": ("60", "How often every profile's token and webhook subscription are checked."),
-    "ROW_RETENTION_DAYS": ("90", "How long the per-contact rows behind the statistics are kept (the counters stay until the profile is deleted)."),
-    "RUN_RETENTION_DAYS": ("30", "How long a run's per-contact outcomes stay readable through the API."),
-    "TAG_RETIREMENT_DATE": ("2026-04-27", "Day Meta stopped accepting the three message tags; before it, nodes send tagged messages."),
-    "SANDBOX_PORT": ("8001", "Port of the Facebook simulator in sandbox mode."),
-    "PORT": ("8000", "Port the web process listens on."),
-    "LOG_LEVEL": ("INFO", "Log level of web and worker processes."),
-}
-# Read by gunicorn.conf.py and `make run` only; listed here so the README documents them too.
-PROCESS_SETTINGS: dict[str, tuple[str, str]] = {
-    "HOST": ("127.0.0.1", "Interface the web process binds (`0.0.0.0` behind a load balancer)."),
-    "WEB_CONCURRENCY": ("CPUs + 1", "gunicorn worker processes."),
-    "WEB_THREADS": ("8", "Threads per gunicorn worker."),
-    "WEB_MAX_REQUESTS": ("100000", "Requests after which a gunicorn worker is replaced (0: never)."),
-    "VAR_DIR": ("var", "Where `make run` keeps the embedded Redis data (`<VAR_DIR>/redis`)."),
-}
-
-_SANDBOX_DEFAULTS = {
-    "SECRET_KEY": "sandbox-secret-key-not-for-production",
-    "API_TOKEN": "sandbox-api-token",
-    "ADMIN_PASSWORD": "sandbox",
-    "FB_APP_ID": "100000000000001",
-    "FB_APP_SECRET": "sandbox-app-secret",
-    "FB_VERIFY_TOKEN": "sandbox-verify-token",
-}
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_HTTP_URL = re.compile(r"https?://[^\s/]+(/[^\s]*)?")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+_FACEBOOK_GRAPH, _FACEBOOK_WWW = "https://graph.facebook.com", "https://www.facebook.com"
+
+
+class _Invalid(ValueError):
+    """A value a parser refuses; each reason is reported on its own line after the setting's name."""
+
+    def __init__(self, *reasons: str):
+        super().__init__(*reasons)
+        self.reasons = reasons
+
+
+Parse = Callable[[str], Any]
+Derive = Callable[["_Reader"], "str | None"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: how its text is read, its default and what the README says of it."""
+
+    meaning: str
+    default: str | Derive | None  # the text used when unset, or computed from earlier settings; None: required
+    parse: Parse = str            # text -> value; raises _Invalid
+    shown: str = ""               # the README's default column when the default is not a plain value
+    missing: str = ""             # what to do when required and unset (default: the meaning)
+    secret: bool = False          # left out of logs
+    name: str = ""                # the environment variable; from the field's name unless given
+    attribute: str = ""           # the `Settings` field; filled in from the declaration
+
+    def __post_init__(self) -> None:
+        if callable(self.default) and not self.shown:
+            raise TypeError(f"{self.name or self.meaning!r}: a computed default needs `shown`")
+
+    def default_cell(self) -> str:
+        """The default as the README's table shows it."""
+        if self.shown:
+            return self.shown
+        if self.default is None:
+            return "required"
+        return f"`{self.default}`" if self.default else "—"
+
+
+def _setting(meaning: str, default: str | Derive | None, parse: Parse = str, *, shown: str = "",
+             missing: str = "", secret: bool = False, name: str = "") -> Any:
+    """A `Settings` field declaring one setting."""
+    return field(metadata={"setting": Setting(meaning, default, parse, shown, missing, secret, name)})
+
+
+def _sandbox_default(meaning: str, value: str, *, secret: bool = True) -> Any:
+    """A setting required outside sandbox mode, with a development value in it."""
+    return _setting(meaning, lambda r: value if r.value("SANDBOX") else None, secret=secret,
+                    shown=f"required outside sandbox (sandbox: `{value}`)")
+
+
+# -- parsers: text -> value, or _Invalid with the reason -------------------------------------------
+
+def _flag(text: str) -> bool:
+    text = text.lower()
+    if text not in _TRUE | _FALSE:
+        raise _Invalid(f"must be 1 or 0 (got {text!r})")
+    return text in _TRUE
+
+
+def _url(text: str) -> str:
+    if text and not _HTTP_URL.fullmatch(text):
+        raise _Invalid(f"must be an http(s) URL (got {text!r})")
+    return text.rstrip("/")
+
+
+def _redis_url(text: str) -> str:
+    if not text.startswith(_REDIS_SCHEMES):
+        raise _Invalid(f"must start with redis://, rediss:// or unix:// (got {text!r})")
+    return text
+
+
+def _fernet_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [f"key #{position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+           for position, key in enumerate(keys, 1) if not _is_fernet_key(key)]
+    if bad or not keys:
+        raise _Invalid(*(bad or ["must list at least one Fernet key"]))
+    return keys
+
+
+def _is_fernet_key(key: str) -> bool:
+    try:
+        Fernet(key)
+    except ValueError:
+        return False
+    return True
+
+
+def _integer(low: int, high: int) -> Parse:
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise _Invalid(f"must be a whole number (got {text!r})") from None
+        if not low <= number <= high:
+            raise _Invalid(f"must be between {low} and {high} (got {number})")
+        return number
+    return parse
+
+
+def _whole_float(low: int, high: int) -> Parse:
+    whole = _integer(low, high)
+    return lambda text: float(whole(text))
+
+
+def _pattern(regex: str, hint: str) -> Parse:
+    def parse(text: str) -> str:
+        if not re.fullmatch(regex, text):
+            raise _Invalid(f"must be {hint} (got {text!r})")
+        return text
+    return parse
+
+
+def _choice(*allowed: str) -> Parse:
+    def parse(text: str) -> str:
+        text = text.upper()
+        if text not in allowed:
+            raise _Invalid(f"must be one of {', '.join(sorted(allowed))} (got {text!r})")
+        return text
+    return parse
+
+
+def _timezone(text: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
+        raise _Invalid(f"must be an IANA time zone such as Europe/Paris (got {text!r})") from None
+    return text
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _Invalid(f"must be a date like 2026-04-27 (got {text!r})") from None
+
+
+# -- defaults computed from settings declared before them ------------------------------------------
+
+def _sandbox_by_credentials(r: _Reader) -> str:
+    return "0" if r.raw("FB_APP_ID") else "1"
+
+
+def _development_key(r: _Reader) -> str | None:
+    """Sandbox: a key derived from the (development) secret key, so it is the same every start."""
+    if not r.value("SANDBOX"):
+        return None
+    return base64.urlsafe_b64encode(hashlib.sha256(r.value("SECRET_KEY").encode()).digest()).decode()
+
+
+def _graph_url(r: _Reader) -> str:
+    return f"http://127.0.0.1:{r.value('SANDBOX_PORT')}" if r.value("SANDBOX") else _FACEBOOK_GRAPH
+
+
+def _login_url(r: _Reader) -> str:
+    return r.value("GRAPH_API_URL") if r.value("SANDBOX") else _FACEBOOK_WWW
+
+
+def _secure_cookie(r: _Reader) -> str:
+    return "0" if r.value("SANDBOX") else "1"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated configuration; build it with `Settings.from_env`."""
+    """Validated configuration; build it with `Settings.from_env`.
 
-    redis_url: str
-    sandbox: bool
-    secret_key: str
-    api_token: str
-    admin_password: str
-    fb_app_id: str
-    fb_app_secret: str
-    fb_verify_token: str
-    token_encryption_keys: tuple[str, ...]
-    graph_api_url: str
-    fb_login_url: str
-    public_url: str
-    session_cookie_secure: bool
-    graph_api_version: str
-    graph_timeout_seconds: float
-    stats_timezone: str
-    webhook_max_bytes: int
-    receipt_clock_skew_ms: int
-    send_rate_per_page: float
-    send_concurrency: int
-    send_pages_per_worker: int
-    send_max_attempts: int
-    run_batch_size: int
-    run_parallel_batches: int
-    unknown_deadline_seconds: int
-    run_lease_seconds: int
-    run_retention_days: int
-    row_retention_days: int
-    profile_check_minutes: int
-    tag_retirement_date: date
-    sandbox_port: int
-    port: int
-    log_level: str
+    Fields are read in this order (a computed default uses settings above it) and the README's
+    table lists them in it."""
+
+    redis_url: str = _setting(
+        "Redis for all state and the RQ queues (`redis://`, `rediss://` or `unix://`). "
+        "Unset under `make run`: an embedded redis-server is started with its data in `var/redis/`.",
+        None, _redis_url, missing="point it at your Redis, or start the service with `make run`, "
+                                  "which starts an embedded Redis and sets it")
+    sandbox: bool = _setting("`1` talks to the built-in Facebook simulator; `0` talks to Facebook.",
+                             _sandbox_by_credentials, _flag, shown="`1` when `FB_APP_ID` is unset, else `0`")
+    sandbox_port: int = _setting("Port of the Facebook simulator in sandbox mode.", "8001", _integer(1, 65535))
+    secret_key: str = _sandbox_default("Signs sessions and the opt-in refs in opt-in codes. Long and random.",
+                                       "sandbox-secret-key-not-for-production")
+    api_token: str = _sandbox_default("Bearer token of the JSON API (`Authorization: Bearer ...`).",
+                                      "sandbox-api-token")
+    admin_password: str = _sandbox_default("Operator password for the HTML pages.", "sandbox")
+    fb_app_id: str = _sandbox_default("Facebook app id.", "100000000000001", secret=False)
+    fb_app_secret: str = _sandbox_default("Facebook app secret: checks webhook signatures and signed requests.",
+                                          "sandbox-app-secret")
+    fb_verify_token: str = _sandbox_default(
+        "The Verify Token typed in the App Dashboard for the webhook subscription.", "sandbox-verify-token")
+    token_encryption_keys: tuple[str, ...] = _setting(
+        "Fernet key(s) encrypting Page tokens at rest, comma-separated, newest first "
+        "(older ones still decrypt: that is how a key is rotated).",
+        _development_key, _fernet_keys, name="TOKEN_ENCRYPTION_KEY", secret=True,
+        shown="required outside sandbox (sandbox: derived from `SECRET_KEY`)",
+        missing="generate one with "
+                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`")
+    graph_api_url: str = _setting("Graph API base URL.", _graph_url, _url,
+                                  shown=f"`{_FACEBOOK_GRAPH}` (sandbox: the simulator)")
+    fb_login_url: str = _setting("Where Facebook Login's dialog lives.", _login_url, _url,
+                                 shown=f"`{_FACEBOOK_WWW}` (sandbox: the simulator)")
+    public_url: str = _setting("The service's public base URL (for Facebook Login's redirect and the data "
+                               "deletion status URL).", "", _url, shown="taken from each request")
+    session_cookie_secure: bool = _setting("`1` sends the sign-in cookie over HTTPS only.", _secure_cookie,
+                                           _flag, shown="`1` outside sandbox mode, `0` in it")
+    graph_api_version: str = _setting("Graph API version used on every call.", "v26.0",
+                                      _pattern(r"v\d+\.\d+", "like v26.0"))
+    graph_timeout_seconds: float = _setting("Read timeout of one Graph API call (connect timeout is 3 s).",
+                                            "10", _whole_float(1, 120))
+    stats_timezone: str = _setting("Time zone whose calendar days the statistics use.", "UTC", _timezone)
+    webhook_max_bytes: int = _setting("Largest webhook body accepted; larger gets 413.", "1048576",
+                                      _integer(1024, 50 * 1024 * 1024))
+    receipt_clock_skew_ms: int = _setting("Tolerance between our send time and Facebook's receipt watermark.",
+                                          "1000", _integer(0, 600_000))
+    send_rate_per_page: float = _setting(
+        "Messages per second per Page, shared by all workers (Facebook's inbox breaks above ~40).",
+        "20", _whole_float(1, 10_000))
+    send_concurrency: int = _setting("Sends in flight at once per worker process.", "16", _integer(1, 128))
+    send_pages_per_worker: int = _setting(
+        "Batches of different Pages one worker sends at once (sharing SEND_CONCURRENCY; twice it keeps "
+        "threads from waiting on one Page's pace).", "32", _integer(1, 256))
+    send_max_attempts: int = _setting("Attempts per contact on transient Facebook errors before `failed`.",
+                                      "4", _integer(1, 10))
+    run_batch_size: int = _setting("Contacts per RQ job of a node run.", "200", _integer(1, 10_000))
+    run_parallel_batches: int = _setting(
+        "Batches of one run processed at once (one Page's rate is shared anyway).", "1", _integer(1, 64))
+    unknown_deadline_seconds: int = _setting(
+        "How long a send whose answer was lost waits for Facebook's echo before `failed`/`interrupted`.",
+        "900", _integer(1, 7 * 86400))
+    run_lease_seconds: int = _setting(
+        "A batch whose worker stopped renewing its lease this long is resumed by another worker.",
+        "15", _integer(2, 600))
+    profile_check_minutes: int = _setting(
+        "How often every profile's token and webhook subscription are checked.", "60", _integer(1, 7 * 24 * 60))
+    row_retention_days: int = _setting(
+        "How long the per-contact rows behind the statistics are kept (the counters stay until the "
+        "profile is deleted).", "90", _integer(1, 3650))
+    run_retention_days: int = _setting("How long a run's per-contact outcomes stay readable through the API.",
+                                       "30", _integer(1, 3650))
+    tag_retirement_date: date = _setting(
+        "Day Meta stopped accepting the three message tags; before it, nodes send tagged messages.",
+        "2026-04-27", _date)
+    port: int = _setting("Port the web process listens on.", "8000", _integer(1, 65535))
+    log_level: str = _setting("Log level of web and worker processes.", "INFO",
+                              _choice("DEBUG", "INFO", "WARNING", "ERROR"))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
         """Read and validate settings; raise ConfigError listing every problem at once."""
         env = dict(os.environ if environ is None else environ)
         if dotenv and environ is None:
             env = {**read_dotenv(Path.cwd() / ".env"), **env}
-        return _Parser(env).settings()
+        return _Reader(env).settings()
 
     def public_summary(self) -> dict[str, str]:
         """Settings safe to log: secrets are never included."""
-        secret = {"secret_key", "api_token", "admin_password", "fb_app_secret", "fb_verify_token",
-                  "token_encryption_keys"}
-        return {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name not in secret}
+        return {s.attribute: str(getattr(self, s.attribute)) for s in SETTINGS.values() if not s.secret}
 
 
-class _Parser:
-    """Collects one message per missing or malformed setting."""
+def _declared(cls: type) -> dict[str, Setting]:
+    """The settings declared by `cls`'s fields, by environment variable, in declaration order."""
+    found: dict[str, Setting] = {}
+    for f in fields(cls):
+        setting = f.metadata["setting"]
+        setting = replace(setting, name=setting.name or f.name.upper(), attribute=f.name)
+        found[setting.name] = setting
+    return found
+
+
+SETTINGS: dict[str, Setting] = _declared(Settings)
+# Read by gunicorn.conf.py and `make run` only; listed here so the README documents them too.
+PROCESS_SETTINGS: dict[str, Setting] = {s.name: s for s in (
+    Setting("Interface the web process binds (`0.0.0.0` behind a load balancer).", "127.0.0.1", name="HOST"),
+    Setting("gunicorn worker processes.", None, shown="CPUs + 1", name="WEB_CONCURRENCY"),
+    Setting("Threads per gunicorn worker.", "8", name="WEB_THREADS"),
+    Setting("Requests after which a gunicorn worker is replaced (0: never).", "100000", name="WEB_MAX_REQUESTS"),
+    Setting("Where `make run` keeps the embedded Redis data (`<VAR_DIR>/redis`).", "var", name="VAR_DIR"),
+)}
+
+
+class _Reader:
+    """Reads the settings in declaration order, collecting one message per problem."""
 
     def __init__(self, env: dict[str, str]):
         self.env = env
         self.problems: list[str] = []
+        self.values: dict[str, Any] = {}
 
     def raw(self, name: str) -> str:
         return self.env.get(name, "").strip()
 
+    def value(self, name: str) -> Any:
+        """The value of a setting read already (declared above the one asking)."""
+        return self.values[name]
+
     def settings(self) -> Settings:
-        sandbox = self.flag("SANDBOX", default=not self.raw("FB_APP_ID"))
-        secrets = {name: self.secret(name, sandbox) for name in _SANDBOX_DEFAULTS}
-        graph_url = self.graph_url(sandbox)
-        values = dict(
-            redis_url=self.redis_url(),
-            sandbox=sandbox,
-            secret_key=secrets["SECRET_KEY"],
-            api_token=secrets["API_TOKEN"],
-            admin_password=secrets["ADMIN_PASSWORD"],
-            fb_app_id=secrets["FB_APP_ID"],
-            fb_app_secret=secrets["FB_APP_SECRET"],
-            fb_verify_token=secrets["FB_VERIFY_TOKEN"],
-            token_encryption_keys=self.fernet_keys(sandbox, secrets["SECRET_KEY"]),
-            graph_api_url=graph_url,
-            fb_login_url=self.url_or("FB_LOGIN_URL", graph_url if sandbox else "https://www.facebook.com"),
-            public_url=self.url_or("PUBLIC_URL", ""),
-            session_cookie_secure=self.flag("SESSION_COOKIE_SECURE", default=not sandbox),
-            graph_api_version=self.pattern("GRAPH_API_VERSION", r"v\d+\.\d+", "like v26.0"),
-            graph_timeout_seconds=float(self.integer("GRAPH_TIMEOUT_SECONDS", 1, 120)),
-            stats_timezone=self.timezone("STATS_TIMEZONE"),
-            webhook_max_bytes=self.integer("WEBHOOK_MAX_BYTES", 1024, 50 * 1024 * 1024),
-            receipt_clock_skew_ms=self.integer("RECEIPT_CLOCK_SKEW_MS", 0, 600_000),
-            send_rate_per_page=float(self.integer("SEND_RATE_PER_PAGE", 1, 10_000)),
-            send_concurrency=self.integer("SEND_CONCURRENCY", 1, 128),
-            send_pages_per_worker=self.integer("SEND_PAGES_PER_WORKER", 1, 256),
-            send_max_attempts=self.integer("SEND_MAX_ATTEMPTS", 1, 10),
-            run_batch_size=self.integer("RUN_BATCH_SIZE", 1, 10_000),
-            run_parallel_batches=self.integer("RUN_PARALLEL_BATCHES", 1, 64),
-            unknown_deadline_seconds=self.integer("UNKNOWN_DEADLINE_SECONDS", 1, 7 * 86400),
-            run_lease_seconds=self.integer("RUN_LEASE_SECONDS", 2, 600),
-            run_retention_days=self.integer("RUN_RETENTION_DAYS", 1, 3650),
-            row_retention_days=self.integer("ROW_RETENTION_DAYS", 1, 3650),
-            profile_check_minutes=self.integer("PROFILE_CHECK_MINUTES", 1, 7 * 24 * 60),
-            tag_retirement_date=self.date("TAG_RETIREMENT_DATE"),
-            sandbox_port=self.integer("SANDBOX_PORT", 1, 65535),
-            port=self.integer("PORT", 1, 65535),
-            log_level=self.choice("LOG_LEVEL", {"DEBUG", "INFO", "WARNING", "ERROR"}),
-        )
+        for setting in SETTINGS.values():
+            self.values[setting.name] = self.read(setting)
         if self.problems:
             raise ConfigError(self.problems)
-        return Settings(**values)
+        return Settings(**{s.attribute: self.values[s.name] for s in SETTINGS.values()})
 
-    def value(self, name: str) -> str:
-        return self.raw(name) or (SETTINGS[name][0] or "")
-
-    def flag(self, name: str, default: bool) -> bool:
-        text = self.raw(name).lower()
-        if not text:
-            return default
-        if text in _TRUE | _FALSE:
-            return text in _TRUE
-        self.problems.append(f"{name} must be 1 or 0 (got {text!r})")
-        return default
-
-    def secret(self, name: str, sandbox: bool) -> str:
-        text = self.raw(name)
+    def read(self, setting: Setting) -> Any:
+        """The setting's value; a malformed one is reported and its default used for later settings."""
+        text = self.raw(setting.name)
         if text:
-            return text
-        if sandbox:
-            return _SANDBOX_DEFAULTS[name]
-        self.problems.append(f"{name} is not set: {SETTINGS[name][1]}")
-        return ""
-
-    def redis_url(self) -> str:
-        url = self.raw("REDIS_URL")
-        if not url:
-            self.problems.append("REDIS_URL is not set: point it at your Redis, or start the service "
-                                 "with `make run`, which starts an embedded Redis and sets it")
-        elif not url.startswith(_REDIS_SCHEMES):
-            self.problems.append(f"REDIS_URL must start with redis://, rediss:// or unix:// (got {url!r})")
-        return url
-
-    def fernet_keys(self, sandbox: bool, secret_key: str) -> tuple[str, ...]:
-        text = self.raw("TOKEN_ENCRYPTION_KEY")
-        if not text:
-            if sandbox:  # a development key derived from the (development) secret key
-                return (base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()).decode(),)
-            self.problems.append("TOKEN_ENCRYPTION_KEY is not set: generate one with "
-                                 "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`")
-            return ()
-        keys = tuple(k.strip() for k in text.split(",") if k.strip())
-        for position, key in enumerate(keys, 1):
             try:
-                Fernet(key)
-            except ValueError:
-                self.problems.append(f"TOKEN_ENCRYPTION_KEY key #{position} is not a Fernet key "
-                                     "(32 url-safe base64-encoded bytes)")
-        return keys
+                return setting.parse(text)
+            except _Invalid as invalid:
+                self.problems += [f"{setting.name} {reason}" for reason in invalid.reasons]
+        default = setting.default(self) if callable(setting.default) else setting.default
+        if default is None:
+            if not text:
+                self.problems.append(f"{setting.name} is not set: {setting.missing or setting.meaning}")
+            return None
+        return setting.parse(default)
 
-    def graph_url(self, sandbox: bool) -> str:
-        url = self.raw("GRAPH_API_URL")
-        if not url:
-            port = self.value("SANDBOX_PORT")
-            return f"http://127.0.0.1:{port}" if sandbox else "https://graph.facebook.com"
-        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", url):
-            self.problems.append(f"GRAPH_API_URL must be an http(s) URL (got {url!r})")
-        return url.rstrip("/")
 
-    def url_or(self, name: str, default: str) -> str:
-        url = self.raw(name)
-        if not url:
-            return default
-        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", url):
-            self.problems.append(f"{name} must be an http(s) URL (got {url!r})")
-        return url.rstrip("/")
+def settings_table() -> str:
+    """The README's configuration table, in Markdown. Regenerate the README's with
+    `.venv/bin/python -c 'from bot.config import settings_table; print(settings_table())'`."""
+    rows = ["| name | default | meaning |", "| --- | --- | --- |"]
+    for s in (*SETTINGS.values(), *PROCESS_SETTINGS.values()):
+        rows.append(f"| `{s.name}` | {_cell(s.default_cell())} | {_cell(s.meaning)} |")
+    return "\n".join(rows)
 
-    def pattern(self, name: str, regex: str, hint: str) -> str:
-        text = self.value(name)
-        if not re.fullmatch(regex, text):
-            self.problems.append(f"{name} must be {hint} (got {text!r})")
-        return text
 
-    def integer(self, name: str, low: int, high: int) -> int:
-        text = self.value(name)
-        try:
-            number = int(text)
-        except ValueError:
-            self.problems.append(f"{name} must be a whole number (got {text!r})")
-            return low
-        if not low <= number <= high:
-            self.problems.append(f"{name} must be between {low} and {high} (got {number})")
-        return number
-
-    def date(self, name: str) -> date:
-        text = self.value(name)
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            self.problems.append(f"{name} must be a date like 2026-04-27 (got {text!r})")
-            return date(2026, 4, 27)
-
-    def timezone(self, name: str) -> str:
-        text = self.value(name)
-        try:
-            zoneinfo.ZoneInfo(text)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            self.problems.append(f"{name} must be an IANA time zone such as Europe/Paris (got {text!r})")
-            return "UTC"
-        return text
-
-    def choice(self, name: str, allowed: set[str]) -> str:
-        text = self.value(name).upper()
-        if text not in allowed:
-            self.problems.append(f"{name} must be one of {', '.join(sorted(allowed))} (got {text!r})")
-        return text
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
     """Values from a `.env` file; the real environment wins over them."""
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings for a process entry point; on bad configuration, print why and exit 1."""
-    import sys
     try:
         return Settings.from_env(environ)
     except ConfigError as exc:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.errors import BotError
 
-class BotError(Exception):
-    """Base of every error this project raises on purpose."""
+__all__ = ["BotError", "ConfigError", "DomainError", "NotFound", "Malformed", "Invalid", "Conflict", "ApiError"]
 
 
 class ConfigError(BotError):
@@ -18,6 +18,31 @@ class ConfigError(BotError):
     def __init__(self, problems: list[str]):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
         self.problems = problems
+
+
+class DomainError(BotError):
+    """A request the domain refuses: a code, a plain message to show as it is, and details.
+    The HTTP layer gives each kind its status (bot/handlers.py); the domain knows none."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details or {}
+
+
+class NotFound(DomainError):
+    """What the request names does not exist."""
+
+
+class Malformed(DomainError):
+    """The request is not the shape asked for at all (not a JSON object)."""
+
+
+class Invalid(DomainError):
+    """A field of the request breaks a rule; `details` names each."""
+
+
+class Conflict(DomainError):
+    """The request is well formed but the state of things refuses it."""
 
 
 class ApiError(BotError):

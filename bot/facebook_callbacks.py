@@ -14,9 +14,9 @@ import time
 
 from flask import Blueprint, current_app, render_template, request, url_for
 
+from bot import tasks
 from bot.errors import ApiError
 from bot.signed_request import parse_signed_request
-from jobs.privacy import delete_user_data
 from storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ def data_deletion():
     user_id = _signed_user_id()
     code = secrets.token_hex(10)
     get_storage().users.record_deletion(code, {"status": "in progress", "requested_at": int(time.time())})
-    current_app.extensions["rq_maintenance"].enqueue(delete_user_data, user_id, code, job_id=f"data-deletion-{code}",
-                                                     result_ttl=86400, failure_ttl=30 * 86400)
+    tasks.enqueue(tasks.DELETE_USER_DATA, user_id, code, queue_name="maintenance", job_id=f"data-deletion-{code}",
+                  result_ttl=86400, failure_ttl=30 * 86400)
     public = current_app.config["SETTINGS"].public_url
     path = url_for("facebook.deletion_status", code=code)
     log.info("data deletion request %s queued", code)

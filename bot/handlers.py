@@ -8,7 +8,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from bot.errors import ApiError
+from bot.errors import ApiError, Conflict, DomainError, Invalid, Malformed, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,23 @@ def _answer(error: ApiError):
     return error.message, error.status, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+# The status of each kind of refusal the domain raises (it knows no HTTP).
+DOMAIN_STATUS = {NotFound: 404, Malformed: 400, Invalid: 422, Conflict: 409}
+
+
+def http_error_of(error: DomainError) -> ApiError:
+    status = next(DOMAIN_STATUS[kind] for kind in type(error).__mro__ if kind in DOMAIN_STATUS)
+    return ApiError(status, error.code, error.message, error.details)
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
         return _answer(error)
+
+    @app.errorhandler(DomainError)
+    def domain_error(error: DomainError):
+        return _answer(http_error_of(error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

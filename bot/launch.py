@@ -233,8 +233,8 @@ def stop_processes(children: dict[str, subprocess.Popen], grace_s: int, stop: St
         say(f"launch: stopping: worker finishing its batch (up to {grace_s} s; Ctrl-C again to stop at once)...")
         worker.send_signal(signal.SIGTERM)
         if not _wait_or_kill(worker, grace_s, stop, hurry_after):
-            say(f"launch: worker killed; its unfinished batch is taken up at the next start "
-                f"(sends in flight become 'unknown', never resent)")
+            say("launch: worker killed; its unfinished batch is taken up at the next start "
+                "(sends in flight become 'unknown', never resent)")
     others = [name for name, process in children.items() if process.poll() is None]
     if others:
         say(f"launch: stopping: {', '.join(others)}...")

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app
-
-from bot import graph
-from bot.crypto import TokenDecryptError
+from bot import tasks
 from bot.errors import ApiError, not_found
-from jobs import context
 from storage import get_storage
 from storage.errors import ProfileInUse
 
@@ -53,24 +49,6 @@ def delete(profile_id: str) -> None:
         raise in_use(error, "deleted", profile_id) from None
     if not found:
         raise not_found("profile", profile_id)
-    current_app.extensions["rq_maintenance"].enqueue(purge_profile, profile_id, job_id=f"purge-profile-{profile_id}",
-                                               retry=None, result_ttl=86400)
+    tasks.enqueue(tasks.PURGE_PROFILE, profile_id, queue_name="maintenance", job_id=f"purge-profile-{profile_id}",
+                  retry=None, result_ttl=86400)
     log.info("profile %s deleted; purge queued", profile_id)
-
-
-@context.in_app_context
-def purge_profile(profile_id: str) -> str:
-    """RQ job: unsubscribe the app from the Page (if the token still works), then remove all data."""
-    store = get_storage()
-    profile = store.profiles.get(profile_id, deleting=True)
-    if profile is None:
-        return "nothing left"
-    try:
-        current_app.extensions["graph"].unsubscribe(profile.page_id, store.profiles.page_token(profile_id))
-    except graph.GraphError as error:  # a dead token, an unreachable Facebook: delete anyway
-        log.info("profile %s: could not unsubscribe the app from page %s (%s)", profile_id, profile.page_id,
-                 error.summary())
-    except TokenDecryptError:
-        log.info("profile %s: token unreadable, app not unsubscribed from page %s", profile_id, profile.page_id)
-    store.profiles.purge(profile_id)
-    return "purged"

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from bot.personalize import render
+
 # The three transactional tags the product offers, and the day Meta stopped accepting them
 # (tagged sends fail with error 100 from then on; chatwoot#14674, erxes#9177).
 TAGS = ("CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE")
@@ -132,8 +134,6 @@ def decide(node, profile, fields: dict[str, str] | None, last_seen_ms: int | Non
     `node` has tag, message and utility_template; `profile` has status, health and
     optin_field; `fields` are the contact's data fields (None: unknown contact).
     """
-    from bot.personalize import render  # local: policy stays importable without Flask
-
     if profile is None or not profile.enabled:
         return not_sent(WARNING, "profile_disabled")
     if fields is None:

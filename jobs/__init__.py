@@ -1,14 +1,15 @@
-"""RQ jobs: node runs, retries and periodic work; enqueue helpers for the program engine."""
+"""RQ jobs: node runs, retries and periodic work; the program engine's Python entry point.
+
+Jobs are named by their dotted path when queued (bot/tasks.py), so nothing outside jobs/
+imports this package but the worker and the program engine's `enqueue_run`.
+"""
 from __future__ import annotations
 
-from rq import Queue
+from bot.runs import accept_run_request
+from bot.tasks import QUEUES, queue
+from jobs import context
 
-QUEUES = ("messenger", "maintenance")  # in priority order: sends first, housekeeping after
-
-
-def queue(connection, name: str = "messenger") -> Queue:
-    """An RQ queue on the bytes Redis client (RQ stores bytes, storage uses text)."""
-    return Queue(name, connection=connection)
+__all__ = ["QUEUES", "queue", "enqueue_run"]
 
 
 def enqueue_run(program_id: str, node_id: str, contacts: list[dict], run_id: str | None = None) -> dict:
@@ -16,9 +17,8 @@ def enqueue_run(program_id: str, node_id: str, contacts: list[dict], run_id: str
 
     `contacts` is a list of `{"id": ..., "fields": {...}}` (at most 10 000); returns
     `{"run_id", "created", "duplicates_ignored"}` at once, the sending happens in RQ jobs.
-    Raises `jobs.runs.RunRejected` (an ApiError with status, code, message, details).
+    Raises a `bot.errors.DomainError` (`NotFound`, `Malformed`, `Invalid`, `Conflict`: its
+    code, message and details) when the request is refused.
     """
-    from jobs import context
-    from jobs.runs import accept_run_request
     with context.get_app().app_context():
         return accept_run_request(program_id, node_id, {"contacts": contacts, "run_id": run_id})

@@ -21,7 +21,7 @@ def use_app(app: Flask) -> None:
 def get_app() -> Flask:
     global _app
     if _app is None:
-        from bot import create_app
+        from bot.app import create_app
         _app = create_app()
     return _app
 

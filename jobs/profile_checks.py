@@ -17,6 +17,7 @@ from flask import current_app
 
 from bot import graph
 from bot.crypto import TokenDecryptError
+from bot.stats_view import today
 from jobs import context
 from storage import get_storage
 
@@ -99,7 +100,6 @@ def _check(profile) -> str:
 
 def trim_rows() -> int:
     """Ticker task (daily): drop per-contact statistics rows past ROW_RETENTION_DAYS."""
-    from bot.stats_view import today
     store = get_storage()
     keep = current_app.config["SETTINGS"].row_retention_days
     trimmed = sum(store.stats.trim_rows(p.id, keep, today(store).isoformat()) for p in store.profiles.list())

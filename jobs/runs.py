@@ -1,4 +1,4 @@
-"""Node runs as RQ jobs: accept a run, split it into batches, process and resume them.
+"""Node runs as RQ jobs: process a run's batches and resume them (accepting a run: bot/runs.py).
 
 A run's batches form a chain: RUN_PARALLEL_BATCHES of them are queued at first, and each
 finished batch queues the next, so one run holds at most that many workers (its Page's rate is
@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timezone
 
 from flask import current_app
-from rq import Queue, Retry
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from bot import logs
-from bot.errors import ApiError
+from bot.runs import queue_batch
 from jobs import context
 from jobs.shift import Shift
 from storage import Storage, get_storage
@@ -28,56 +28,10 @@ from storage.runs import Run
 log = logging.getLogger(__name__)
 
 MAX_RESUMES = 5
-BATCH_RETRY = Retry(max=3, interval=[5, 30, 120])
-
-
-class RunRejected(ApiError):
-    """The program engine's request cannot become a run (unknown node, inactive program...)."""
-
-
-def accept_run(program_id: str, node_id: str, contacts: dict[str, dict[str, str]],
-               run_id: str | None = None) -> tuple[Run, bool]:
-    """Store the run and queue its first batches; a known run_id changes nothing: (run, created)."""
-    store, settings = get_storage(), current_app.config["SETTINGS"]
-    program = store.programs.get(program_id)
-    node = program.node(node_id) if program else None
-    if node is None:
-        raise RunRejected(404, "not_found", f"program {program_id!r} has no node {node_id!r}")
-    run_id = run_id or uuid.uuid4().hex
-    existing = store.runs.get(run_id)
-    if existing is None and program.status != "active":
-        raise RunRejected(409, "program_not_active",
-                          f"program {program_id!r} is {program.status}; only active programs send")
-    run, created = (existing, False) if existing else store.runs.create(
-        run_id, program_id, node, contacts, settings.run_batch_size)
-    if (run.program_id, run.node_id) != (program_id, node_id):
-        raise RunRejected(409, "run_id_conflict", f"run {run_id!r} belongs to another node")
-    if created:
-        for batch in range(min(settings.run_parallel_batches, run.batches)):
-            queue_batch(store, run_id, batch)
-    return run, created
 
 
 def rq_queue() -> Queue:
     return current_app.extensions["rq_queue"]
-
-
-def queue_batch(store: Storage, run_id: str, batch: int, delay_s: float = 0, *, force: bool = False) -> None:
-    """Put one batch on the queue (once, unless `force`: a resume after its worker died)."""
-    if not force and not store.runs.claim_batch(run_id, batch):
-        return
-    settings = current_app.config["SETTINGS"]
-    options = dict(job_id=f"run-{run_id}-{batch}-{uuid.uuid4().hex[:8]}", retry=BATCH_RETRY,
-                   job_timeout=max(600, int(settings.run_batch_size / settings.send_rate_per_page * 4)),
-                   result_ttl=3600, failure_ttl=7 * 86400, description=f"run {run_id} batch {batch}")
-    if delay_s > 0:
-        job = rq_queue().enqueue_in(timedelta(seconds=delay_s), run_batch, run_id, batch, **options)
-    else:
-        job = rq_queue().enqueue(run_batch, run_id, batch, **options)
-    store.runs.set_batch(run_id, batch, "queued", job.id)
-    run = store.runs.get(run_id)
-    if run is not None:
-        store.runs.mark_ready(run, batch, int((time.time() + delay_s) * 1000))
 
 
 @context.in_app_context
@@ -191,66 +145,3 @@ def expire_unknown() -> int:
     if settled:
         log.warning("%d sends never confirmed by Facebook are now failed/interrupted", settled)
     return settled
-
-
-# -- the program engine's requests --------------------------------------------------------------
-
-def _contacts_by_id(items: list[dict]) -> tuple[dict[str, dict[str, str]], int]:
-    """Contacts keyed by id (a contact listed twice is sent once; its last fields win)."""
-    contacts: dict[str, dict[str, str]] = {}
-    for item in items:
-        contacts[item["id"]] = {**contacts.get(item["id"], {}), **item["fields"]}
-    return contacts, len(items) - len(contacts)
-
-
-def _validated(schema, body) -> dict:
-    from marshmallow import ValidationError
-    if not isinstance(body, dict):
-        raise RunRejected(400, "invalid_json", "The request body must be a JSON object")
-    try:
-        return schema.load(body)
-    except ValidationError as exc:
-        raise RunRejected(422, "validation_failed", "The request is not valid", {"fields": exc.messages}) from None
-
-
-def accept_run_request(program_id: str, node_id: str, body: dict) -> dict:
-    """Validate a run request (API or Python entry point) and accept it."""
-    from bot.api.schemas import RunRequestSchema
-    data = _validated(RunRequestSchema(), body)
-    contacts, duplicates = _contacts_by_id(data["contacts"])
-    run, created = accept_run(program_id, node_id, contacts, data["run_id"])
-    return {"run_id": run.run_id, "status_url": f"/api/v1/runs/{run.run_id}", "created": created,
-            "duplicates_ignored": duplicates if created else 0}
-
-
-def preview(program_id: str, node_id: str, body: dict) -> list[dict]:
-    """What each contact would get from the node now (outcome and rendered text); sends nothing.
-    The body is a run's (its run_id is checked, then ignored: a preview records nothing)."""
-    from bot import policy
-    from bot.api.schemas import PreviewRequestSchema
-    from bot.reasons import reason_text
-    data = _validated(PreviewRequestSchema(), body)
-    store = get_storage()
-    program = store.programs.get(program_id)
-    node = program.node(node_id) if program else None
-    if node is None:
-        raise RunRejected(404, "not_found", f"program {program_id!r} has no node {node_id!r}")
-    contacts, _ = _contacts_by_id(data["contacts"])
-    profile = store.profiles.get(node.profile_id)
-    stored = store.contacts.get_many(list(contacts))
-    merged = {cid: ({**stored.get(cid, {}), **fields} if cid in stored or fields else None)
-              for cid, fields in contacts.items()}
-    optin = profile.optin_field if profile else ""
-    seen = store.inbound.last_seen_many(node.profile_id, [f[optin] for f in merged.values() if f and f.get(optin)])
-    now = time.time()
-    settings = current_app.config["SETTINGS"]
-    answer = []
-    for cid, fields in merged.items():
-        decision = policy.decide(node, profile, fields, seen.get((fields or {}).get(optin, "")),
-                                 now_ms=int(now * 1000), today=datetime.fromtimestamp(now, timezone.utc).date(),
-                                 retirement=policy.retirement_on(settings.tag_retirement_date))
-        answer.append({"id": cid, "outcome": decision.outcome, "reason_code": decision.reason,
-                       "reason": reason_text(decision.reason) if decision.reason else "",
-                       "messaging_type": decision.messaging_type, "text": decision.text,
-                       "template": decision.template})
-    return answer

@@ -11,7 +11,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import ClassVar, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -38,6 +40,13 @@ def sent_as(decision: policy.Decision) -> str:
     if decision.messaging_type == "UTILITY":
         return sent_as_code("utility_template", decision.template["name"])
     return sent_as_code("tag", decision.tag) if decision.tag else sent_as_code("text")
+
+
+class Retry(NamedTuple):
+    """A Graph error's verdict when the contact is not settled yet: send `decision` (the same
+    message, or its next form) after sleeping `backoff_s`."""
+    decision: policy.Decision
+    backoff_s: float
 
 
 def rate_limit_rest_ms(error: graph.GraphError, attempt: int) -> int:
@@ -174,9 +183,11 @@ class BatchSender:
         return max(0.0, time.monotonic() - started - first_wait / 1000)  # retries included: rare
 
     def send(self, cid: str, decision: policy.Decision, first_wait: float) -> None:
+        """Send one claimed contact until it has an outcome; each Graph error's handler
+        (ON_GRAPH_ERROR) says whether and how to try again."""
         rcpt = self.recipient_of(cid)
         metadata = graph.send_metadata(self.run.run_id, cid)
-        attempt, fell_through, wait = 0, False, first_wait
+        attempt, wait = 0, first_wait
         while True:
             if self.stopped_reason:
                 self.finish(cid, policy.FAILED, self.stopped_reason)
@@ -188,45 +199,89 @@ class BatchSender:
             sent_ms = int(time.time() * 1000)
             try:
                 result = self.graph.send(self.page_id, self.token, graph.message_body(rcpt, decision, metadata))
-            except graph.RateLimitError as error:
-                self.store.rates.rest(self.page_id, rate_limit_rest_ms(error, attempt))
-                if attempt >= self.settings.send_max_attempts:
-                    self.failed(cid, error)
-                    return
-                metrics.count_retry(error.reason)
-            except graph.RetryableError as error:
-                if attempt >= self.settings.send_max_attempts:
-                    self.failed(cid, error)
-                    return
-                metrics.count_retry(error.reason)
-                time.sleep(backoff_seconds(attempt))
-            except graph.AmbiguousError:
-                self.store.runs.mark_unknown(self.run.run_id, [cid])  # the echo or the deadline decides
-                return
-            except graph.OutsideWindowError as error:
-                if fell_through or not decision.is_text:
-                    self.failed(cid, error)
-                    return
-                # Facebook says the window is closed: try the utility template rule, once.
-                fell_through, decision = True, policy.template_rule(self.node, self.fields.get(cid) or {})
-                if decision.outcome != policy.SEND:
-                    self.store.runs.release_claims(self.run.run_id, [cid])
-                    self.finish(cid, decision.outcome, decision.reason)
-                    return
-                self.store.runs.relabel_claim(self.run.run_id, cid, sent_as(decision))
-            except (graph.TokenError, graph.PageBlockedError) as error:
-                self.stop_page(error)
-                self.failed(cid, error)
-                return
             except graph.GraphError as error:
-                template_refused = decision.messaging_type == "UTILITY" and error.reason == "invalid_request"
-                self.failed(cid, error, "template_rejected" if template_refused else "")
-                return
-            else:
-                self.recorder.finish(self.run.run_id, cid, "sent", message_id=result.message_id,
-                                     recipient=rcpt, at_ms=sent_ms, sent_as=sent_as(decision))
-                self.slow_down_if_busy(result.usage)
-                return
+                step = self.handler_for(type(error))(self, cid, decision, error, attempt)
+                if step is None:
+                    return
+                decision = step.decision
+                if step.backoff_s:
+                    time.sleep(step.backoff_s)
+                continue
+            self.recorder.finish(self.run.run_id, cid, "sent", message_id=result.message_id,
+                                 recipient=rcpt, at_ms=sent_ms, sent_as=sent_as(decision))
+            self.slow_down_if_busy(result.usage)
+            return
+
+    # -- Graph errors -------------------------------------------------------------------------
+    # One handler per error class (ON_GRAPH_ERROR): it records the contact's outcome and returns
+    # None, or returns the Retry to make. Only the error path pays for the lookup.
+
+    @classmethod
+    def handler_for(cls, error_class: type[graph.GraphError]) -> Callable[..., Retry | None]:
+        """The handler of `error_class`, or of its nearest parent that has one (GraphError's)."""
+        return next(cls.ON_GRAPH_ERROR[c] for c in error_class.__mro__ if c in cls.ON_GRAPH_ERROR)
+
+    def _on_rate_limit(self, cid: str, decision: policy.Decision, error: graph.GraphError,
+                       attempt: int) -> Retry | None:
+        # The Page rests: the next wait_for_slot waits that out, so no backoff on top.
+        self.store.rates.rest(self.page_id, rate_limit_rest_ms(error, attempt))
+        return self._retry(cid, decision, error, attempt, 0.0)
+
+    def _on_retryable(self, cid: str, decision: policy.Decision, error: graph.GraphError,
+                      attempt: int) -> Retry | None:
+        return self._retry(cid, decision, error, attempt, backoff_seconds(attempt))
+
+    def _retry(self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int,
+               backoff_s: float) -> Retry | None:
+        """The same message again after `backoff_s`, unless this was the last attempt allowed."""
+        if attempt >= self.settings.send_max_attempts:
+            self.failed(cid, error)
+            return None
+        metrics.count_retry(error.reason)
+        return Retry(decision, backoff_s)
+
+    def _on_ambiguous(self, cid: str, decision: policy.Decision, error: graph.GraphError,
+                      attempt: int) -> Retry | None:
+        self.store.runs.mark_unknown(self.run.run_id, [cid])  # the echo or the deadline decides
+        return None
+
+    def _on_outside_window(self, cid: str, decision: policy.Decision, error: graph.GraphError,
+                           attempt: int) -> Retry | None:
+        # Facebook says the window is closed: try the utility template rule. Only once, because
+        # the template it falls to is not text, and a refused non-text message fails here.
+        if not decision.is_text:
+            self.failed(cid, error)
+            return None
+        template = policy.template_rule(self.node, self.fields.get(cid) or {})
+        if template.outcome != policy.SEND:
+            self.store.runs.release_claims(self.run.run_id, [cid])
+            self.finish(cid, template.outcome, template.reason)
+            return None
+        self.store.runs.relabel_claim(self.run.run_id, cid, sent_as(template))
+        return Retry(template, 0.0)
+
+    def _on_page_stopped(self, cid: str, decision: policy.Decision, error: graph.GraphError,
+                         attempt: int) -> Retry | None:
+        self.stop_page(error)
+        self.failed(cid, error)
+        return None
+
+    def _on_refused(self, cid: str, decision: policy.Decision, error: graph.GraphError,
+                    attempt: int) -> Retry | None:
+        template_refused = decision.messaging_type == "UTILITY" and error.reason == "invalid_request"
+        self.failed(cid, error, "template_rejected" if template_refused else "")
+        return None
+
+    # Graph error class -> handler; a class not listed uses its nearest listed parent's.
+    ON_GRAPH_ERROR: ClassVar[dict[type[graph.GraphError], Callable[..., Retry | None]]] = {
+        graph.RateLimitError: _on_rate_limit,
+        graph.RetryableError: _on_retryable,
+        graph.AmbiguousError: _on_ambiguous,
+        graph.OutsideWindowError: _on_outside_window,
+        graph.TokenError: _on_page_stopped,
+        graph.PageBlockedError: _on_page_stopped,
+        graph.GraphError: _on_refused,          # PermanentError and anything new: failed
+    }
 
     def wait_for_slot(self, cid: str, wait_ms: float | None = None) -> bool:
         """Sleep until this Page may send again (slot reserved with the claim, or now); False

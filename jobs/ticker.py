@@ -19,7 +19,8 @@ from typing import Callable
 
 from redis.exceptions import RedisError
 
-from jobs import context
+from jobs import context, profile_checks, runs
+from storage import get_storage
 
 log = logging.getLogger(__name__)
 START_WINDOW_S = 10  # the workers of one deployment start within seconds of each other
@@ -34,7 +35,6 @@ class Task:
 
 
 def default_tasks() -> list[Task]:
-    from jobs import profile_checks, runs
     check_every = context.get_app().config["SETTINGS"].profile_check_minutes * 60
     return [Task("resume_runs", 5, runs.resume_runs), Task("expire_unknown", 10, runs.expire_unknown),
             Task("check_profiles", check_every, profile_checks.queue_checks,
@@ -71,7 +71,6 @@ class Ticker:
 
     @staticmethod
     def _start(task: Task) -> None:
-        from storage import get_storage
         task.at_start()
         get_storage().take_tick(task.name, int(task.every_s * 1000))  # it stands for this interval's run
 
@@ -82,7 +81,6 @@ class Ticker:
     def _run(self, due: list[tuple[str, float, Callable[[], object]]]) -> list[str]:
         ran = []
         with context.get_app().app_context():
-            from storage import get_storage
             store = get_storage()
             for name, every_s, run in due:
                 try:

@@ -34,7 +34,7 @@ class MessengerWorker(Worker):
 
 def main() -> int:
     settings = settings_or_exit()
-    from bot import create_app
+    from bot.app import create_app
     context.use_app(create_app(settings))
     connection = storage.connect(settings.redis_url, decode=False)
     signal.signal(signal.SIGUSR1, lambda *_: shift.STOPPING.set())  # inherited by each work horse

@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 from sandbox.state import State
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from sandbox.server import SandboxServer
+
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 10
 
@@ -80,7 +82,6 @@ class SandboxProcess:
 
 def serve_child() -> int:
     """The child's side: configuration from stdin, URL to stdout, serve until stdin closes."""
-    from sandbox.server import SandboxServer
     config = json.loads(sys.stdin.readline())
     server = SandboxServer(**config).start()
     print(server.url, flush=True)

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from storage import keys
 from storage.contacts import Contacts
 from storage.inbound import Inbound
 from storage.metrics import Metrics
@@ -53,7 +54,6 @@ class Storage:
 
     def take_tick(self, task: str, every_ms: int) -> bool:
         """True for exactly one caller per interval across all processes."""
-        from storage import keys
         return bool(self.redis.set(keys.tick(task), "1", nx=True, px=max(1, every_ms - 100)))
 
 

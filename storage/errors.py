@@ -1,7 +1,10 @@
 """Errors the storage layer raises for its callers to turn into answers."""
 from __future__ import annotations
 
-from bot.errors import BotError
+
+class BotError(Exception):
+    """Base of every error this project raises on purpose (defined here, the lowest layer, so
+    that storage's errors share it; bot.errors has the rest)."""
 
 
 class StorageError(BotError):

@@ -16,7 +16,7 @@ import pytest
 import redis as redis_lib
 import requests
 
-from bot import create_app
+from bot.app import create_app
 from bot.config import Settings
 from bot.refs import OptinRefs
 from bot.signature import WebhookSignature

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from bot import create_app
+from bot.app import create_app
 from storage.embedded import EmbeddedRedis
 from storage.inbound import Event
 from tests.conftest import API_TOKEN, make_settings, service_env, wait_until

@@ -253,7 +253,7 @@ def test_data_deletion_deletes_the_users_data_and_gives_a_status_url(client, fb,
 def test_healthz_fails_when_redis_takes_no_new_connection(tmp_path, sandbox_server):
     """A second `make run` deleted the running Redis's socket: requests needing a new connection
     got 503 while /healthz, pinging over a pooled one, said ok."""
-    from bot import create_app
+    from bot.app import create_app
     from storage.embedded import EmbeddedRedis
     from tests.conftest import make_settings
     with EmbeddedRedis(tmp_path / "r", appendonly=False) as server:
@@ -308,7 +308,7 @@ def test_a_start_up_check_that_cannot_reach_facebook_is_tried_again(settings, st
 
     from rq.registry import ScheduledJobRegistry
 
-    from bot import create_app
+    from bot.app import create_app
     from jobs import context
     from jobs.profile_checks import check_profile
     from storage.embedded import free_port

@@ -547,16 +547,16 @@ def test_preview_limit_is_said_plainly(api, program):
 
 def test_python_entry_point_for_the_program_engine(app, fb, drain, program, opted_in):
     import jobs
-    from jobs.runs import RunRejected
+    from bot.errors import Invalid
     program()
     opted_in("c1", FIRSTNAME="Ann")
     accepted = jobs.enqueue_run("p1", "n1", [{"id": "c1"}], run_id="py-1")
     assert accepted["run_id"] == "py-1" and accepted["created"] is True
     drain()
     assert len(fb.sends(status="accepted")) == 1
-    with pytest.raises(RunRejected) as caught:
+    with pytest.raises(Invalid) as caught:
         jobs.enqueue_run("p1", "n1", [])
-    assert caught.value.status == 422
+    assert caught.value.code == "validation_failed" and "contacts" in caught.value.details["fields"]
 
 
 @pytest.mark.parametrize("settings_overrides", [{"SEND_RATE_PER_PAGE": "5"}])

@@ -9,7 +9,7 @@ from bot.api import bp, json_body
 from bot.api.contacts import check_id
 from bot.errors import ApiError, not_found
 from bot.reasons import reason_text
-from jobs.runs import accept_run_request, preview
+from bot.runs import accept_run_request, preview
 from storage import get_storage
 from storage.runs import Outcome
 
