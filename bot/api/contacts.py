@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import current_app
 
 from bot.api import bp, load_body
-from bot.api.schemas import ID, ContactPutSchema
+from bot.api.schemas import ContactPutSchema
+from bot.validation import ID
 from bot.errors import ApiError, not_found
 from bot.optin_code import ref_field
 from storage import get_storage

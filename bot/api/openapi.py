@@ -10,6 +10,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from bot.api import bp
+from bot import validation as v
 from bot.api import schemas as s
 
 
@@ -57,8 +58,8 @@ def build_spec() -> dict:
                          "Profile": s.ProfileSchema, "ProfileList": s.ProfileListSchema,
                          "ContactPut": s.ContactPutSchema, "Contact": s.ContactSchema,
                          "ProgramPut": s.ProgramPutSchema, "Program": s.ProgramSchema,
-                         "RunRequest": s.RunRequestSchema, "RunAccepted": s.RunAcceptedSchema,
-                         "RunStatus": s.RunStatusSchema, "PreviewRequest": s.PreviewRequestSchema,
+                         "RunRequest": v.RunRequestSchema, "RunAccepted": s.RunAcceptedSchema,
+                         "RunStatus": s.RunStatusSchema, "PreviewRequest": v.PreviewRequestSchema,
                          "Preview": s.PreviewSchema, "Stats": s.StatsSchema,
                          "StatsContacts": s.StatsContactsSchema, "OptinCode": s.OptinCodeSchema,
                          "ProfilePatch": s.ProfilePatchSchema}.items():
@@ -99,7 +100,7 @@ def build_spec() -> dict:
               operations={
         "get": {"summary": "Per-day counters and reasons; delivered in the last 7 days",
                 "responses": {**_ok(200, "Stats", "Statistics"), **_errors(404, 422), **common}}})
-    program_id = _id_param("program_id", s.ID_PATTERN)
+    program_id = _id_param("program_id", v.ID_PATTERN)
     put_errors = _errors(400, 413, 422)
     put_errors["422"] = {**put_errors["422"], "description": INVALID_NODES}
     spec.path("/programs/{program_id}", parameters=[program_id], operations={
@@ -110,7 +111,7 @@ def build_spec() -> dict:
                                                             **_errors(404, 422), **common}},
         "delete": {"summary": "Delete a program", "responses": {"204": {"description": "Deleted"},
                                                                  **_errors(404, 422), **common}}})
-    node_params = [program_id, _id_param("node_id", s.ID_PATTERN)]
+    node_params = [program_id, _id_param("node_id", v.ID_PATTERN)]
     spec.path("/programs/{program_id}/nodes/{node_id}/runs", parameters=node_params, operations={
         "post": {"summary": "Hand up to 10 000 contacts to a Messenger node (idempotent with run_id)",
                  "requestBody": _body("RunRequest"),
@@ -118,10 +119,10 @@ def build_spec() -> dict:
                                **_errors(400, 404, 409, 413, 422), **common}}})
     spec.path("/programs/{program_id}/nodes/{node_id}/preview", parameters=node_params, operations={
         "post": {"summary": "What each contact would get now; sends nothing (a run's body: run_id is checked, "
-                            f"then ignored; at most {s.MAX_PREVIEW_CONTACTS} contacts)", "requestBody": _body("PreviewRequest"),
+                            f"then ignored; at most {v.MAX_PREVIEW_CONTACTS} contacts)", "requestBody": _body("PreviewRequest"),
                  "responses": {**_ok(200, "Preview", "Per-contact outcome and rendered text"),
                                **_errors(400, 404, 413, 422), **common}}})
-    spec.path("/runs/{run_id}", parameters=[_id_param("run_id", s.ID_PATTERN), _query("cursor", "integer"),
+    spec.path("/runs/{run_id}", parameters=[_id_param("run_id", v.ID_PATTERN), _query("cursor", "integer"),
                                             _query("limit", "integer")], operations={
         "get": {"summary": "State, counts and per-contact outcomes of a run (paged)",
                 "responses": {**_ok(200, "RunStatus", "The run"), **_errors(404, 422), **common}}})

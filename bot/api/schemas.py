@@ -3,12 +3,7 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields, validate
 
-from bot.validation import (FIELD_NAME, ID, ID_ERROR, ID_PATTERN, MAX_PREVIEW_CONTACTS, MAX_RUN_CONTACTS,
-                            DataFields, FullMatch, PreviewRequestSchema, RunContactSchema, RunRequestSchema,
-                            plain_run_contacts)
-
-__all__ = ["FIELD_NAME", "ID", "MAX_PREVIEW_CONTACTS", "MAX_RUN_CONTACTS", "PreviewRequestSchema",
-           "RunContactSchema", "RunRequestSchema", "plain_run_contacts"]  # the request side lives in bot.validation
+from bot.validation import ID_ERROR, ID_PATTERN, DataFields, FullMatch  # the request bodies the domain takes
 
 
 class ErrorBody(Schema):
