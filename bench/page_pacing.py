@@ -16,8 +16,17 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench._harness import (API_TOKEN, Workers, mark, parse_sizes, run_main, service_env, start_app, start_redis,
-                            start_simulator)
+from bench._harness import (
+    API_TOKEN,
+    Workers,
+    mark,
+    parse_sizes,
+    run_main,
+    service_env,
+    start_app,
+    start_redis,
+    start_simulator,
+)
 
 QUICK = dict(contacts=90, rate=30, workers=2)
 

@@ -44,9 +44,26 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._harness import (API_TOKEN, APP_SECRET, GRAPH_VERSION, QUEUE, ROOT, Profiler, Workers, code_version,
-                            machine_busy_seconds, mark, parse_sizes, process_cpu, run_main, service_env, start_app,
-                            start_redis, start_simulator, summarise_profile)
+from bench._harness import (
+    API_TOKEN,
+    APP_SECRET,
+    GRAPH_VERSION,
+    QUEUE,
+    ROOT,
+    Profiler,
+    Workers,
+    code_version,
+    machine_busy_seconds,
+    mark,
+    parse_sizes,
+    process_cpu,
+    run_main,
+    service_env,
+    start_app,
+    start_redis,
+    start_simulator,
+    summarise_profile,
+)
 
 MESSAGE = "Your account was updated."
 TAG = "ACCOUNT_UPDATE"  # retired since 2026-04-27: inside the 24-hour window it goes as UPDATE

@@ -68,9 +68,23 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._harness import (APP_SECRET, ROOT, SECRET_KEY, Profiler, code_version, machine_busy_seconds, mark,
-                            parse_sizes, process_cpu, py_spy, run_main, service_env, start_app, start_redis,
-                            summarise_profile)
+from bench._harness import (
+    APP_SECRET,
+    ROOT,
+    SECRET_KEY,
+    Profiler,
+    code_version,
+    machine_busy_seconds,
+    mark,
+    parse_sizes,
+    process_cpu,
+    py_spy,
+    run_main,
+    service_env,
+    start_app,
+    start_redis,
+    summarise_profile,
+)
 
 CONF = ROOT / "gunicorn.conf.py"
 PAGES = 4

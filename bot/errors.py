@@ -9,7 +9,8 @@ from typing import Any
 
 from storage.errors import BotError
 
-__all__ = ["BotError", "ConfigError", "DomainError", "NotFound", "Malformed", "Invalid", "Conflict", "ApiError"]
+__all__ = ["BotError", "ConfigError", "DomainError", "NotFound", "Malformed", "Invalid", "Conflict", "Forbidden",
+           "Expired", "Unavailable", "ApiError", "not_found", "invalid"]
 
 
 class ConfigError(BotError):
@@ -45,6 +46,18 @@ class Conflict(DomainError):
     """The request is well formed but the state of things refuses it."""
 
 
+class Forbidden(DomainError):
+    """The person asking lacks the right (a Page role too low to connect it)."""
+
+
+class Expired(DomainError):
+    """What the request relies on has lapsed (a Facebook login left pending too long)."""
+
+
+class Unavailable(DomainError):
+    """A service the request needs (Facebook) could not be reached; trying again may work."""
+
+
 class ApiError(BotError):
     """An error answered to an API client with a status, a code and a plain message."""
 
@@ -59,9 +72,9 @@ class ApiError(BotError):
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 
-def not_found(what: str, ident: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} {ident!r} does not exist")
+def not_found(what: str, ident: str) -> NotFound:
+    return NotFound("not_found", f"{what} {ident!r} does not exist")
 
 
-def invalid(details: dict[str, Any], message: str = "The request is not valid") -> ApiError:
-    return ApiError(422, "validation_failed", message, details)
+def invalid(details: dict[str, Any], message: str = "The request is not valid") -> Invalid:
+    return Invalid("validation_failed", message, details)

@@ -22,7 +22,13 @@ from urllib.request import getproxies_environment, proxy_bypass_environment
 import certifi
 import orjson
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProxyError, ReadTimeoutError, SSLError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from bot import metrics, policy
 from bot.errors import BotError

@@ -8,7 +8,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from bot.errors import ApiError, Conflict, DomainError, Invalid, Malformed, NotFound
+from bot.errors import (
+    ApiError,
+    Conflict,
+    DomainError,
+    Expired,
+    Forbidden,
+    Invalid,
+    Malformed,
+    NotFound,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +49,8 @@ def _answer(error: ApiError):
 
 
 # The status of each kind of refusal the domain raises (it knows no HTTP).
-DOMAIN_STATUS = {NotFound: 404, Malformed: 400, Invalid: 422, Conflict: 409}
+DOMAIN_STATUS = {NotFound: 404, Malformed: 400, Invalid: 422, Conflict: 409, Forbidden: 403, Expired: 410,
+                 Unavailable: 502}
 
 
 def http_error_of(error: DomainError) -> ApiError:

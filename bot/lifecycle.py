@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 
 from bot import tasks
-from bot.errors import ApiError, not_found
+from bot.errors import Conflict, not_found
 from storage import get_storage
 from storage.errors import ProfileInUse
 
 log = logging.getLogger(__name__)
 
 
-def in_use(error: ProfileInUse, action: str, profile_id: str) -> ApiError:
+def in_use(error: ProfileInUse, action: str, profile_id: str) -> Conflict:
     """The refusal names the profile and the programs as people know them (ids are in the details)."""
     # Programs by name only: "Order updates (demo) (demo)" came from adding the id "demo" after
     # a name that already ended with it.
@@ -28,7 +28,7 @@ def in_use(error: ProfileInUse, action: str, profile_id: str) -> ApiError:
         which = f"the active program {names[0]} uses it" if names else "an active program uses it"
     profile = get_storage().profiles.get(profile_id)
     subject = f"The profile “{profile.name}”" if profile else "The profile"
-    return ApiError(409, "profile_in_use", f"{subject} cannot be {action}: {which}",
+    return Conflict("profile_in_use", f"{subject} cannot be {action}: {which}",
                     {"programs": [{"id": prog_id, "name": name} for prog_id, name in error.programs]})
 
 

@@ -2,7 +2,7 @@
 
 Counts live in Redis (storage/metrics.py) so that every web and worker process adds to the
 same numbers; Graph call latencies and retries are gathered in the process and flushed to
-Redis in one round trip at the end of each batch or request. `/metrics` renders them all,
+Redis in one round trip at the end of each job (jobs/job.py) or request. `/metrics` renders them all,
 plus gauges read at scrape time (queue depth, runs in progress, unconfirmed sends).
 """
 from __future__ import annotations
@@ -10,7 +10,11 @@ from __future__ import annotations
 import threading
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from redis.exceptions import RedisError
 
 from storage.metrics import LATENCY_BUCKETS, latency_counts

@@ -11,7 +11,7 @@ import logging
 from flask import current_app
 
 from bot import graph, policy
-from bot.errors import ApiError
+from bot.errors import Conflict, Expired, Forbidden, Invalid, Unavailable
 from storage import get_storage
 from storage.errors import PageTaken
 from storage.profiles import Profile
@@ -19,7 +19,7 @@ from storage.profiles import Profile
 log = logging.getLogger(__name__)
 
 
-def page_taken(page_id: str, owner_id: str) -> ApiError:
+def page_taken(page_id: str, owner_id: str) -> Conflict:
     """The refusal names the Page and its profile as people know them (ids are in the details)."""
     owner = get_storage().profiles.get(owner_id)
     if owner is None:  # deleted meanwhile: the names are gone
@@ -27,11 +27,11 @@ def page_taken(page_id: str, owner_id: str) -> ApiError:
     else:
         message = (f"The Page “{owner.page_name or page_id}” already has the profile “{owner.name}”; "
                    "a Page can have only one profile")
-    return ApiError(409, "page_taken", message, {"profile_id": owner_id})
+    return Conflict("page_taken", message, {"profile_id": owner_id})
 
 
 def connect_page(*, name: str, page_id: str, page_token: str, status: str, connected_by: str = "") -> Profile:
-    """Create a profile for a Page after Facebook confirms the token; ApiError otherwise."""
+    """Create a profile for a Page after Facebook confirms the token; a `DomainError` otherwise."""
     store = get_storage()
     owner = store.profiles.owner_of_page(page_id)
     if owner:
@@ -40,15 +40,15 @@ def connect_page(*, name: str, page_id: str, page_token: str, status: str, conne
     try:
         page = client.page(page_id, page_token)
         if str(page.get("id")) != page_id:
-            raise ApiError(422, "page_mismatch", "The access token does not belong to that Page")
+            raise Invalid("page_mismatch", "The access token does not belong to that Page")
         client.subscribe(page_id, page_token)
     except graph.TokenError as exc:
-        raise ApiError(422, "invalid_token", "Facebook refused the Page access token: " + exc.summary()) from None
+        raise Invalid("invalid_token", "Facebook refused the Page access token: " + exc.summary()) from None
     except (graph.RetryableError, graph.AmbiguousError) as exc:
-        raise ApiError(502, "facebook_unavailable", "Facebook could not be reached: " + exc.summary()) from None
+        raise Unavailable("facebook_unavailable", "Facebook could not be reached: " + exc.summary()) from None
     except graph.GraphError as exc:
-        raise ApiError(422, "page_not_accessible",
-                       "Facebook refused access to that Page with this token: " + exc.summary()) from None
+        raise Invalid("page_not_accessible",
+                      "Facebook refused access to that Page with this token: " + exc.summary()) from None
     try:
         profile = store.profiles.create(name=name, page_id=page_id, page_name=str(page.get("name", "")),
                                         page_token=page_token, status=status, connected_by=connected_by)
@@ -58,23 +58,20 @@ def connect_page(*, name: str, page_id: str, page_token: str, status: str, conne
     return profile
 
 
-Refused = ApiError  # a refusal with a message to show the person as it is
-
-
 def _login_page(nonce: str, page_id: str) -> tuple[str, dict]:
     """(user id, the Page) from a Facebook login still pending, or a refusal."""
     login = get_storage().users.login_pages(nonce)
     if login is None:
-        raise Refused(410, "login_expired", "Your Facebook login has expired; please log in to Facebook again.")
+        raise Expired("login_expired", "Your Facebook login has expired; please log in to Facebook again.")
     user_id, pages = login
     page = next((p for p in pages if p["id"] == page_id), None)
     if page is None:
-        raise Refused(422, "page_not_yours", "The Facebook account you logged in with has no role on that Page.")
+        raise Invalid("page_not_yours", "The Facebook account you logged in with has no role on that Page.")
     role = policy.role_from_tasks(page.get("tasks"))
     if not policy.can_connect(page.get("tasks")):
         has = f"you are {role}" if role != "none" else "you have no role"
-        raise Refused(403, "role_insufficient", f"On the Page “{page['name']}” {has}: connecting a Page needs the "
-                                                "Admin, Editor or Moderator role.", {"role": role})
+        raise Forbidden("role_insufficient", f"On the Page “{page['name']}” {has}: connecting a Page needs the "
+                                             "Admin, Editor or Moderator role.", {"role": role})
     return user_id, page
 
 
@@ -95,7 +92,7 @@ def reauthorise(profile: Profile, nonce: str) -> None:
     try:
         client.subscribe(profile.page_id, token)
     except graph.GraphError as exc:
-        raise Refused(422, "facebook_refused", "Facebook refused the new token: " + exc.summary()) from None
+        raise Invalid("facebook_refused", "Facebook refused the new token: " + exc.summary()) from None
     get_storage().profiles.replace_token(profile.id, token, user_id)
     get_storage().users.end_login(nonce)
     log.info("profile %s reauthorised", profile.id)

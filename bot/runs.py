@@ -1,7 +1,7 @@
 """The program engine's requests: hand contacts to a Messenger node (a run), or preview it.
 
 A run is validated, stored and its first batches queued for the workers by the job's name
-(`jobs.runs.run_batch`); the web app and `jobs.enqueue_run` both come here. Refusals are domain
+(`jobs.runs.run_batch`); the web app and `bot.engine.enqueue_run` both come here. Refusals are domain
 errors (bot/errors.py): the HTTP layer gives them their status.
 """
 from __future__ import annotations

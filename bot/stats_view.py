@@ -13,13 +13,11 @@ from bot.reasons import REASONS, Reason
 from storage import Storage
 
 FILTER_KINDS = ("all", "sent", "delivered", "read", "warning", "failed")
+LIST_KINDS = FILTER_KINDS[1:]  # the contacts behind one number: one kind of it
+REASON_KINDS = ("warning", "failed")  # the kinds whose lists filter by reason
 MAX_DAYS = 366
 DEFAULT_DAYS = 30
 DATE_NAMES = {"from": "start date", "to": "end date"}
-
-
-class FilterError(ValueError):
-    """A filter value we cannot use; the message says why (shown, not an error page)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,19 @@ def parse_filters(store: Storage, args) -> tuple[Filters, list[str]]:
         problems.append(f"At most {MAX_DAYS} days at once: showing the last {MAX_DAYS} days of the period.")
         first = last - timedelta(days=MAX_DAYS - 1)
     return Filters(first, last, kind), problems
+
+
+def is_day(text: str) -> bool:
+    """A date as the keys write it (2026-11-25), not another ISO form (20261125, 2026-W48-3)."""
+    try:
+        return date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
+
+
+def list_reason_ok(kind: str, reason: str | None) -> bool:
+    """A list's reason filter: none, or a reason code of warnings or failures."""
+    return not reason or (reason in REASONS and kind in REASON_KINDS)
 
 
 def not_a_date(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Request bodies the domain takes, whoever hands them over (the JSON API, `jobs.enqueue_run`):
+"""Request bodies the domain takes, whoever hands them over (the JSON API, `bot.engine.enqueue_run`):
 ids, data fields, run and preview requests, on marshmallow. The API's other schemas and its
 OpenAPI document: bot/api/schemas.py."""
 from __future__ import annotations

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 
 import orjson
-
 from flask import Blueprint, Response, current_app, request
 from gunicorn.http.errors import ParseException
 from redis.exceptions import ConnectionError as RedisConnectionError

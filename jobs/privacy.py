@@ -15,13 +15,11 @@ from flask import current_app
 
 from bot import graph
 from bot.crypto import TokenDecryptError
-from jobs import context
 from storage import get_storage
 
 log = logging.getLogger(__name__)
 
 
-@context.in_app_context
 def delete_user_data(user_id: str, code: str) -> dict:
     store, client = get_storage(), current_app.extensions["graph"]
     result = {"status": "completed", "requested_at": int(time.time()),

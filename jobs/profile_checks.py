@@ -18,7 +18,6 @@ from flask import current_app
 from bot import graph
 from bot.crypto import TokenDecryptError
 from bot.stats_view import today
-from jobs import context
 from storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,6 @@ def _queue_checks(round_: str, retries: int) -> int:
     return len(profiles)
 
 
-@context.in_app_context
 def check_profile(profile_id: str, retries: int = 0) -> str:
     """RQ job: check one profile (checked / needs_reauth / resubscribed / skipped); a check that
     Facebook did not answer is tried again `retries` more times."""
@@ -65,7 +63,6 @@ def check_profile(profile_id: str, retries: int = 0) -> str:
     return outcome
 
 
-@context.in_app_context
 def check_profiles(spacing_s: float = SPACING_S) -> dict[str, int]:
     """Check every profile now, one after another (for tools and tests)."""
     tally = {"checked": 0, "needs_reauth": 0, "resubscribed": 0, "skipped": 0}

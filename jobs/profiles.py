@@ -7,13 +7,11 @@ from flask import current_app
 
 from bot import graph
 from bot.crypto import TokenDecryptError
-from jobs import context
 from storage import get_storage
 
 log = logging.getLogger(__name__)
 
 
-@context.in_app_context
 def purge_profile(profile_id: str) -> str:
     """RQ job: unsubscribe the app from the Page (if the token still works), then remove all data."""
     store = get_storage()

@@ -20,7 +20,6 @@ from rq.job import Job, JobStatus
 
 from bot import logs
 from bot.runs import queue_batch
-from jobs import context
 from jobs.shift import Shift
 from storage import Storage, get_storage
 from storage.runs import Run
@@ -34,7 +33,6 @@ def rq_queue() -> Queue:
     return current_app.extensions["rq_queue"]
 
 
-@context.in_app_context
 def run_batch(run_id: str, batch: int) -> str:
     """The RQ job: send one batch of a run (idempotent; safe to run again after a crash).
 

@@ -20,7 +20,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from bot import metrics
 from jobs.sender import BatchSender, Recorder
 from storage import Storage
 from storage.runs import Run
@@ -76,7 +75,6 @@ class Shift:
         finally:
             self.recorder.close()
             self.leases.stop()
-            metrics.flush(self.store)
         return self.ended
 
     def _open(self, run: Run, number: int) -> None:

@@ -17,9 +17,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from flask import Flask
 from redis.exceptions import RedisError
 
-from jobs import context, profile_checks, runs
+from jobs import profile_checks, runs
 from storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ class Task:
     at_start: Callable[[], object] | None = None  # run once when the workers start
 
 
-def default_tasks() -> list[Task]:
-    check_every = context.get_app().config["SETTINGS"].profile_check_minutes * 60
+def default_tasks(app: Flask) -> list[Task]:
+    check_every = app.config["SETTINGS"].profile_check_minutes * 60
     return [Task("resume_runs", 5, runs.resume_runs), Task("expire_unknown", 10, runs.expire_unknown),
             Task("check_profiles", check_every, profile_checks.queue_checks,
                  at_start=profile_checks.queue_start_checks),
@@ -43,10 +44,11 @@ def default_tasks() -> list[Task]:
 
 
 class Ticker:
-    """Run each task every `every_s` seconds somewhere in the deployment."""
+    """Run each task every `every_s` seconds somewhere in the deployment, inside `app`."""
 
-    def __init__(self, tasks: list[Task] | None = None, poll_s: float = 1.0):
-        self.tasks = tasks if tasks is not None else default_tasks()
+    def __init__(self, app: Flask, tasks: list[Task] | None = None, poll_s: float = 1.0):
+        self.app = app
+        self.tasks = tasks if tasks is not None else default_tasks(app)
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ticker", daemon=True)
@@ -80,7 +82,7 @@ class Ticker:
 
     def _run(self, due: list[tuple[str, float, Callable[[], object]]]) -> list[str]:
         ran = []
-        with context.get_app().app_context():
+        with self.app.app_context():
             store = get_storage()
             for name, every_s, run in due:
                 try:

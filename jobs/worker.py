@@ -11,9 +11,11 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.exceptions import StopRequested
 
-import storage
+from bot.app import create_app
 from bot.config import settings_or_exit
-from jobs import QUEUES, context, shift
+from bot.tasks import QUEUES
+from jobs import shift
+from jobs.job import job_class
 from jobs.ticker import Ticker
 
 log = logging.getLogger("jobs.worker")
@@ -34,13 +36,12 @@ class MessengerWorker(Worker):
 
 def main() -> int:
     settings = settings_or_exit()
-    from bot.app import create_app
-    context.use_app(create_app(settings))
-    connection = storage.connect(settings.redis_url, decode=False)
+    app = create_app(settings)
+    connection = app.extensions["rq_queue"].connection  # bytes in, bytes out, as RQ wants
     signal.signal(signal.SIGUSR1, lambda *_: shift.STOPPING.set())  # inherited by each work horse
-    ticker = Ticker().start()
+    ticker = Ticker(app).start()
     try:
-        while not work_until_stopped(connection, settings.log_level):
+        while not work_until_stopped(connection, app, settings.log_level):
             wait_for_redis(connection)  # RQ quits on a Redis error: work again once it is back
     except StopRequested:  # SIGTERM while waiting for Redis
         pass
@@ -49,9 +50,9 @@ def main() -> int:
     return 0
 
 
-def work_until_stopped(connection, log_level: str) -> bool:
+def work_until_stopped(connection, app, log_level: str) -> bool:
     """Run an RQ worker; True if it stopped because it was asked to, False if Redis failed it."""
-    worker = MessengerWorker(list(QUEUES), connection=connection)
+    worker = MessengerWorker(list(QUEUES), connection=connection, job_class=job_class(app))
     log.info("worker %s listening on %s", worker.name, ", ".join(QUEUES))
     try:
         worker.work(with_scheduler=True, logging_level=log_level)

@@ -11,7 +11,14 @@ import binascii
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from flask import Blueprint, Response, jsonify, redirect, render_template_string, request
+from flask import (
+    Blueprint,
+    Response,
+    jsonify,
+    redirect,
+    render_template_string,
+    request,
+)
 
 from sandbox import tokens, users
 from sandbox.errors import GraphError

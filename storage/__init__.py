@@ -13,8 +13,8 @@ import redis
 from storage import keys
 from storage.contacts import Contacts
 from storage.inbound import Inbound
-from storage.metrics import Metrics
 from storage.messages import Messages
+from storage.metrics import Metrics
 from storage.profiles import Profiles
 from storage.programs import Programs
 from storage.ratelimit import PageRateLimiter

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-
 from storage import keys, scripts
 from storage.stats import day_of, day_score
 

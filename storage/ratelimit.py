@@ -7,7 +7,6 @@ rest (`rest`): no new slot before the rest ends, and senders holding earlier slo
 """
 from __future__ import annotations
 
-
 from storage import keys, scripts
 
 # Pace 4 % under the configured rate: a send leaves a little after its slot (thread wake-up,

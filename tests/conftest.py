@@ -8,6 +8,7 @@ HTTP too when a test needs Facebook to post webhooks to it.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -15,16 +16,17 @@ from typing import Callable
 import pytest
 import redis as redis_lib
 import requests
+from rq import SimpleWorker
 
 from bot.app import create_app
 from bot.config import Settings
 from bot.refs import OptinRefs
 from bot.signature import WebhookSignature
-from jobs import context
+from jobs.job import job_class
 from sandbox.client import SandboxControl
 from sandbox.process import SandboxProcess
-from storage.embedded import EmbeddedRedis
-from tests.live import LiveServer
+from storage.embedded import EmbeddedRedis, free_port
+from tests.live import Gunicorn, LiveServer, start_gunicorn
 
 FIXTURES = Path(__file__).parent / "fixtures"
 APP_SECRET = "test-app-secret"
@@ -98,7 +100,6 @@ def settings(redis_client, redis_server, sandbox_server, settings_overrides) -> 
 @pytest.fixture
 def app(settings):
     application = create_app(settings)
-    context.use_app(application)  # jobs run inline (drain) inside this app
     yield application
     application.extensions["graph"].close()
     application.extensions["storage"].redis.close()
@@ -176,11 +177,11 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
 @pytest.fixture
 def drain(app):
     """Run every queued job in this process (RQ SimpleWorker, burst mode), as a worker would."""
-    from rq import SimpleWorker
     queues = [app.extensions["rq_queue"], app.extensions["rq_maintenance"]]
 
     def run() -> None:
-        SimpleWorker(queues, connection=queues[0].connection).work(burst=True, logging_level="WARNING")
+        SimpleWorker(queues, connection=queues[0].connection, job_class=job_class(app)).work(
+            burst=True, logging_level="WARNING")
     return run
 
 
@@ -212,3 +213,27 @@ def page_in_browser(browser):
     page.set_default_timeout(10_000)
     yield page
     context_.close()
+
+
+@pytest.fixture
+def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
+    port = free_port()
+    env = {**os.environ, **service_env(redis_server.url, sandbox_server.url), "PORT": str(port),
+           "WEB_CONCURRENCY": "3", "ACCESS_LOG": ""}
+    process = start_gunicorn(env, tmp_path / "gunicorn.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        if process.poll() is not None:
+            raise AssertionError((tmp_path / "gunicorn.log").read_text())
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):  # refused, or workers still booting
+            return False
+    try:  # stopped even when it never came up, so no gunicorn outlives the test
+        wait_until(up, timeout=30)
+        yield Gunicorn(process, url, env)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)

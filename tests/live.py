@@ -1,7 +1,11 @@
-"""Serve a WSGI app over real HTTP on a free port, in a background thread."""
+"""The app over real HTTP: in a background thread (werkzeug), or as production runs it (gunicorn)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
+from typing import NamedTuple
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -27,3 +31,18 @@ class LiveServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Gunicorn(NamedTuple):
+    process: subprocess.Popen
+    url: str
+    env: dict
+
+
+def start_gunicorn(env: dict, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -9,15 +9,20 @@ import json
 import pytest
 import requests
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from bot.api import LONE_SURROGATE
 from tests.conftest import API_TOKEN
-from tests.test_web_processes import gunicorn  # noqa: F401  (a fixture)
 from tests.test_webhook import snapshot
-from tests.test_webhook_fuzz import CHUNKED, MALFORMED_CHUNKED, assert_log_has_no_error, raw_exchange, raw_request
+from tests.test_webhook_fuzz import (
+    CHUNKED,
+    MALFORMED_CHUNKED,
+    assert_log_has_no_error,
+    raw_exchange,
+    raw_request,
+)
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 EXAMPLES_PER_OPERATION = 25

@@ -295,7 +295,7 @@ def test_two_workers_starting_together_check_once(app, store):
     from jobs.ticker import Task, Ticker
     ran: list[str] = []
     task = Task("check", 3600, lambda: ran.append("periodic"), at_start=lambda: ran.append("start"))
-    first, second = Ticker([task]), Ticker([task])
+    first, second = Ticker(app, [task]), Ticker(app, [task])
     assert first.tick_at_start() == ["check:start"]
     assert second.tick_at_start() == []  # already done for this start
     assert first.tick() == second.tick() == []  # and it stands for this interval's periodic run
@@ -309,15 +309,14 @@ def test_a_start_up_check_that_cannot_reach_facebook_is_tried_again(settings, st
     from rq.registry import ScheduledJobRegistry
 
     from bot.app import create_app
-    from jobs import context
     from jobs.profile_checks import check_profile
     from storage.embedded import free_port
     profile = store.profiles.create(name="P", page_id="104857600000556", page_name="P", page_token="t", now=1)
     unreachable = create_app(dataclasses.replace(settings, graph_api_url=f"http://127.0.0.1:{free_port()}"))
-    context.use_app(unreachable)
     try:
-        assert check_profile(profile.id, 1) == "skipped"
-        assert check_profile(profile.id, 0) == "skipped"  # the last try: no more retries
+        with unreachable.app_context():
+            assert check_profile(profile.id, 1) == "skipped"
+            assert check_profile(profile.id, 0) == "skipped"  # the last try: no more retries
     finally:
         unreachable.extensions["graph"].close()
         unreachable.extensions["storage"].redis.close()

@@ -144,7 +144,8 @@ def test_reauthorise_a_profile_whose_token_died(client, fb, store, app, operator
     profile_id = choose_page(client, operator, ann["pages"][0]["id"]).headers["Location"].rsplit("/", 1)[1]
     fb.invalidate_user(ann["id"])  # a password change kills the Page tokens obtained through Ann
     from jobs.profile_checks import check_profiles
-    assert check_profiles(spacing_s=0)["needs_reauth"] == 1
+    with app.app_context():
+        assert check_profiles(spacing_s=0)["needs_reauth"] == 1
     page = client.get(f"/profiles/{profile_id}").get_data(as_text=True)
     assert "needs reauth" in page and 'id="reauthorize"' in page
     back = via_facebook(client, fb, client.post(f"/profiles/{profile_id}/reauthorize", data={"csrf_token": operator}),
@@ -152,7 +153,8 @@ def test_reauthorise_a_profile_whose_token_died(client, fb, store, app, operator
     assert "reauthorised" in flashes(client, back.headers["Location"])
     profile = store.profiles.get(profile_id)
     assert profile.health == "ok"
-    assert check_profiles(spacing_s=0) == {"checked": 1, "needs_reauth": 0, "resubscribed": 0, "skipped": 0}
+    with app.app_context():
+        assert check_profiles(spacing_s=0) == {"checked": 1, "needs_reauth": 0, "resubscribed": 0, "skipped": 0}
 
 
 def test_periodic_check_resubscribes_the_app_and_flags_dead_tokens_once(app, fb, store, caplog):
@@ -160,10 +162,12 @@ def test_periodic_check_resubscribes_the_app_and_flags_dead_tokens_once(app, fb,
     page = fb.create_page(name="Page")
     profile = store.profiles.create(name="P", page_id=page["id"], page_name="Page", page_token=page["token"])
     fb.unsubscribe_page(page["id"])  # Facebook's "Webhooks Disabled" after an hour of failures
-    assert check_profiles(spacing_s=0)["resubscribed"] == 1
+    with app.app_context():
+        assert check_profiles(spacing_s=0)["resubscribed"] == 1
     assert "messages" in fb.page(page["id"])["subscribed_fields"]
     fb.invalidate_page(page["id"])
-    assert check_profiles(spacing_s=0)["needs_reauth"] == 1
+    with app.app_context():
+        assert check_profiles(spacing_s=0)["needs_reauth"] == 1
     flagged_at = store.profiles.get(profile.id).health_checked_at
     assert store.profiles.get(profile.id).health == "needs_reauth"
     assert not store.profiles.flag_unhealthy(profile.id, "needs_reauth", "again")  # flips once

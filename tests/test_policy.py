@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot import personalize, policy
-from storage.programs import Node, UtilityTemplate
 from storage.profiles import Profile
+from storage.programs import Node, UtilityTemplate
 
 NOW = 1_790_000_000_000
 BEFORE, AFTER = date(2026, 4, 26), date(2026, 4, 27)

@@ -546,17 +546,32 @@ def test_preview_limit_is_said_plainly(api, program):
 
 
 def test_python_entry_point_for_the_program_engine(app, fb, drain, program, opted_in):
-    import jobs
+    from bot.engine import enqueue_run
     from bot.errors import Invalid
     program()
     opted_in("c1", FIRSTNAME="Ann")
-    accepted = jobs.enqueue_run("p1", "n1", [{"id": "c1"}], run_id="py-1")
+    accepted = enqueue_run("p1", "n1", [{"id": "c1"}], run_id="py-1", app=app)
     assert accepted["run_id"] == "py-1" and accepted["created"] is True
     drain()
     assert len(fb.sends(status="accepted")) == 1
     with pytest.raises(Invalid) as caught:
-        jobs.enqueue_run("p1", "n1", [])
+        enqueue_run("p1", "n1", [], app=app)
     assert caught.value.code == "validation_failed" and "contacts" in caught.value.details["fields"]
+
+
+def test_jobs_run_inside_the_app_and_flush_what_they_measured(api, store, fb, drain, program, opted_in):
+    """Each job runs as jobs.job.AppJob: inside the app (storage, the Graph client) and adding the
+    Graph latencies it measured to the shared metrics when it ends (read here straight from
+    Redis: a request to /metrics would flush this process's gatherings itself)."""
+    def graph_calls() -> float:
+        return store.metrics.read("graph_latency").get("count", 0.0)
+    program()
+    opted_in("c1", ORDER_ID="1")
+    opted_in("c2", ORDER_ID="2")
+    assert start_run(api, ["c1", "c2"]).status_code == 202
+    before = graph_calls()
+    drain()  # no request between it and the reading
+    assert graph_calls() - before == len(fb.sends(status="accepted")) == 2
 
 
 @pytest.mark.parametrize("settings_overrides", [{"SEND_RATE_PER_PAGE": "5"}])

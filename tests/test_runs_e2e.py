@@ -143,6 +143,7 @@ def test_ten_thousand_contact_run_completes(api, fb, workers, page_with_people, 
 def test_an_idle_worker_stops_at_once_on_sigterm(workers, app):
     """SIGTERM stops the worker; it does not take it for a Redis failure and start again."""
     import signal
+
     from rq import Worker
     pool = workers()
     process = pool.start()

@@ -7,7 +7,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError, fields, validate
 
-from bot.validation import MAX_RUN_CONTACTS, RunContactSchema, RunRequestSchema, plain_run_contacts
+from bot.validation import (
+    MAX_RUN_CONTACTS,
+    RunContactSchema,
+    RunRequestSchema,
+    plain_run_contacts,
+)
 
 
 class NestedOnly(Schema):

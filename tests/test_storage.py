@@ -121,6 +121,7 @@ def test_direct_script_survives_a_script_flush_and_a_killed_connection(redis_cli
 
 def test_direct_script_keeps_its_connection_after_a_script_error(redis_client):
     import redis
+
     from storage.scripts import DirectScript
     apply = DirectScript(redis_client, "apply_events")
     apply(args=["[]", 1000, 10, "{}"])
@@ -226,6 +227,7 @@ def test_a_lone_caller_writes_at_once_and_a_shared_write_respects_the_event_cap(
 
 def test_a_script_error_in_a_shared_write_fails_only_its_own_caller():
     from redis.exceptions import ResponseError
+
     from storage.inbound import SharedWrites
     apply = GatedApply(poison="b", error=ResponseError("ERR user_script: bad event"))
     shared = SharedWrites(apply)
@@ -238,6 +240,7 @@ def test_a_script_error_in_a_shared_write_fails_only_its_own_caller():
 
 def test_a_connection_error_fails_every_caller_of_the_write():
     from redis.exceptions import ConnectionError as RedisConnectionError
+
     from storage.inbound import SharedWrites
     apply = GatedApply(error=RedisConnectionError("Connection refused"))
     shared = SharedWrites(apply)

@@ -6,62 +6,22 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
 
 import psutil
 import pytest
 import requests
 
 from bot.signature import WebhookSignature
-from storage.embedded import free_port
-from tests.conftest import APP_SECRET, service_env, wait_until
+from tests.conftest import APP_SECRET, wait_until
+from tests.live import start_gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-class Gunicorn(NamedTuple):
-    process: subprocess.Popen
-    url: str
-    env: dict
-
-
-def start_gunicorn(env: dict, log_path: Path) -> subprocess.Popen:
-    with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-@pytest.fixture
-def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
-    port = free_port()
-    env = {**os.environ, **service_env(redis_server.url, sandbox_server.url), "PORT": str(port),
-           "WEB_CONCURRENCY": "3", "ACCESS_LOG": ""}
-    process = start_gunicorn(env, tmp_path / "gunicorn.log")
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        if process.poll() is not None:
-            raise AssertionError((tmp_path / "gunicorn.log").read_text())
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-        except (requests.ConnectionError, requests.Timeout):  # refused, or workers still booting
-            return False
-    try:  # stopped even when it never came up, so no gunicorn outlives the test
-        wait_until(up, timeout=30)
-        yield Gunicorn(process, url, env)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(30)
 
 
 def listening_sockets(pid: int, port: int) -> list:

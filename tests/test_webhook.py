@@ -363,8 +363,8 @@ def test_batch_with_many_entries_and_pages_is_applied_in_full(post_webhook, stor
 
 def test_redis_down_answers_503_so_facebook_retries(app, settings, signer, ref, caplog):
     from bot.app import create_app
-    from tests.conftest import make_settings
     from storage.embedded import free_port
+    from tests.conftest import make_settings
     down = create_app(make_settings(f"redis://127.0.0.1:{free_port()}/0", settings.graph_api_url))
     body = json.dumps(load_webhook("optin_send_to_messenger", page_id=PAGE, psid=PSID, ref=ref, ts=now_ms())).encode()
     started = time.monotonic()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage.stats import day_of
-from tests.test_web_processes import gunicorn, message, post  # noqa: F401  (gunicorn: a fixture)
+from tests.test_web_processes import message, post
 from tests.test_webhook import snapshot
 
 PAGE = "104857600000001"

@@ -8,7 +8,7 @@ import orjson
 from flask import Blueprint, current_app, request
 from marshmallow import Schema, ValidationError
 
-from bot.errors import ApiError
+from bot.errors import ApiError, invalid
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -37,17 +37,25 @@ def json_body() -> object:
                                             "(with Content-Type: application/json)")
     problems = surrogate_problems(body)
     if problems:
-        raise ApiError(422, "validation_failed", "The request is not valid", {"fields": problems})
+        raise invalid({"fields": problems})
     return body
 
 
 def load_body(schema: Schema) -> dict:
     """The request's JSON body validated by `schema`; 400 if not JSON, 422 listing each problem."""
-    body = json_body()
+    return _loaded(schema, json_body())
+
+
+def load_args(schema: Schema) -> dict:
+    """The query string validated by `schema`; 422 naming each argument that is wrong."""
+    return _loaded(schema, request.args.to_dict())
+
+
+def _loaded(schema: Schema, data: object) -> dict:
     try:
-        return schema.load(body)
+        return schema.load(data)
     except ValidationError as exc:
-        raise ApiError(422, "validation_failed", "The request is not valid", {"fields": exc.messages}) from None
+        raise invalid({"fields": exc.messages}) from None
 
 
 LONE_SURROGATE = "Not valid text: holds a lone UTF-16 surrogate (\\ud800-\\udfff)"

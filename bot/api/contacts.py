@@ -5,10 +5,11 @@ from flask import current_app
 
 from bot.api import bp, load_body
 from bot.api.schemas import ContactPutSchema
-from bot.validation import ID
 from bot.errors import ApiError, not_found
 from bot.optin_code import ref_field
+from bot.validation import ID
 from storage import get_storage
+
 
 def check_id(ident: str, what: str = "contact") -> str:
     """Ids in URLs: 1-128 letters, digits and . _ : @ - (422 otherwise)."""

@@ -9,8 +9,8 @@ from functools import lru_cache
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from bot.api import bp
 from bot import validation as v
+from bot.api import bp
 from bot.api import schemas as s
 
 

@@ -8,7 +8,13 @@ from marshmallow import Schema, ValidationError
 from bot import personalize, policy
 from bot.api import bp, load_body
 from bot.api.contacts import check_id
-from bot.api.schemas import MAX_NODES, JsonObjectSchema, NodeSchema, ProgramFieldsSchema, plain_problems
+from bot.api.schemas import (
+    MAX_NODES,
+    JsonObjectSchema,
+    NodeSchema,
+    ProgramFieldsSchema,
+    plain_problems,
+)
 from bot.errors import ApiError, not_found
 from bot.validation import FIELD_NAME
 from storage import Storage, get_storage

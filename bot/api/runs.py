@@ -3,17 +3,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import request
-
-from bot.api import bp, json_body
+from bot.api import bp, json_body, load_args
 from bot.api.contacts import check_id
-from bot.errors import ApiError, not_found
+from bot.api.schemas import RunPageArgs
+from bot.errors import not_found
 from bot.reasons import reason_text
 from bot.runs import accept_run_request, preview
 from storage import get_storage
 from storage.runs import Outcome
-
-PAGE_DEFAULT, PAGE_MAX = 500, 1000
 
 
 @bp.post("/programs/<program_id>/nodes/<node_id>/runs")
@@ -39,17 +36,6 @@ def outcome_json(contact_id: str, outcome: Outcome | None) -> dict:
             "sent_as": outcome.sent_as}
 
 
-def _cursor() -> tuple[int, int]:
-    try:
-        cursor = int(request.args.get("cursor", "0"))
-        limit = int(request.args.get("limit", str(PAGE_DEFAULT)))
-    except ValueError:
-        raise ApiError(422, "validation_failed", "cursor and limit are whole numbers") from None
-    if cursor < 0 or not 1 <= limit <= PAGE_MAX:
-        raise ApiError(422, "validation_failed", f"cursor >= 0 and 1 <= limit <= {PAGE_MAX}")
-    return cursor, limit
-
-
 @bp.get("/runs/<run_id>")
 def get_run(run_id: str):
     """State, counts and per-contact outcomes (paged with `cursor`)."""
@@ -57,7 +43,8 @@ def get_run(run_id: str):
     run = store.runs.get(check_id(run_id, "run"))
     if run is None:
         raise not_found("run", run_id)
-    cursor, limit = _cursor()
+    args = load_args(RunPageArgs())
+    cursor, limit = args["cursor"], args["limit"]
     rows, next_cursor = store.runs.page(run.run_id, cursor, limit)
     return {"run_id": run.run_id, "program_id": run.program_id, "node_id": run.node_id, "state": run.state,
             "counts": {**run.counts, "pending": run.pending},

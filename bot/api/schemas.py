@@ -1,9 +1,27 @@
 """Marshmallow schemas of the JSON API: request validation and the OpenAPI document."""
 from __future__ import annotations
 
-from marshmallow import INCLUDE, Schema, fields, validate
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
-from bot.validation import ID_ERROR, ID_PATTERN, DataFields, FullMatch  # the request bodies the domain takes
+from bot.reasons import REASONS
+from bot.stats_view import LIST_KINDS, list_reason_ok
+from bot.validation import (  # the request bodies the domain takes
+    ID_ERROR,
+    ID_PATTERN,
+    DataFields,
+    FullMatch,
+)
+
+PAGE_MAX = 1000  # rows per page of any paged list
 
 
 class ErrorBody(Schema):
@@ -165,6 +183,34 @@ def _path(path: str, key: object) -> str:
     if key == "_schema":  # a problem of the value itself
         return path
     return f"{path}.{key}" if path else str(key)
+
+
+class PageArgs(Schema):
+    """`?cursor=&limit=` of a paged list; other query arguments are the route's."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    cursor = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, PAGE_MAX))
+
+
+class RunPageArgs(PageArgs):
+    limit = fields.Integer(load_default=500, validate=validate.Range(1, PAGE_MAX))
+
+
+class StatsContactsArgs(PageArgs):
+    kind = fields.String(required=True, validate=validate.OneOf(LIST_KINDS))
+    reason = fields.String(load_default=None, validate=validate.OneOf(sorted(REASONS)))
+
+    @pre_load
+    def no_empty_reason(self, data, **_kwargs):
+        return {k: v for k, v in data.items() if not (k == "reason" and v == "")}
+
+    @validates_schema
+    def reason_of_warnings_or_failures(self, data, **_kwargs):
+        if not list_reason_ok(data.get("kind", ""), data.get("reason")):
+            raise ValidationError("only the lists of warnings and failures filter by reason", "reason")
 
 
 class ProgramSchema(Schema):

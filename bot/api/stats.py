@@ -1,19 +1,17 @@
 """Usage statistics as JSON: the same counters and rows the pages and CSV show."""
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
 from flask import request
 
 from bot import stats_view
-from bot.api import bp
+from bot.api import bp, load_args
 from bot.api.profiles import get_profile_or_404
-from bot.errors import ApiError
-from bot.reasons import REASONS, reason_text
+from bot.api.schemas import StatsContactsArgs
+from bot.errors import invalid
+from bot.reasons import reason_text
 from storage import get_storage
-
-LIST_KINDS = ("sent", "delivered", "read", "warning", "failed")
-PAGE_DEFAULT, PAGE_MAX = 100, 1000
 
 
 @bp.get("/profiles/<profile_id>/stats")
@@ -23,7 +21,7 @@ def profile_stats(profile_id: str):
     store = get_storage()
     filters, problems = stats_view.parse_filters(store, request.args)
     if problems:
-        raise ApiError(422, "validation_failed", " ".join(problems))
+        raise invalid({}, " ".join(problems))
     rows = stats_view.day_rows(store, profile.id, filters)
     _, week = stats_view.last_week(store, profile.id)
     return {"profile_id": profile.id, "from": filters.first.isoformat(), "to": filters.last.isoformat(),
@@ -37,19 +35,10 @@ def profile_stats(profile_id: str):
 def stats_contacts(profile_id: str, day: str):
     """The contacts behind one number: kind (and reason) on a day, paged with `cursor`."""
     profile = get_profile_or_404(profile_id)
-    kind, reason = request.args.get("kind", ""), request.args.get("reason") or None
-    try:
-        date.fromisoformat(day)
-        cursor = int(request.args.get("cursor", "0"))
-        limit = int(request.args.get("limit", str(PAGE_DEFAULT)))
-    except ValueError:
-        raise ApiError(422, "validation_failed", "day is a date like 2026-11-25; cursor and limit are whole numbers") from None
-    if kind not in LIST_KINDS:
-        raise ApiError(422, "validation_failed", f"kind must be one of {', '.join(LIST_KINDS)}")
-    if reason and (reason not in REASONS or kind not in ("warning", "failed")):
-        raise ApiError(422, "validation_failed", "reason must be a reason code of warnings or failures")
-    if cursor < 0 or not 1 <= limit <= PAGE_MAX:
-        raise ApiError(422, "validation_failed", f"cursor >= 0 and 1 <= limit <= {PAGE_MAX}")
+    if not stats_view.is_day(day):
+        raise invalid({"fields": {"date": [stats_view.not_a_date(day)]}})
+    args = load_args(StatsContactsArgs())
+    kind, reason, cursor, limit = args["kind"], args["reason"], args["cursor"], args["limit"]
     store = get_storage()
     total = store.stats.row_count(profile.id, day, kind, reason)
     rows = store.stats.rows(profile.id, day, kind, cursor, limit, reason)

@@ -11,9 +11,18 @@ import logging
 import secrets
 from urllib.parse import urlencode, urlsplit
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import (
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from bot import graph, onboarding, policy
+from bot.errors import DomainError
 from bot.pages import bp
 from bot.pages import session as auth
 from storage import get_storage
@@ -125,8 +134,8 @@ def _reauthorise(profile_id: str, nonce: str):
     profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
     try:
         onboarding.reauthorise(profile, nonce)
-    except onboarding.Refused as refusal:
-        flash(str(refusal), "error")
+    except DomainError as refusal:
+        flash(refusal.message, "error")
     else:
         flash("The profile is reauthorised: its new Page token works.", "info")
     return redirect(url_for("pages.show_profile", profile_id=profile.id))

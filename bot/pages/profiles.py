@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from bot import lifecycle, onboarding, policy, stats_view
-from bot.errors import ApiError
+from bot.errors import DomainError
 from bot.optin_code import generic_ref, optin_html, ref_field
 from bot.pages import bp
 from bot.pages import session as auth
@@ -54,7 +63,7 @@ def save_new_profile():
     try:
         profile = onboarding.connect_from_login(session.get("login", ""), request.form.get("page_id", ""),
                                                 name=name, status=status)
-    except ApiError as refusal:
+    except DomainError as refusal:
         flash(refusal.message, "error")
         if refusal.code == "login_expired":
             session.pop("login", None)
@@ -90,7 +99,7 @@ def change_status(profile_id: str):
         abort(400, description="Status must be enabled or disabled.")
     try:
         lifecycle.set_status(profile.id, status)
-    except ApiError as refusal:
+    except DomainError as refusal:
         flash(refusal.message, "error")
     else:
         flash(f"The profile “{profile.name}” is {status}.", "info")
@@ -105,7 +114,7 @@ def delete_profile(profile_id: str):
         return redirect(url_for("pages.show_profile", profile_id=profile.id))
     try:
         lifecycle.delete(profile.id)
-    except ApiError as refusal:
+    except DomainError as refusal:
         flash(refusal.message, "error")
         return redirect(url_for("pages.show_profile", profile_id=profile.id))
     flash(f"The profile “{profile.name}” and all its statistics are deleted.", "info")

@@ -4,7 +4,7 @@ Numbers come from the day counters (bot/stats_view.py); each links to the contac
 """
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
 from flask import abort, render_template, request, url_for
 
@@ -12,13 +12,12 @@ from bot import stats_view
 from bot.csv_export import csv_response
 from bot.pages import bp
 from bot.pages import session as auth
-from bot.reasons import REASONS, reason_text
+from bot.reasons import reason_text
 from storage import get_storage
 
 PAGE_SIZE = 50
 MAX_PAGE = 10**9  # Redis takes 64-bit offsets: a larger page number would be a 500
 CSV_CHUNK = 1000
-LIST_KINDS = ("sent", "delivered", "read", "warning", "failed")
 KIND_TITLES = {"sent": "Messages sent", "delivered": "Messages delivered", "read": "Messages read",
                "warning": "Contacts not sent (warnings)", "failed": "Contacts not sent (failed)"}
 RECOGNISE_FIELDS = ("FIRSTNAME", "LASTNAME", "FULLNAME", "EMAIL", "PHONE")
@@ -51,16 +50,12 @@ def _day_table(profile_id: str):
 
 def _list_args(day: str, kind: str) -> tuple[str | None, str | None]:
     """(reason filter, what is wrong with it); a bad date or kind is a 400: there is nothing to list."""
-    try:
-        canonical = date.fromisoformat(day).isoformat() == day  # not 20261125 nor 2026-W48-3: the keys use this
-    except ValueError:
-        canonical = False
-    if not canonical:
+    if not stats_view.is_day(day):
         abort(400, description=stats_view.not_a_date(day))
-    if kind not in LIST_KINDS:
-        abort(400, description=f"There is no list of “{kind[:30]}”: choose one of {', '.join(LIST_KINDS)}.")
+    if kind not in stats_view.LIST_KINDS:
+        abort(400, description=f"There is no list of “{kind[:30]}”: choose one of {', '.join(stats_view.LIST_KINDS)}.")
     reason = request.args.get("reason") or None
-    if reason and (reason not in REASONS or kind not in ("warning", "failed")):
+    if not stats_view.list_reason_ok(kind, reason):
         return None, f"Unknown reason “{reason[:40]}” for {KIND_TITLES[kind].lower()}."
     return reason, None
 
