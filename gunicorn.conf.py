@@ -1,4 +1,5 @@
 """gunicorn settings for the web process (also used by the benchmarks, for a fair baseline)."""
+
 import multiprocessing
 import os
 import socket
@@ -14,8 +15,8 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # 16 slowed the bare app and 100-event POSTs (bench/webhook_ingest.py, 2 CPUs, 2026-11-26).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 threads = int(os.environ.get("WEB_THREADS", "8"))
-timeout = 30            # a request taking longer is a bug: the worker is replaced
-graceful_timeout = 30   # on SIGTERM, in-flight requests get this long to finish
+timeout = 30  # a request taking longer is a bug: the worker is replaced
+graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish
 keepalive = 5
 # Recycle workers now and then, jittered so they do not restart together.
 max_requests = int(os.environ.get("WEB_MAX_REQUESTS", "100000"))
@@ -23,7 +24,9 @@ max_requests_jitter = max_requests // 10
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
 access_log_format = '{"ts":"%(t)s","method":"%(m)s","path":"%(U)s","status":%(s)s,"ms":%(M)s,"id":"%({x-request-id}i)s"}'
 errorlog = "-"
-control_socket_disable = True  # one shared path per user: two instances (tests, benchmarks) would clash
+control_socket_disable = (
+    True  # one shared path per user: two instances (tests, benchmarks) would clash
+)
 
 # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new
 # connections evenly over them. On one shared socket the worker that woke first took most of
@@ -68,12 +71,18 @@ def on_starting(server):
         if not isinstance(address, tuple):
             continue  # a unix socket path: reuse_port does not apply
         host, port = address
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+        with socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
+        ) as probe:
+            probe.setsockopt(
+                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+            )  # TIME_WAIT leftovers are fine
             try:
                 probe.bind((host, port))
             except OSError as exc:
-                raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}; is another server running there?")
+                raise SystemExit(
+                    f"cannot listen on {host}:{port}: {exc.strerror}; is another server running there?"
+                )
 
 
 class Logger(glogging.Logger):
@@ -85,7 +94,10 @@ class Logger(glogging.Logger):
     def info(self, msg, *args, **kwargs):
         if msg.startswith("Listening at:") and args and not args[0]:
             scheme = "https" if self.cfg.is_ssl else "http"
-            args = (",".join(_address_url(address, scheme) for address in self.cfg.address), *args[1:])
+            args = (
+                ",".join(_address_url(address, scheme) for address in self.cfg.address),
+                *args[1:],
+            )
         super().info(msg, *args, **kwargs)
 
 

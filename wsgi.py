@@ -1,4 +1,5 @@
 """gunicorn entry point: `gunicorn -c gunicorn.conf.py wsgi:app`."""
+
 from __future__ import annotations
 
 from bot.app import create_app

@@ -4,6 +4,7 @@ A benchmark is a module of this package whose name does not start with `_`; it i
 `python -m bench.<name>` with `--quick` passed through (a tiny smoke size). Exits non-zero
 if any benchmark did.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,19 @@ def benchmarks() -> list[str]:
 def print_speed(when: str) -> None:
     """The day's machine speed, before and after (it can change during a run)."""
     from bench._harness import python_speed_s, wakeup_round_trip_us
-    print(f"machine speed {when}: a pure-Python loop of 10 million additions {python_speed_s():.2f} s "
-          f"(best of 3); a process round trip over a socketpair {wakeup_round_trip_us():.1f} µs\n", flush=True)
+
+    print(
+        f"machine speed {when}: a pure-Python loop of 10 million additions {python_speed_s():.2f} s "
+        f"(best of 3); a process round trip over a socketpair {wakeup_round_trip_us():.1f} µs\n",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every benchmark")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: a smoke run of every benchmark"
+    )
     args = parser.parse_args(argv)
     failed = []
     print_speed("before")
@@ -38,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== bench.{name} ==", flush=True)
         started = time.monotonic()
         code = subprocess.call(command, cwd=HERE.parent)
-        print(f"== bench.{name}: exit {code} in {time.monotonic() - started:.1f} s ==\n", flush=True)
+        print(
+            f"== bench.{name}: exit {code} in {time.monotonic() - started:.1f} s ==\n", flush=True
+        )
         if code:
             failed.append(name)
     print_speed("after")

@@ -6,6 +6,7 @@ Not a benchmark (the leading underscore keeps `python -m bench` from running it)
 standard library is imported at the top: `send_throughput --baseline-child` imports this module
 too and should stay light; the project and psutil are imported where they are used.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,18 +35,30 @@ QUEUE = "messenger"
 
 # -- configuration -----------------------------------------------------------------------------
 
+
 def service_env(redis_url: str, graph_url: str, **overrides: str) -> dict[str, str]:
     """The environment of the app and of the worker processes: outside sandbox mode, explicit
     secrets, LOG_LEVEL=WARNING; `overrides` add to it or replace entries."""
-    return {"REDIS_URL": redis_url, "SANDBOX": "0", "SECRET_KEY": SECRET_KEY,
-            "API_TOKEN": API_TOKEN, "ADMIN_PASSWORD": "bench-admin", "FB_APP_ID": "100000000000001",
-            "FB_APP_SECRET": APP_SECRET, "FB_VERIFY_TOKEN": "bench-verify-token",
-            "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
-            "GRAPH_API_URL": graph_url, "GRAPH_API_VERSION": GRAPH_VERSION, "LOG_LEVEL": "WARNING",
-            **overrides}
+    return {
+        "REDIS_URL": redis_url,
+        "SANDBOX": "0",
+        "SECRET_KEY": SECRET_KEY,
+        "API_TOKEN": API_TOKEN,
+        "ADMIN_PASSWORD": "bench-admin",
+        "FB_APP_ID": "100000000000001",
+        "FB_APP_SECRET": APP_SECRET,
+        "FB_VERIFY_TOKEN": "bench-verify-token",
+        "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
+        "GRAPH_API_URL": graph_url,
+        "GRAPH_API_VERSION": GRAPH_VERSION,
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
 
 
-def parse_sizes(parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict) -> argparse.Namespace:
+def parse_sizes(
+    parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict
+) -> argparse.Namespace:
     """Parse `argv`; with `--quick` (the parser's own flag) the attributes in `quick` take
     their smoke sizes."""
     args = parser.parse_args(argv)
@@ -57,9 +70,11 @@ def parse_sizes(parser: argparse.ArgumentParser, argv: list[str] | None, quick: 
 
 # -- private servers (each stopped by `stack`) -------------------------------------------------
 
+
 def start_redis(stack: ExitStack, tmp: Path):
     """A redis-server of our own on a free TCP port (never the shared 6379), no AOF."""
     from storage.embedded import EmbeddedRedis
+
     server = EmbeddedRedis(tmp / "redis", appendonly=False, use_socket=False)
     server.start()
     stack.callback(server.stop)
@@ -71,7 +86,14 @@ def start_simulator(stack: ExitStack, control_timeout: float = 30.0, **config):
     read receipts) and a client to drive it: (process, url, control)."""
     from sandbox.client import SandboxControl
     from sandbox.process import SandboxProcess
-    config = {"app_secret": APP_SECRET, "echo": False, "delivery_delay_ms": None, "read_delay_ms": None, **config}
+
+    config = {
+        "app_secret": APP_SECRET,
+        "echo": False,
+        "delivery_delay_ms": None,
+        "read_delay_ms": None,
+        **config,
+    }
     process = stack.enter_context(SandboxProcess(**config))
     control = SandboxControl(process.url, timeout=control_timeout)
     stack.callback(control.close)
@@ -82,6 +104,7 @@ def start_app(stack: ExitStack, env: dict[str, str]):
     """`bot.app.create_app` with settings from `env` only (no .env file); its clients closed by `stack`."""
     from bot.app import create_app
     from bot.config import Settings
+
     app = create_app(Settings.from_env(env, dotenv=False))
     stack.callback(app.extensions["storage"].redis.close)
     stack.callback(app.extensions["graph"].close)
@@ -90,9 +113,11 @@ def start_app(stack: ExitStack, env: dict[str, str]):
 
 # -- worker processes --------------------------------------------------------------------------
 
+
 def kill_worker(process: subprocess.Popen) -> None:
     """SIGKILL a worker and its work horse (which RQ puts in a process group of its own)."""
     import psutil
+
     family = psutil.Process(process.pid).children(recursive=True)
     os.killpg(process.pid, signal.SIGKILL)
     for child in family:
@@ -127,20 +152,32 @@ class Workers:
     def start(self, count: int) -> None:
         for _ in range(count):
             with open(self.log_dir / f"worker-{len(self.processes) + 1}.log", "w") as log:
-                self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=self.env, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True))
+                self.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "jobs.worker"],
+                        cwd=ROOT,
+                        env=self.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
 
     def wait_registered(self, connection, timeout: float = 60.0) -> None:
         """Until every worker has registered with RQ (imports done, listening)."""
         from rq import Worker
+
         deadline = time.monotonic() + timeout
         while len(Worker.all(connection=connection)) < len(self.processes):
             for process in self.processes:
                 if process.poll() is not None:
-                    raise RuntimeError(f"worker exited with {process.returncode}:\n{self.logs()[-3000:]}")
+                    raise RuntimeError(
+                        f"worker exited with {process.returncode}:\n{self.logs()[-3000:]}"
+                    )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workers did not register within {timeout} s:\n{self.logs()[-3000:]}")
+                raise RuntimeError(
+                    f"workers did not register within {timeout} s:\n{self.logs()[-3000:]}"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -153,11 +190,14 @@ class Workers:
         from rq import Queue, Worker
         from rq.job import Job
         from rq.registry import FinishedJobRegistry
+
         queue = Queue(QUEUE, connection=connection)
         deadline = time.monotonic() + timeout
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < quiet_s:
-            if queue.count or any(w.get_state() != "idle" for w in Worker.all(connection=connection)):
+            if queue.count or any(
+                w.get_state() != "idle" for w in Worker.all(connection=connection)
+            ):
                 quiet_since = time.monotonic()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the workers were still busy after {timeout} s")
@@ -171,13 +211,17 @@ class Workers:
 
 # -- CPU accounting ----------------------------------------------------------------------------
 
+
 def process_cpu(pid_or_process, children: bool = False) -> float:
     """User + system CPU seconds of a process (a pid or a `psutil.Process`), with `children`
     also those of its children it has reaped (RQ's work horses, recycled gunicorn workers);
     0.0 once it is gone."""
     import psutil
+
     try:
-        process = psutil.Process(pid_or_process) if isinstance(pid_or_process, int) else pid_or_process
+        process = (
+            psutil.Process(pid_or_process) if isinstance(pid_or_process, int) else pid_or_process
+        )
         t = process.cpu_times()
     except psutil.NoSuchProcess:
         return 0.0
@@ -221,11 +265,13 @@ def wakeup_round_trip_us(round_trips: int = 20_000) -> float:
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy (all CPUs, all processes)."""
     import psutil
+
     t = psutil.cpu_times()
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 # -- py-spy ------------------------------------------------------------------------------------
+
 
 def py_spy() -> str | None:
     """The py-spy executable (on PATH or beside this Python), or None."""
@@ -247,9 +293,24 @@ class Profiler:
         self.out = out
         with open(out.with_suffix(".log"), "w") as log:
             self.process = subprocess.Popen(
-                [exe, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", str(self.RATE),
-                 "--format", "raw", "--output", str(out), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=log)
+                [
+                    exe,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--subprocesses",
+                    "--gil",
+                    "--rate",
+                    str(self.RATE),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     def stop(self) -> None:
         """SIGINT: py-spy writes its file and exits (killed after 30 s)."""
@@ -264,13 +325,19 @@ class Profiler:
 
 def frame_file(frame: str) -> str:
     """The file of a py-spy frame `function (file:line)`; py-spy shortens it to the package part."""
-    inner = frame[frame.rfind("(") + 1:]
+    inner = frame[frame.rfind("(") + 1 :]
     return inner.rsplit(":", 1)[0] if ":" in inner else inner.rstrip(")")
 
 
-def summarise_profile(path: Path, packages: list[tuple[str, str]], top: int, *,
-                      service: tuple[str, ...] = ("bot/", "storage/"), title: Callable[[int], str] | None = None,
-                      by_process: Callable[[int], str] | None = None) -> list[str]:
+def summarise_profile(
+    path: Path,
+    packages: list[tuple[str, str]],
+    top: int,
+    *,
+    service: tuple[str, ...] = ("bot/", "storage/"),
+    title: Callable[[int], str] | None = None,
+    by_process: Callable[[int], str] | None = None,
+) -> list[str]:
     """Lines of text: where the samples of a py-spy raw profile (`Profiler`) went.
 
     A sample is charged to the package of the frame nearest the leaf that belongs to one of
@@ -306,7 +373,9 @@ def summarise_profile(path: Path, packages: list[tuple[str, str]], top: int, *,
             inclusive[name] += n
         label = None
         for frame in reversed(code):
-            label = next((name for name, prefix in packages if frame_file(frame).startswith(prefix)), None)
+            label = next(
+                (name for name, prefix in packages if frame_file(frame).startswith(prefix)), None
+            )
             if label:
                 break
         by_package[label or f"stdlib {frame_file(code[-1])}"] += n
@@ -329,13 +398,26 @@ def summarise_profile(path: Path, packages: list[tuple[str, str]], top: int, *,
 
 # -- reporting ---------------------------------------------------------------------------------
 
+
 def code_version() -> str:
     """The commit measured, and whether the work tree had changes on top of it."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
@@ -347,14 +429,18 @@ def mark(ok: bool) -> str:
 
 # -- main() ------------------------------------------------------------------------------------
 
-def run_main(run: Callable[[ExitStack, Path], int], prefix: str, keep: bool, what: str,
-             kept: str = "logs") -> int:
+
+def run_main(
+    run: Callable[[ExitStack, Path], int], prefix: str, keep: bool, what: str, kept: str = "logs"
+) -> int:
     """Call `run(stack, tmp)` with a fresh temporary directory (`prefix`) and an ExitStack that
     stops whatever it started; returns the exit code: run's own, 130 when interrupted (Ctrl-C
     or SIGTERM; "interrupted; stopped {what}"), 1 on an exception (traceback printed). The
     directory ("{kept} kept in ...") stays when `keep` or on failure, else it is removed."""
+
     def interrupted(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, interrupted)
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     code = 1

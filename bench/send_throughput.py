@@ -27,6 +27,7 @@ Measured, in this order, on the same simulator:
 The figures end with `ratio service/baseline` and `ratio service/ideal`, where ideal =
 messages in flight / latency.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ import time
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 from bench._harness import (
@@ -78,27 +80,58 @@ TARGET_BOOKKEEPING = 0.10
 
 # -- arguments ---------------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.send_throughput",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--contacts", type=int, default=10_000, help="messages to send (default 10000)")
-    parser.add_argument("--pages", type=int, default=50, help="Pages = profiles = runs (default 50)")
-    parser.add_argument("--latency-ms", type=int, default=50, help="simulator answer delay (default 50)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.send_throughput", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--contacts", type=int, default=10_000, help="messages to send (default 10000)"
+    )
+    parser.add_argument(
+        "--pages", type=int, default=50, help="Pages = profiles = runs (default 50)"
+    )
+    parser.add_argument(
+        "--latency-ms", type=int, default=50, help="simulator answer delay (default 50)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="SEND_CONCURRENCY (default 16)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke size: {QUICK['contacts']} contacts over {QUICK['pages']} Pages")
-    parser.add_argument("--batch-size", type=int, default=200,
-                        help="RUN_BATCH_SIZE (default 200, the service's default)")
-    parser.add_argument("--parallel-batches", type=int, default=1,
-                        help="RUN_PARALLEL_BATCHES (default 1, the service's default)")
-    parser.add_argument("--rate-per-page", type=int, default=20,
-                        help="SEND_RATE_PER_PAGE for the run (default 20, the service's default)")
-    parser.add_argument("--poll-ms", type=int, default=50, help="run state polling interval (default 50)")
-    parser.add_argument("--inline-baseline", action="store_true",
-                        help="run the baseline's threads in this process, not in a child process")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample worker 1 and its work horses with py-spy and summarise")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke size: {QUICK['contacts']} contacts over {QUICK['pages']} Pages",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=200,
+        help="RUN_BATCH_SIZE (default 200, the service's default)",
+    )
+    parser.add_argument(
+        "--parallel-batches",
+        type=int,
+        default=1,
+        help="RUN_PARALLEL_BATCHES (default 1, the service's default)",
+    )
+    parser.add_argument(
+        "--rate-per-page",
+        type=int,
+        default=20,
+        help="SEND_RATE_PER_PAGE for the run (default 20, the service's default)",
+    )
+    parser.add_argument(
+        "--poll-ms", type=int, default=50, help="run state polling interval (default 50)"
+    )
+    parser.add_argument(
+        "--inline-baseline",
+        action="store_true",
+        help="run the baseline's threads in this process, not in a child process",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample worker 1 and its work horses with py-spy and summarise",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
     args = parse_sizes(parser, argv, QUICK)
@@ -110,6 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- the baseline: a bare requests.Session loop ------------------------------------------------
+
 
 def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secret: str) -> dict:
     """POST one Send API body per (page id, token, psid) with `threads` threads sharing one
@@ -135,13 +169,21 @@ def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secr
             if task is None:
                 break
             page_id, token, psid = task
-            body = {"recipient": {"id": psid}, "messaging_type": "UPDATE",
-                    "message": {"text": MESSAGE, "metadata": BASELINE_METADATA}}
+            body = {
+                "recipient": {"id": psid},
+                "messaging_type": "UPDATE",
+                "message": {"text": MESSAGE, "metadata": BASELINE_METADATA},
+            }
             proof = hmac.new(secret, token.encode(), hashlib.sha256).hexdigest()
             posted = time.perf_counter()
             try:
-                answer = session.post(f"{base}/{page_id}/messages", params={"appsecret_proof": proof}, json=body,
-                                      headers={"Authorization": f"Bearer {token}"}, timeout=(3.0, 10.0))
+                answer = session.post(
+                    f"{base}/{page_id}/messages",
+                    params={"appsecret_proof": proof},
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=(3.0, 10.0),
+                )
                 waited += time.perf_counter() - posted
                 if answer.status_code == 200 and "message_id" in answer.json():
                     sent += 1
@@ -156,7 +198,9 @@ def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secr
             round_trip_s[0] += waited
 
     cpu_before = time.process_time()
-    pool = [threading.Thread(target=loop, name=f"baseline-{i}", daemon=True) for i in range(threads)]
+    pool = [
+        threading.Thread(target=loop, name=f"baseline-{i}", daemon=True) for i in range(threads)
+    ]
     started = time.perf_counter()
     for thread in pool:
         thread.start()
@@ -164,23 +208,38 @@ def baseline_loop(graph_url: str, tasks: list[list[str]], threads: int, app_secr
         thread.join()
     elapsed = time.perf_counter() - started
     session.close()
-    return {"elapsed_s": elapsed, "ok": ok[0], "errors": dict(errors),
-            "cpu_s": time.process_time() - cpu_before, "round_trip_s": round_trip_s[0]}
+    return {
+        "elapsed_s": elapsed,
+        "ok": ok[0],
+        "errors": dict(errors),
+        "cpu_s": time.process_time() - cpu_before,
+        "round_trip_s": round_trip_s[0],
+    }
 
 
 def baseline_child_main() -> int:
     """`--baseline-child`: read the job as JSON on stdin, print the result as JSON."""
     job = json.load(sys.stdin)
-    print(json.dumps(baseline_loop(job["graph_url"], job["tasks"], job["threads"], job["app_secret"])))
+    print(
+        json.dumps(baseline_loop(job["graph_url"], job["tasks"], job["threads"], job["app_secret"]))
+    )
     return 0
 
 
 def run_baseline(graph_url: str, tasks: list[list[str]], threads: int, inline: bool) -> dict:
     if inline:
         return baseline_loop(graph_url, tasks, threads, APP_SECRET)
-    job = json.dumps({"graph_url": graph_url, "tasks": tasks, "threads": threads, "app_secret": APP_SECRET})
-    done = subprocess.run([sys.executable, "-m", "bench.send_throughput", "--baseline-child"], cwd=ROOT,
-                          input=job, capture_output=True, text=True, timeout=600)
+    job = json.dumps(
+        {"graph_url": graph_url, "tasks": tasks, "threads": threads, "app_secret": APP_SECRET}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.send_throughput", "--baseline-child"],
+        cwd=ROOT,
+        input=job,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"baseline child exited {done.returncode}: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -189,40 +248,71 @@ def run_baseline(graph_url: str, tasks: list[list[str]], threads: int, inline: b
 # -- the profile (optional) --------------------------------------------------------------------
 
 # The packages a sample of the worker can be charged to (see `summarise_profile`), first match wins.
-PACKAGES = [("service: jobs/", "jobs/"), ("service: storage/", "storage/"), ("service: bot/", "bot/"),
-            ("redis-py", "redis/"), ("rq", "rq/"), ("requests", "requests/"), ("urllib3", "urllib3/"),
-            ("flask", "flask/"), ("werkzeug", "werkzeug/"), ("cryptography", "cryptography/"),
-            ("marshmallow", "marshmallow/"), ("jinja2", "jinja2/"), ("simulator", "sandbox/")]
+PACKAGES = [
+    ("service: jobs/", "jobs/"),
+    ("service: storage/", "storage/"),
+    ("service: bot/", "bot/"),
+    ("redis-py", "redis/"),
+    ("rq", "rq/"),
+    ("requests", "requests/"),
+    ("urllib3", "urllib3/"),
+    ("flask", "flask/"),
+    ("werkzeug", "werkzeug/"),
+    ("cryptography", "cryptography/"),
+    ("marshmallow", "marshmallow/"),
+    ("jinja2", "jinja2/"),
+    ("simulator", "sandbox/"),
+]
 
 
 def profile_lines(path: Path, top: int = 15) -> list[str]:
     """Where the sampled worker (and its horses) spent its CPU."""
+
     def title(total: int) -> str:
-        return (f"{total} samples = {total / Profiler.RATE:.1f} s holding the GIL, worker 1 and its work horses "
-                f"(py-spy --gil --subprocesses, {Profiler.RATE}/s)")
-    return summarise_profile(path, PACKAGES, top, service=("jobs/", "storage/", "bot/"), title=title,
-                             by_process=lambda processes: "work horses" if processes > 1
-                             else "worker main process (RQ loop, scheduler, ticker)")
+        return (
+            f"{total} samples = {total / Profiler.RATE:.1f} s holding the GIL, worker 1 and its work horses "
+            f"(py-spy --gil --subprocesses, {Profiler.RATE}/s)"
+        )
+
+    return summarise_profile(
+        path,
+        PACKAGES,
+        top,
+        service=("jobs/", "storage/", "bot/"),
+        title=title,
+        by_process=lambda processes: (
+            "work horses" if processes > 1 else "worker main process (RQ loop, scheduler, ticker)"
+        ),
+    )
 
 
 # -- results -----------------------------------------------------------------------------------
+
 
 @dataclass
 class JobStats:
     jobs: int = 0
     not_done: int = 0
-    job_seconds: float = 0.0              # sum of job function times (RQ started_at..ended_at)
-    ideal_job_seconds: float = 0.0        # sum of contacts_in_job x latency / concurrency
-    gap_seconds: float = 0.0              # per worker, time between its consecutive jobs
+    job_seconds: float = 0.0  # sum of job function times (RQ started_at..ended_at)
+    ideal_job_seconds: float = 0.0  # sum of contacts_in_job x latency / concurrency
+    gap_seconds: float = 0.0  # per worker, time between its consecutive jobs
     gaps: int = 0
     first_start_after_post_s: float = 0.0
     per_worker_messages: dict = field(default_factory=dict)
     failed_jobs: int = 0
-    other_jobs: Counter = field(default_factory=Counter)   # name -> seconds of worker time in the phase
+    other_jobs: Counter = field(
+        default_factory=Counter
+    )  # name -> seconds of worker time in the phase
 
 
-def job_stats(connection, run_sizes: dict[str, int], batch_size: int, latency_s: float, concurrency: int,
-              first_post_epoch: float) -> JobStats:
+def job_stats(
+    connection,
+    run_sizes: dict[str, int],
+    batch_size: int,
+    latency_s: float,
+    concurrency: int,
+    first_post_epoch: float,
+) -> JobStats:
     """Read RQ's finished jobs: how long each took, on which worker, and the gaps between them.
 
     Bookkeeping measure (the issue's "RQ bookkeeping <= 10 % of send time"): every batch is
@@ -238,21 +328,31 @@ def job_stats(connection, run_sizes: dict[str, int], batch_size: int, latency_s:
     """
     from rq.job import Job
     from rq.registry import FailedJobRegistry, FinishedJobRegistry
+
     stats = JobStats()
     stats.other_jobs = Counter()
     stats.failed_jobs = len(FailedJobRegistry(QUEUE, connection=connection).get_job_ids())
     ids = FinishedJobRegistry(QUEUE, connection=connection).get_job_ids()
-    fetched = [j for j in Job.fetch_many(ids, connection=connection) if j and j.started_at and j.ended_at]
-    jobs = [j for j in fetched if j.func_name.endswith(".run_batch") and len(j.args) >= 2]  # the runs' batches
+    fetched = [
+        j for j in Job.fetch_many(ids, connection=connection) if j and j.started_at and j.ended_at
+    ]
+    jobs = [
+        j for j in fetched if j.func_name.endswith(".run_batch") and len(j.args) >= 2
+    ]  # the runs' batches
     for job in fetched:  # anything else that took a worker during the measurement
         if job not in jobs and epoch(job.ended_at) > first_post_epoch:
-            stats.other_jobs[job.func_name.rsplit(".", 1)[-1]] += epoch(job.ended_at) - max(epoch(job.started_at),
-                                                                                            first_post_epoch)
+            stats.other_jobs[job.func_name.rsplit(".", 1)[-1]] += epoch(job.ended_at) - max(
+                epoch(job.started_at), first_post_epoch
+            )
     by_worker: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     per_worker = Counter()
     for job in jobs:
         # A job sends its own batch and the batches of other Pages it took: "run/batch: outcome, ..."
-        done = [part.split(": ", 1) for part in str(job.return_value() or "").split(", ") if ": " in part]
+        done = [
+            part.split(": ", 1)
+            for part in str(job.return_value() or "").split(", ")
+            if ": " in part
+        ]
         contacts = 0
         for name, outcome in done:
             run_id, _, batch = name.rpartition("/")
@@ -277,23 +377,31 @@ def job_stats(connection, run_sizes: dict[str, int], batch_size: int, latency_s:
 
 def epoch(moment) -> float:
     """Seconds since the epoch of an RQ timestamp (UTC; naive ones are UTC too)."""
-    from datetime import timezone
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def simulator_rate(sends: list[dict], service: bool) -> tuple[int, float, float]:
     """(accepted sends, sends/s from the first to the last accepted, sends/s in the steady
     middle: without the first and the last second) of one phase."""
-    times = sorted(s["received_ms"] for s in sends if s.get("status") == "accepted"
-                   and (s.get("metadata") != BASELINE_METADATA) == service)
+    times = sorted(
+        s["received_ms"]
+        for s in sends
+        if s.get("status") == "accepted" and (s.get("metadata") != BASELINE_METADATA) == service
+    )
     if len(times) < 2 or times[-1] == times[0]:
         return len(times), float("nan"), float("nan")
     start, end = times[0] + 1000, times[-1] - 1000
-    middle = sum(1 for t in times if start <= t < end) / ((end - start) / 1000) if end > start else float("nan")
+    middle = (
+        sum(1 for t in times if start <= t < end) / ((end - start) / 1000)
+        if end > start
+        else float("nan")
+    )
     return len(times), (len(times) - 1) / ((times[-1] - times[0]) / 1000), middle
 
 
 # -- the benchmark -----------------------------------------------------------------------------
+
 
 def cpu_share(seconds: float, messages: int) -> str:
     return f"{seconds:.1f} s ({1000 * seconds / messages:.2f} ms/msg)"
@@ -316,7 +424,9 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
 
     # Cleanup runs in reverse: workers (and profiler), then the simulator, then Redis.
     redis_server = start_redis(stack, tmp)
-    simulator, simulator_url, fb = start_simulator(stack, control_timeout=120, latency_ms=args.latency_ms)
+    simulator, simulator_url, fb = start_simulator(
+        stack, control_timeout=120, latency_ms=args.latency_ms
+    )
 
     # Batching: RUN_BATCH_SIZE stays at the service's default, 200, which at the default sizes
     # (10 000 / 50 = 200 per run) makes one batch per run: 50 batches, each queued as a job.
@@ -330,9 +440,14 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     # 16 in flight at 50 ms (320 msgs/s) need 16 Pages per worker, which the default 50 Pages
     # give one or two workers (one worker holding 32 Pages may send 640/s). The smoke size keeps
     # 30 Pages for the same reason. All three are flags to explore.
-    env = service_env(redis_server.url, simulator_url, SEND_CONCURRENCY=str(C),
-                      SEND_RATE_PER_PAGE=str(args.rate_per_page), RUN_BATCH_SIZE=str(args.batch_size),
-                      RUN_PARALLEL_BATCHES=str(args.parallel_batches))
+    env = service_env(
+        redis_server.url,
+        simulator_url,
+        SEND_CONCURRENCY=str(C),
+        SEND_RATE_PER_PAGE=str(args.rate_per_page),
+        RUN_BATCH_SIZE=str(args.batch_size),
+        RUN_PARALLEL_BATCHES=str(args.parallel_batches),
+    )
     app = start_app(stack, env)
     store = app.extensions["storage"]
     client = app.test_client()
@@ -348,25 +463,49 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     next_contact = 0
     for index, size in enumerate(sizes):
         page = fb.create_page(name=f"Bench Page {index + 1}")
-        answer = api("POST", "/profiles", json={"name": f"Bench {index + 1}", "page_id": page["id"],
-                                                "page_access_token": page["token"]})
+        answer = api(
+            "POST",
+            "/profiles",
+            json={
+                "name": f"Bench {index + 1}",
+                "page_id": page["id"],
+                "page_access_token": page["token"],
+            },
+        )
         if answer.status_code != 201:
-            raise RuntimeError(f"profile not created: {answer.status_code} {answer.get_data(as_text=True)}")
+            raise RuntimeError(
+                f"profile not created: {answer.status_code} {answer.get_data(as_text=True)}"
+            )
         profile_id = answer.get_json()["id"]
-        psids = fb.add_people(page["id"], [{"last_interaction_ms": now_ms, "receipts": "none"}] * size)
+        psids = fb.add_people(
+            page["id"], [{"last_interaction_ms": now_ms, "receipts": "none"}] * size
+        )
         contacts = [f"c{next_contact + i:06d}" for i in range(size)]
         next_contact += size
-        events = [Event("optin", page["id"], psid, now_ms, profile=profile_id, contact=cid)
-                  for cid, psid in zip(contacts, psids)]
+        events = [
+            Event("optin", page["id"], psid, now_ms, profile=profile_id, contact=cid)
+            for cid, psid in zip(contacts, psids)
+        ]
         for start in range(0, size, 2000):
-            store.inbound.apply(events[start:start + 2000])
-        nodes.append({"id": f"n{index + 1}", "type": "messenger", "profile_id": profile_id, "tag": TAG,
-                      "message": MESSAGE})
+            store.inbound.apply(events[start : start + 2000])
+        nodes.append(
+            {
+                "id": f"n{index + 1}",
+                "type": "messenger",
+                "profile_id": profile_id,
+                "tag": TAG,
+                "message": MESSAGE,
+            }
+        )
         runs_contacts.append(contacts)
         tasks += [[page["id"], page["token"], psid] for psid in psids]
-    answer = api("PUT", "/programs/bench", json={"name": "Bench", "status": "active", "nodes": nodes})
+    answer = api(
+        "PUT", "/programs/bench", json={"name": "Bench", "status": "active", "nodes": nodes}
+    )
     if answer.status_code not in (200, 201):
-        raise RuntimeError(f"program not saved: {answer.status_code} {answer.get_data(as_text=True)}")
+        raise RuntimeError(
+            f"program not saved: {answer.status_code} {answer.get_data(as_text=True)}"
+        )
 
     workers = Workers(env, tmp)
     stack.callback(workers.stop)
@@ -374,8 +513,10 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     rq_connection = app.extensions["rq_queue"].connection
     workers.wait_registered(rq_connection)
     setup_s = time.monotonic() - setup_started
-    print(f"set up {len(sizes)} Pages, {args.contacts} opted-in contacts and {W} worker(s) in {setup_s:.1f} s",
-          flush=True)
+    print(
+        f"set up {len(sizes)} Pages, {args.contacts} opted-in contacts and {W} worker(s) in {setup_s:.1f} s",
+        flush=True,
+    )
 
     # -- baseline --------------------------------------------------------------------------
     bench_pid, redis_pid = os.getpid(), redis_server.process.pid
@@ -384,25 +525,36 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     def cpu_now() -> dict[str, float]:
         """CPU seconds so far: the simulator, this process (setup, polling), redis-server, the
         workers with their reaped work horses, and the whole machine."""
-        return {"simulator": process_cpu(simulator.pid), "bench": process_cpu(bench_pid),
-                "redis": process_cpu(redis_pid),
-                "workers": sum(process_cpu(pid, children=True) for pid in worker_pids),
-                "machine": machine_busy_seconds()}
+        return {
+            "simulator": process_cpu(simulator.pid),
+            "bench": process_cpu(bench_pid),
+            "redis": process_cpu(redis_pid),
+            "workers": sum(process_cpu(pid, children=True) for pid in worker_pids),
+            "machine": machine_busy_seconds(),
+        }
 
     cpu0 = cpu_now()
     base = run_baseline(simulator_url, tasks, in_flight, args.inline_baseline)
     cpu1 = cpu_now()
     if base["ok"] != args.contacts:
-        raise RuntimeError(f"baseline: {base['ok']} of {args.contacts} accepted, errors {base['errors']}")
+        raise RuntimeError(
+            f"baseline: {base['ok']} of {args.contacts} accepted, errors {base['errors']}"
+        )
     baseline_rate = base["ok"] / base["elapsed_s"]
-    print(f"baseline: {base['ok']} sends in {base['elapsed_s']:.2f} s = {baseline_rate:.1f} msgs/s", flush=True)
+    print(
+        f"baseline: {base['ok']} sends in {base['elapsed_s']:.2f} s = {baseline_rate:.1f} msgs/s",
+        flush=True,
+    )
 
     # -- service ---------------------------------------------------------------------------
     idle_started = time.monotonic()
     earlier_jobs = workers.wait_idle(rq_connection)
     if earlier_jobs:
-        print(f"waited {time.monotonic() - idle_started:.1f} s for the workers to be idle; jobs before "
-              f"the service phase: {dict(Counter(n.rsplit('.', 1)[-1] for n in earlier_jobs))}", flush=True)
+        print(
+            f"waited {time.monotonic() - idle_started:.1f} s for the workers to be idle; jobs before "
+            f"the service phase: {dict(Counter(n.rsplit('.', 1)[-1] for n in earlier_jobs))}",
+            flush=True,
+        )
     profiler = None
     if args.profile:
         profiler = Profiler(workers.processes[0].pid, tmp / "worker-1.pyspy.txt")
@@ -414,25 +566,36 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     started = time.perf_counter()
     run_sizes: dict[str, int] = {}
     for node, contacts in zip(nodes, runs_contacts):
-        answer = api("POST", f"/programs/bench/nodes/{node['id']}/runs",
-                     json={"contacts": [{"id": c} for c in contacts]})
+        answer = api(
+            "POST",
+            f"/programs/bench/nodes/{node['id']}/runs",
+            json={"contacts": [{"id": c} for c in contacts]},
+        )
         if answer.status_code != 202:
-            raise RuntimeError(f"run not accepted: {answer.status_code} {answer.get_data(as_text=True)}")
+            raise RuntimeError(
+                f"run not accepted: {answer.status_code} {answer.get_data(as_text=True)}"
+            )
         run_sizes[answer.get_json()["run_id"]] = len(contacts)
     posted_s = time.perf_counter() - started
     pending = list(run_sizes)
     deadline = started + 60 + 10 * args.contacts / min(ideal, baseline_rate)
     while pending:
-        for position, run_id in enumerate(pending):  # runs end roughly in order: check the oldest first
-            if store.runs.get(run_id).state != "done":  # one HGETALL: the API would cost ~5 ms a poll
+        for position, run_id in enumerate(
+            pending
+        ):  # runs end roughly in order: check the oldest first
+            if (
+                store.runs.get(run_id).state != "done"
+            ):  # one HGETALL: the API would cost ~5 ms a poll
                 pending = pending[position:]
                 break
         else:
             pending = []
         if pending:
             if time.perf_counter() > deadline:
-                raise RuntimeError(f"{len(pending)} runs not done after {time.perf_counter() - started:.0f} s; "
-                                   f"worker logs in {tmp}")
+                raise RuntimeError(
+                    f"{len(pending)} runs not done after {time.perf_counter() - started:.0f} s; "
+                    f"worker logs in {tmp}"
+                )
             time.sleep(args.poll_ms / 1000)
     service_s = time.perf_counter() - started
     service_rate = args.contacts / service_s
@@ -443,9 +606,10 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     # one finished job per batch.
     registry_wait = time.monotonic() + 15
     while time.monotonic() < registry_wait and (
-            Queue(QUEUE, connection=rq_connection).count
-            or StartedJobRegistry(QUEUE, connection=rq_connection).count
-            or any(w.get_state() != "idle" for w in Worker.all(connection=rq_connection))):
+        Queue(QUEUE, connection=rq_connection).count
+        or StartedJobRegistry(QUEUE, connection=rq_connection).count
+        or any(w.get_state() != "idle" for w in Worker.all(connection=rq_connection))
+    ):
         time.sleep(0.05)
     time.sleep(0.3)
     cpu3 = cpu_now()
@@ -465,19 +629,27 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     # -- report ----------------------------------------------------------------------------
     per_worker = service_rate / W
     bookkeeping = stats.gap_seconds / stats.job_seconds if stats.job_seconds else float("nan")
-    in_job = (stats.job_seconds - stats.ideal_job_seconds) / stats.job_seconds if stats.job_seconds else float("nan")
+    in_job = (
+        (stats.job_seconds - stats.ideal_job_seconds) / stats.job_seconds
+        if stats.job_seconds
+        else float("nan")
+    )
     whole = (service_s - args.contacts * latency_s / in_flight) / service_s
     jobs_per_worker = stats.jobs / W
     per_job_gap_ms = 1000 * stats.gap_seconds / stats.gaps if stats.gaps else float("nan")
     width = 52
     out = print
     out()
-    out(f"send throughput: {args.contacts} contacts over {args.pages} Pages ({min(sizes)}-{max(sizes)} per run, "
-        f"{len(run_sizes)} runs), {W} worker(s) x {C} in flight, simulator latency {args.latency_ms} ms")
-    out(f"  RUN_BATCH_SIZE {args.batch_size} -> {batches} batches in {stats.jobs} jobs ({jobs_per_worker:.0f} per worker), "
+    out(
+        f"send throughput: {args.contacts} contacts over {args.pages} Pages ({min(sizes)}-{max(sizes)} per run, "
+        f"{len(run_sizes)} runs), {W} worker(s) x {C} in flight, simulator latency {args.latency_ms} ms"
+    )
+    out(
+        f"  RUN_BATCH_SIZE {args.batch_size} -> {batches} batches in {stats.jobs} jobs ({jobs_per_worker:.0f} per worker), "
         f"RUN_PARALLEL_BATCHES {args.parallel_batches}, SEND_RATE_PER_PAGE {args.rate_per_page}/s, "
         f"baseline {'in this process' if args.inline_baseline else 'in a child process'}, "
-        f"{os.cpu_count()} CPUs shared by everything; code {code_version()}")
+        f"{os.cpu_count()} CPUs shared by everything; code {code_version()}"
+    )
     out()
     out(f"{'':{width}}{'msgs/s':>10}{'x ideal':>10}")
     rows = [
@@ -491,51 +663,80 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         (f"service per worker ({W})", per_worker),
     ]
     for label, value in rows:
-        out(f"{label:{width}}{value:10.1f}{value / ideal * (W if label.startswith('service per') else 1):10.2f}")
+        out(
+            f"{label:{width}}{value:10.1f}{value / ideal * (W if label.startswith('service per') else 1):10.2f}"
+        )
     out()
-    out(f"service wall time: {service_s:.2f} s (POSTing the {len(run_sizes)} runs took {posted_s:.2f} s; "
+    out(
+        f"service wall time: {service_s:.2f} s (POSTing the {len(run_sizes)} runs took {posted_s:.2f} s; "
         f"first job started {1000 * stats.first_start_after_post_s:.0f} ms after the first POST); "
-        f"baseline {base['elapsed_s']:.2f} s")
-    out(f"outcomes: {dict(counts)}; simulator accepted {sim_service_n} service sends; "
-        f"jobs finished {stats.jobs} (not 'done': {stats.not_done}), failed {stats.failed_jobs}")
+        f"baseline {base['elapsed_s']:.2f} s"
+    )
+    out(
+        f"outcomes: {dict(counts)}; simulator accepted {sim_service_n} service sends; "
+        f"jobs finished {stats.jobs} (not 'done': {stats.not_done}), failed {stats.failed_jobs}"
+    )
     if stats.other_jobs:
-        out("other jobs that held a worker during the service phase: "
-            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stats.other_jobs.items()))
+        out(
+            "other jobs that held a worker during the service phase: "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stats.other_jobs.items())
+        )
     if len(stats.per_worker_messages) > 1:
-        out("messages per worker: " + ", ".join(f"{n / service_s:.1f} msgs/s ({n})"
-                                                 for n in stats.per_worker_messages.values()))
-    out(f"RQ bookkeeping between jobs: {per_job_gap_ms:.1f} ms per job, {100 * bookkeeping:.1f} % of job time "
-        f"({stats.gap_seconds:.2f} s over {stats.job_seconds:.2f} s in {stats.jobs} jobs)")
-    out(f"in-job overhead beyond contacts x latency / concurrency: {100 * in_job:.1f} % of job time "
-        f"({stats.job_seconds - stats.ideal_job_seconds:.2f} s; {1000 * (stats.job_seconds - stats.ideal_job_seconds) / max(1, stats.jobs):.0f} ms per job)")
+        out(
+            "messages per worker: "
+            + ", ".join(
+                f"{n / service_s:.1f} msgs/s ({n})" for n in stats.per_worker_messages.values()
+            )
+        )
+    out(
+        f"RQ bookkeeping between jobs: {per_job_gap_ms:.1f} ms per job, {100 * bookkeeping:.1f} % of job time "
+        f"({stats.gap_seconds:.2f} s over {stats.job_seconds:.2f} s in {stats.jobs} jobs)"
+    )
+    out(
+        f"in-job overhead beyond contacts x latency / concurrency: {100 * in_job:.1f} % of job time "
+        f"({stats.job_seconds - stats.ideal_job_seconds:.2f} s; {1000 * (stats.job_seconds - stats.ideal_job_seconds) / max(1, stats.jobs):.0f} ms per job)"
+    )
     out(f"all overhead, (wall - contacts x latency / in flight) / wall: {100 * whole:.1f} %")
     graph_calls = latency_after.get("count", 0) - latency_before.get("count", 0)
-    service_round_trip_ms = 1000 * (latency_after.get("sum", 0) - latency_before.get("sum", 0)) / max(1, graph_calls)
-    out(f"per send, in ms: the Send API round trip as the client times it (the simulator holds each "
+    service_round_trip_ms = (
+        1000 * (latency_after.get("sum", 0) - latency_before.get("sum", 0)) / max(1, graph_calls)
+    )
+    out(
+        f"per send, in ms: the Send API round trip as the client times it (the simulator holds each "
         f"{args.latency_ms} ms): baseline {1000 * base['round_trip_s'] / base['ok']:.1f}, service "
         f"{service_round_trip_ms:.1f} (over {graph_calls:.0f} calls); a thread's whole cycle (in flight / rate): "
-        f"baseline {1000 * in_flight / baseline_rate:.1f}, service {1000 * in_flight / service_rate:.1f}")
+        f"baseline {1000 * in_flight / baseline_rate:.1f}, service {1000 * in_flight / service_rate:.1f}"
+    )
     service_cpu = {k: cpu3[k] - cpu2[k] for k in cpu3}
-    out(f"CPU during the service phase ({os.cpu_count()} CPUs x {service_s:.1f} s = {os.cpu_count() * service_s:.1f} "
+    out(
+        f"CPU during the service phase ({os.cpu_count()} CPUs x {service_s:.1f} s = {os.cpu_count() * service_s:.1f} "
         f"CPU-s available): workers incl. work horses {cpu_share(service_cpu['workers'], args.contacts)}, "
         f"simulator {cpu_share(service_cpu['simulator'], args.contacts)}, bench process (polling) "
         f"{service_cpu['bench']:.1f} s, redis-server {service_cpu['redis']:.1f} s; other processes on the machine "
-        f"{max(0.0, service_cpu['machine'] - sum(v for k, v in service_cpu.items() if k != 'machine')):.1f} s")
+        f"{max(0.0, service_cpu['machine'] - sum(v for k, v in service_cpu.items() if k != 'machine')):.1f} s"
+    )
     base_cpu = {k: cpu1[k] - cpu0[k] for k in cpu1}
     client_cpu = base["cpu_s"]
-    base_other = base_cpu["machine"] - sum(v for k, v in base_cpu.items() if k != "machine") \
+    base_other = (
+        base_cpu["machine"]
+        - sum(v for k, v in base_cpu.items() if k != "machine")
         - (0.0 if args.inline_baseline else client_cpu)
-    out(f"CPU during the baseline ({base['elapsed_s']:.1f} s): client {cpu_share(client_cpu, args.contacts)}"
+    )
+    out(
+        f"CPU during the baseline ({base['elapsed_s']:.1f} s): client {cpu_share(client_cpu, args.contacts)}"
         f"{' (inline: in the bench process)' if args.inline_baseline else ''}, "
         f"simulator {cpu_share(base_cpu['simulator'], args.contacts)}; other processes on the machine "
-        f"{max(0.0, base_other):.1f} s")
+        f"{max(0.0, base_other):.1f} s"
+    )
     out()
     out(f"ratio service/baseline: {service_rate / baseline_rate:.2f}")
     out(f"ratio service/ideal: {service_rate / ideal:.2f}")
     if args.concurrency == 16 and args.latency_ms == 50:
-        out(f"targets: >= {TARGET_OF_IDEAL} x ideal: {mark(service_rate / ideal >= TARGET_OF_IDEAL)}; "
+        out(
+            f"targets: >= {TARGET_OF_IDEAL} x ideal: {mark(service_rate / ideal >= TARGET_OF_IDEAL)}; "
             f">= {TARGET_PER_WORKER:.0f} msgs/s per worker: {mark(per_worker >= TARGET_PER_WORKER)}; "
-            f"RQ bookkeeping <= {100 * TARGET_BOOKKEEPING:.0f} %: {mark(bookkeeping <= TARGET_BOOKKEEPING)}")
+            f"RQ bookkeeping <= {100 * TARGET_BOOKKEEPING:.0f} %: {mark(bookkeeping <= TARGET_BOOKKEEPING)}"
+        )
     if profiler:
         out()
         out("profile (py-spy):")
@@ -552,7 +753,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.baseline_child:
         return baseline_child_main()
-    return run_main(lambda stack, tmp: run(args, stack, tmp), "bench-send-", args.keep, "workers, simulator and Redis")
+    return run_main(
+        lambda stack, tmp: run(args, stack, tmp),
+        "bench-send-",
+        args.keep,
+        "workers, simulator and Redis",
+    )
 
 
 if __name__ == "__main__":

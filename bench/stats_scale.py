@@ -9,6 +9,7 @@ details page (`/profiles/<id>/stats`, 7 days) rendered `--requests` times for ea
 through the app's test client, signed in as the operator. Prints p50/p99 of both, their ratio,
 and Redis `used_memory` growth per retained message (rows, receipts still awaited, counters).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,19 @@ from bench._harness import parse_sizes, run_main, start_app, start_redis  # noqa
 from storage.inbound import Event  # noqa: E402
 
 DAYS = 7
-PSIDS_PER_MESSAGES = 5          # each person gets about five messages in the week
+PSIDS_PER_MESSAGES = 5  # each person gets about five messages in the week
 TARGET_RATIO, TARGET_P99_MS, TARGET_BYTES = 1.2, 50.0, 200.0
 QUICK = dict(small=1_000, large=10_000, requests=30)
 
 
 def env_for(redis_url: str) -> dict[str, str]:
     """Sandbox mode (no secrets needed), no Graph API (port 9 discards)."""
-    return {"REDIS_URL": redis_url, "SANDBOX": "1", "LOG_LEVEL": "WARNING", "GRAPH_API_URL": "http://127.0.0.1:9"}
+    return {
+        "REDIS_URL": redis_url,
+        "SANDBOX": "1",
+        "LOG_LEVEL": "WARNING",
+        "GRAPH_API_URL": "http://127.0.0.1:9",
+    }
 
 
 def mid() -> str:
@@ -51,8 +57,14 @@ def seed(store, profile, count: int) -> float:
         pipe = store.redis.pipeline(transaction=False)
         for i in range(start, min(count, start + chunk)):
             sent_at = now - int((i / count) * DAYS * 86_400_000) - 1000
-            store.messages.record_sent(profile.id, f"contact-{i:07d}", f"{10**15 + i % people}", mid(), sent_at,
-                                       pipeline=pipe)
+            store.messages.record_sent(
+                profile.id,
+                f"contact-{i:07d}",
+                f"{10**15 + i % people}",
+                mid(),
+                sent_at,
+                pipeline=pipe,
+            )
         pipe.execute()
     receipts = []
     for person in range(people):  # 80 % of people's phones report delivery, 50 % also read
@@ -62,7 +74,7 @@ def seed(store, profile, count: int) -> float:
         if person % 10 < 5:
             receipts.append(Event("read", profile.page_id, psid, now, wm=now))
     for start in range(0, len(receipts), chunk):
-        store.inbound.apply(receipts[start:start + chunk])
+        store.inbound.apply(receipts[start : start + chunk])
     return time.monotonic() - started
 
 
@@ -82,11 +94,17 @@ def latencies(client, paths: dict[str, str], requests: int) -> dict[str, list[fl
 
 
 def p(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+        if len(values) > 1
+        else values[0]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.stats_scale", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stats_scale", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=1_000_000)
     # 1000: p99 is then the 10th slowest of each, not the 2nd (a page takes ~2 ms, so one
@@ -110,12 +128,17 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     client = app.test_client()
     with client.session_transaction() as session:
         session["user"] = {"kind": "operator", "name": "Operator"}
-    results = latencies(client, {"small": f"/profiles/{small.id}/stats", "large": f"/profiles/{large.id}/stats"},
-                        args.requests)
+    results = latencies(
+        client,
+        {"small": f"/profiles/{small.id}/stats", "large": f"/profiles/{large.id}/stats"},
+        args.requests,
+    )
     counts = store.stats.days(large.id, "2000-01-01", "2999-12-31")
     sent = sum(c["sent"] for _, c in counts)
-    print(f"seeded {args.large:,} messages in {seconds:.1f} s; large profile counts: sent {sent:,}, "
-          f"delivered {sum(c['delivered'] for _, c in counts):,}, read {sum(c['read'] for _, c in counts):,}")
+    print(
+        f"seeded {args.large:,} messages in {seconds:.1f} s; large profile counts: sent {sent:,}, "
+        f"delivered {sum(c['delivered'] for _, c in counts):,}, read {sum(c['read'] for _, c in counts):,}"
+    )
     print(f"{'profile':>8} {'messages':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for name, size in (("small", args.small), ("large", args.large)):
         print(f"{name:>8} {size:>10,} {p(results[name], 50):>8.2f} {p(results[name], 99):>8.2f}")
@@ -123,8 +146,12 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     ratio99 = p(results["large"], 99) / p(results["small"], 99)
     per_message = grown / args.large
     print(f"ratio large/small: p50 {ratio50:.2f}, p99 {ratio99:.2f} (target <= {TARGET_RATIO})")
-    print(f"p99 of the large profile: {p(results['large'], 99):.1f} ms (target <= {TARGET_P99_MS:.0f})")
-    print(f"Redis memory per retained message: {per_message:.0f} bytes (target <= {TARGET_BYTES:.0f})")
+    print(
+        f"p99 of the large profile: {p(results['large'], 99):.1f} ms (target <= {TARGET_P99_MS:.0f})"
+    )
+    print(
+        f"Redis memory per retained message: {per_message:.0f} bytes (target <= {TARGET_BYTES:.0f})"
+    )
     return 0
 
 

@@ -46,6 +46,7 @@ unless every round of it was). The summary pools the rounds
 the issue's targets, CPU per event, and the apply_events script's own time inside Redis
 (INFO commandstats). `--profile` adds two app phases sampled with py-spy (not in the figures).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,7 +97,9 @@ REFERENCE_OF_BASELINE = "0.66-0.82"
 TARGET_P99_MS = 50.0
 TARGET_BATCH_GAIN = 20.0
 LOPSIDED_SHARE = 0.9  # a phase whose busiest worker held this share of the connections is left out of the pooled figures
-NOISY_SHARE = 0.10  # a phase is flagged when other processes took more than this share of the machine's CPU
+NOISY_SHARE = (
+    0.10  # a phase is flagged when other processes took more than this share of the machine's CPU
+)
 
 
 HELLO_APP = '''\
@@ -119,7 +122,7 @@ def healthz():
 
 # wrk: each thread loads its own file of "<signature> <length>\\n<body>\\n" records, formats
 # every request once, then sends them in turn; done() prints one JSON line.
-WRK_SCRIPT = r'''
+WRK_SCRIPT = r"""
 local threads, next_id = {}, 0
 
 function setup(thread)
@@ -167,29 +170,58 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(75), latency:percentile(90), latency:percentile(99),
     latency:percentile(99.9), latency.max, latency.mean, table.concat(per_thread, ",")))
 end
-'''
+"""
 
 
 # -- arguments ---------------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.webhook_ingest", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="whole seconds measured per phase (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each phase (default 2)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the four phases (default 2)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.webhook_ingest", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--duration", type=int, default=10, help="whole seconds measured per phase (default 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of warm-up before each phase (default 2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds of the four phases (default 2)"
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--bodies-1", type=int, default=60_000,
-                        help="1-event bodies per round, all different (default 60000)")
-    parser.add_argument("--bodies-100", type=int, default=5_000,
-                        help="100-event bodies per round, all different (default 5000)")
-    parser.add_argument("--web-concurrency", type=int, help="WEB_CONCURRENCY for both servers (experiment only)")
-    parser.add_argument("--web-threads", type=int, help="WEB_THREADS for both servers (experiment only)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke size: {QUICK['duration']:g} s phases, {QUICK['rounds']} round, fewer bodies")
-    parser.add_argument("--profile", action="store_true",
-                        help="after the rounds, sample the app's workers with py-spy during two extra app phases")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (bodies, logs)")
+    parser.add_argument(
+        "--bodies-1",
+        type=int,
+        default=60_000,
+        help="1-event bodies per round, all different (default 60000)",
+    )
+    parser.add_argument(
+        "--bodies-100",
+        type=int,
+        default=5_000,
+        help="100-event bodies per round, all different (default 5000)",
+    )
+    parser.add_argument(
+        "--web-concurrency", type=int, help="WEB_CONCURRENCY for both servers (experiment only)"
+    )
+    parser.add_argument(
+        "--web-threads", type=int, help="WEB_THREADS for both servers (experiment only)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke size: {QUICK['duration']:g} s phases, {QUICK['rounds']} round, fewer bodies",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds, sample the app's workers with py-spy during two extra app phases",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (bodies, logs)"
+    )
     args = parse_sizes(parser, argv, QUICK)
     if args.rounds < 1 or args.duration <= 0 or args.warmup < 0 or args.threads < 1:
         parser.error("need --rounds >= 1, --duration > 0, --warmup >= 0, --threads >= 1")
@@ -202,9 +234,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # -- bodies ------------------------------------------------------------------------------------
 
+
 def random_mid() -> str:
     """A message id shaped like Facebook's (m_ + 42 url-safe characters)."""
-    return "m_" + base64.urlsafe_b64encode(random.getrandbits(256).to_bytes(32, "big")).decode()[:42]
+    return (
+        "m_" + base64.urlsafe_b64encode(random.getrandbits(256).to_bytes(32, "big")).decode()[:42]
+    )
 
 
 @dataclass
@@ -216,6 +251,7 @@ class Page:
 @dataclass
 class BodySet:
     """Body files for wrk (`<prefix><thread>.txt`) and, per thread and body, what it should do."""
+
     prefix: str
     events_per_body: int
     bodies: int = 0
@@ -224,7 +260,9 @@ class BodySet:
     kinds: Counter = field(default_factory=Counter)
     mean_bytes: float = 0.0
 
-    def expected(self, sent_per_thread: list[int], in_flight_per_thread: int) -> dict[str, tuple[int, int]]:
+    def expected(
+        self, sent_per_thread: list[int], in_flight_per_thread: int
+    ) -> dict[str, tuple[int, int]]:
         """(low, high) of receipts and opt-ins applied, given how many bodies each wrk thread took.
 
         Thread 0's first body only served wrk's check of the script (`script_verify_request`
@@ -236,8 +274,11 @@ class BodySet:
             for index, (thread, sent) in enumerate(zip(self.effects, sent_per_thread)):
                 first = 1 if index == 0 else 0
                 count = max(0, sent - first - slack)
-                positions = range(len(thread)) if count >= len(thread) else \
-                    [(first + i) % len(thread) for i in range(count)]
+                positions = (
+                    range(len(thread))
+                    if count >= len(thread)
+                    else [(first + i) % len(thread) for i in range(count)]
+                )
                 for position in positions:
                     conv_d, conv_r, n_opt = thread[position]
                     delivered.update(conv_d)
@@ -245,7 +286,10 @@ class BodySet:
                     read.update(conv_r)
                     optins += n_opt
             bounds[name] = (len(delivered), len(read), optins)
-        return {key: (bounds["low"][i], bounds["high"][i]) for i, key in enumerate(("delivered", "read", "optins"))}
+        return {
+            key: (bounds["low"][i], bounds["high"][i])
+            for i, key in enumerate(("delivered", "read", "optins"))
+        }
 
 
 class Workload:
@@ -259,54 +303,95 @@ class Workload:
 
     def person(self) -> tuple[str, str]:
         self.next_person += 1
-        return f"{7 * 10 ** 15 + self.next_person}", f"bench-{self.next_person:08d}"
+        return f"{7 * 10**15 + self.next_person}", f"bench-{self.next_person:08d}"
 
     def make(self, bodies: int, events_per_body: int, threads: int) -> BodySet:
         """`bodies` bodies split over `threads` files; seeds what their receipts will find."""
         self.next_set += 1
-        body_set = BodySet(str(self.tmp / f"set{self.next_set}-{events_per_body}ev-"), events_per_body)
+        body_set = BodySet(
+            str(self.tmp / f"set{self.next_set}-{events_per_body}ev-"), events_per_body
+        )
         now = int(time.time() * 1000)
-        per_thread = [bodies // threads + (1 if t < bodies % threads else 0) for t in range(threads)]
+        per_thread = [
+            bodies // threads + (1 if t < bodies % threads else 0) for t in range(threads)
+        ]
         seed_optins, seed_sent, new_contacts = [], [], {}
         from storage.inbound import Event
+
         total_bytes = 0
         for thread, count in enumerate(per_thread):
-            stream: list[tuple[dict, str, int | None, str]] = []  # (messaging item, page, conv, kind)
+            stream: list[
+                tuple[dict, str, int | None, str]
+            ] = []  # (messaging item, page, conv, kind)
             need = count * events_per_body
             while len(stream) < need:
                 group = []
-                for _ in range(50):  # 50 conversations: delivery, most read, some reply; some opt-ins
+                for _ in range(
+                    50
+                ):  # 50 conversations: delivery, most read, some reply; some opt-ins
                     page = random.choice(self.pages)
                     psid, contact = self.person()
                     self.next_conv += 1
                     conv = self.next_conv
                     sent_ms = now - random.randint(60_000, 3_600_000)
                     mid = random_mid()
-                    seed_optins.append(Event("optin", page.page_id, psid, sent_ms - 60_000, profile=page.pid,
-                                             contact=contact))
+                    seed_optins.append(
+                        Event(
+                            "optin",
+                            page.page_id,
+                            psid,
+                            sent_ms - 60_000,
+                            profile=page.pid,
+                            contact=contact,
+                        )
+                    )
                     seed_sent.append((page.pid, contact, psid, mid, sent_ms))
-                    new_contacts[contact] = {"FIRSTNAME": f"Person {self.next_person}",
-                                             "EMAIL": f"p{self.next_person}@example.com"}
+                    new_contacts[contact] = {
+                        "FIRSTNAME": f"Person {self.next_person}",
+                        "EMAIL": f"p{self.next_person}@example.com",
+                    }
                     delivered_ms = sent_ms + random.randint(500, 5_000)
                     delivery = {"watermark": delivered_ms}
                     if conv % 2:
                         delivery["mids"] = [mid]
-                    group.append((self.item(page, psid, delivered_ms, "delivery", delivery), page, conv, "delivery"))
+                    group.append(
+                        (
+                            self.item(page, psid, delivered_ms, "delivery", delivery),
+                            page,
+                            conv,
+                            "delivery",
+                        )
+                    )
                     if random.random() < 0.8:
                         read_ms = min(now, delivered_ms + random.randint(1_000, 600_000))
                         read = self.item(page, psid, read_ms, "read", {"watermark": read_ms})
                         group.append((read, page, conv, "read"))
                     if random.random() < 0.2:
                         at = min(now, delivered_ms + random.randint(1_000, 600_000))
-                        group.append((self.item(page, psid, at, "message",
-                                                {"mid": random_mid(), "text": "Thanks! When will it arrive?"}),
-                                       page, conv, "message"))
-                    if random.random() < 0.3:  # somebody new opts in through the Send to Messenger button
+                        group.append(
+                            (
+                                self.item(
+                                    page,
+                                    psid,
+                                    at,
+                                    "message",
+                                    {"mid": random_mid(), "text": "Thanks! When will it arrive?"},
+                                ),
+                                page,
+                                conv,
+                                "message",
+                            )
+                        )
+                    if (
+                        random.random() < 0.3
+                    ):  # somebody new opts in through the Send to Messenger button
                         page2 = random.choice(self.pages)
                         psid2, contact2 = self.person()
                         new_contacts[contact2] = {"FIRSTNAME": f"Person {self.next_person}"}
                         at = now - random.randint(0, 600_000)
-                        optin = self.item(page2, psid2, at, "optin", {"ref": self.refs.sign(page2.pid, contact2)})
+                        optin = self.item(
+                            page2, psid2, at, "optin", {"ref": self.refs.sign(page2.pid, contact2)}
+                        )
                         group.append((optin, page2, None, "optin"))
                 random.shuffle(group)
                 stream.extend(group)
@@ -314,15 +399,23 @@ class Workload:
             effects = []
             with open(f"{body_set.prefix}{thread}.txt", "wb") as out:
                 for start in range(0, need, events_per_body):
-                    chunk = stream[start:start + events_per_body]
-                    entries = [{"id": page.page_id, "time": item["timestamp"], "messaging": [item]}
-                               for item, page, _, _ in chunk]
-                    body = json.dumps({"object": "page", "entry": entries}, separators=(",", ":")).encode()
+                    chunk = stream[start : start + events_per_body]
+                    entries = [
+                        {"id": page.page_id, "time": item["timestamp"], "messaging": [item]}
+                        for item, page, _, _ in chunk
+                    ]
+                    body = json.dumps(
+                        {"object": "page", "entry": entries}, separators=(",", ":")
+                    ).encode()
                     out.write(f"{self.signer.sign(body)} {len(body)}\n".encode() + body + b"\n")
                     total_bytes += len(body)
-                    effects.append((tuple(c for _, _, c, k in chunk if k == "delivery"),
-                                    tuple(c for _, _, c, k in chunk if k == "read"),
-                                    sum(1 for *_, k in chunk if k == "optin")))
+                    effects.append(
+                        (
+                            tuple(c for _, _, c, k in chunk if k == "delivery"),
+                            tuple(c for _, _, c, k in chunk if k == "read"),
+                            sum(1 for *_, k in chunk if k == "optin"),
+                        )
+                    )
                     body_set.kinds.update(k for *_, k in chunk)
             body_set.effects.append(effects)
         body_set.bodies = bodies
@@ -332,7 +425,12 @@ class Workload:
 
     @staticmethod
     def item(page: Page, psid: str, at: int, kind: str, payload: dict) -> dict:
-        return {"sender": {"id": psid}, "recipient": {"id": page.page_id}, "timestamp": at, kind: payload}
+        return {
+            "sender": {"id": psid},
+            "recipient": {"id": page.page_id},
+            "timestamp": at,
+            kind: payload,
+        }
 
     def seed(self, optins, sent, contacts) -> None:
         """Contacts, their opt-ins and one message awaiting receipts per conversation."""
@@ -340,18 +438,19 @@ class Workload:
         items = list(contacts.items())
         for start in range(0, len(items), chunk):
             pipe = self.store.redis.pipeline(transaction=False)
-            self.store.contacts.merge_many(dict(items[start:start + chunk]), pipeline=pipe)
+            self.store.contacts.merge_many(dict(items[start : start + chunk]), pipeline=pipe)
             pipe.execute()
         for start in range(0, len(optins), chunk):
-            self.store.inbound.apply(optins[start:start + chunk])
+            self.store.inbound.apply(optins[start : start + chunk])
         for start in range(0, len(sent), chunk):
             pipe = self.store.redis.pipeline(transaction=False)
-            for pid, contact, psid, mid, sent_ms in sent[start:start + chunk]:
+            for pid, contact, psid, mid, sent_ms in sent[start : start + chunk]:
                 self.store.messages.record_sent(pid, contact, psid, mid, sent_ms, pipeline=pipe)
             pipe.execute()
 
 
 # -- processes ---------------------------------------------------------------------------------
+
 
 def process_cpu_self() -> float:
     t = os.times()
@@ -367,21 +466,38 @@ def reaped_children_cpu() -> float:
 class Gunicorn:
     """One gunicorn server (its own session, so a terminal Ctrl-C reaches only us)."""
 
-    def __init__(self, name: str, app: str, cwd: Path, env: dict[str, str], port: int, log: Path,
-                 workers: int, chdir: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        app: str,
+        cwd: Path,
+        env: dict[str, str],
+        port: int,
+        log: Path,
+        workers: int,
+        chdir: Path | None = None,
+    ):
         self.name, self.port, self.log, self.workers = name, port, log, workers
         self.url = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "gunicorn", "-c", str(CONF)]
         if chdir:
             command += ["--chdir", str(chdir)]
         with open(log, "w") as out:
-            self.process = subprocess.Popen(command + [app], cwd=cwd, env={**os.environ, **env}, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command + [app],
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         import psutil
+
         self.master = psutil.Process(self.process.pid)
 
     def children(self):
         import psutil
+
         try:
             return self.master.children()
         except psutil.NoSuchProcess:
@@ -394,14 +510,20 @@ class Gunicorn:
         """Established connections on our port held by each worker, most first (keep-alive
         connections stay with the worker that accepted them)."""
         import psutil
+
         counts = []
         for worker in self.children():
             try:
                 held = worker.net_connections(kind="tcp")
             except psutil.Error:
                 continue
-            counts.append(sum(1 for c in held if c.status == psutil.CONN_ESTABLISHED and c.laddr
-                              and c.laddr.port == self.port))
+            counts.append(
+                sum(
+                    1
+                    for c in held
+                    if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.port
+                )
+            )
         return sorted(counts, reverse=True)
 
     def cpu(self) -> float:
@@ -411,7 +533,9 @@ class Gunicorn:
         while True:
             before = process_cpu(self.master, children=True)
             workers = sum(process_cpu(p) for p in self.children())
-            if process_cpu(self.master, children=True) - before < 0.5:  # no worker's lifetime moved over
+            if (
+                process_cpu(self.master, children=True) - before < 0.5
+            ):  # no worker's lifetime moved over
                 return before + workers
 
     def wait_ready(self, timeout: float = 90.0) -> float:
@@ -420,7 +544,9 @@ class Gunicorn:
         deadline = started + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name}: gunicorn exited with {self.process.returncode}:\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name}: gunicorn exited with {self.process.returncode}:\n{self.tail()}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as answer:
                     if answer.status == 200:
@@ -428,7 +554,9 @@ class Gunicorn:
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: no answer on /healthz within {timeout} s:\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name}: no answer on /healthz within {timeout} s:\n{self.tail()}"
+                )
             time.sleep(0.1)
         while True:  # workers import the app one by one on a busy machine: wait until they are done
             before = self.cpu()
@@ -436,7 +564,9 @@ class Gunicorn:
             if len(self.children()) >= self.workers and self.cpu() - before < 0.03:
                 return time.monotonic() - started
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: workers still busy starting after {timeout} s:\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name}: workers still busy starting after {timeout} s:\n{self.tail()}"
+                )
 
     def tail(self) -> str:
         try:
@@ -459,6 +589,7 @@ class Gunicorn:
 
 # -- wrk ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Phase:
     round: str
@@ -469,7 +600,9 @@ class Phase:
     recycled: int = 0
     problems: list[str] = field(default_factory=list)
     checks: dict = field(default_factory=dict)
-    spread: list[int] = field(default_factory=list)  # wrk's connections held by each worker, half-way
+    spread: list[int] = field(
+        default_factory=list
+    )  # wrk's connections held by each worker, half-way
 
     @property
     def seconds(self) -> float:
@@ -498,12 +631,27 @@ class Phase:
         return any(t["sent"] > t["bodies"] for t in self.wrk["threads"])
 
 
-def run_wrk(script: Path, url: str, body_set: BodySet, seconds: int, args: argparse.Namespace,
-            midway=None) -> tuple[dict, object]:
+def run_wrk(
+    script: Path, url: str, body_set: BodySet, seconds: int, args: argparse.Namespace, midway=None
+) -> tuple[dict, object]:
     """wrk's JSON summary, and what `midway()` returned half-way through the run."""
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "5s",
-               "-s", str(script), url, "--", body_set.prefix, "/webhook"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+        "--",
+        body_set.prefix,
+        "/webhook",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as wrk:
         seen = None
         if midway:
             try:
@@ -518,10 +666,11 @@ def run_wrk(script: Path, url: str, body_set: BodySet, seconds: int, args: argpa
     lines = [line for line in stdout.splitlines() if line.startswith("WRK_JSON ")]
     if wrk.returncode != 0 or not lines:
         raise RuntimeError(f"wrk exited {wrk.returncode}:\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    return json.loads(lines[-1][len("WRK_JSON "):]), seen
+    return json.loads(lines[-1][len("WRK_JSON ") :]), seen
 
 
 # -- the benchmark -----------------------------------------------------------------------------
+
 
 def gunicorn_config(overrides: dict[str, str]) -> dict:
     """gunicorn.conf.py as the servers will read it (the environment decides workers/threads)."""
@@ -569,17 +718,30 @@ class Bench:
         while hello_port == app_port:
             hello_port = free_port()
         # The app's environment: no Graph API (port 9 discards), no access log, its own port.
-        app_env = service_env(self.redis_server.url, "http://127.0.0.1:9", FB_LOGIN_URL="http://127.0.0.1:9",
-                              ACCESS_LOG="", HOST="127.0.0.1", PORT=str(app_port), **overrides)
+        app_env = service_env(
+            self.redis_server.url,
+            "http://127.0.0.1:9",
+            FB_LOGIN_URL="http://127.0.0.1:9",
+            ACCESS_LOG="",
+            HOST="127.0.0.1",
+            PORT=str(app_port),
+            **overrides,
+        )
         app = start_app(self.stack, app_env)
         self.store = app.extensions["storage"]
         self.pages = []
         for index in range(PAGES):
-            page_id = f"{109 * 10 ** 13 + index + 1}"
-            profile = self.store.profiles.create(name=f"Bench {index + 1}", page_id=page_id,
-                                                 page_name=f"Bench Page {index + 1}", page_token=f"token-{index}")
+            page_id = f"{109 * 10**13 + index + 1}"
+            profile = self.store.profiles.create(
+                name=f"Bench {index + 1}",
+                page_id=page_id,
+                page_name=f"Bench Page {index + 1}",
+                page_token=f"token-{index}",
+            )
             self.pages.append(Page(page_id, profile.id))
-        self.workload = Workload(self.store, self.pages, OptinRefs(SECRET_KEY), WebhookSignature(APP_SECRET), tmp)
+        self.workload = Workload(
+            self.store, self.pages, OptinRefs(SECRET_KEY), WebhookSignature(APP_SECRET), tmp
+        )
 
         (tmp / "hello").mkdir()
         (tmp / "hello" / "hello.py").write_text(HELLO_APP)
@@ -587,10 +749,20 @@ class Bench:
         self.script.write_text(WRK_SCRIPT)
 
         workers = int(self.config["workers"])
-        self.app = Gunicorn("app", "wsgi:app", ROOT, app_env, app_port, tmp / "gunicorn-app.log", workers)
+        self.app = Gunicorn(
+            "app", "wsgi:app", ROOT, app_env, app_port, tmp / "gunicorn-app.log", workers
+        )
         self.stack.callback(self.app.stop)
-        self.hello = Gunicorn("baseline", "hello:app", tmp / "hello", {**app_env, "PORT": str(hello_port)},
-                              hello_port, tmp / "gunicorn-baseline.log", workers, chdir=tmp / "hello")
+        self.hello = Gunicorn(
+            "baseline",
+            "hello:app",
+            tmp / "hello",
+            {**app_env, "PORT": str(hello_port)},
+            hello_port,
+            tmp / "gunicorn-baseline.log",
+            workers,
+            chdir=tmp / "hello",
+        )
         self.stack.callback(self.hello.stop)
         self.app_ready_s = self.app.wait_ready()
         self.hello_ready_s = self.hello.wait_ready()
@@ -599,6 +771,7 @@ class Bench:
 
     def counters(self) -> dict:
         from storage import keys
+
         events = self.redis.hgetall(keys.metric("webhook_events"))
         rejected = self.redis.hgetall(keys.metric("webhook_rejected"))
         delivered = read = recipients = 0
@@ -608,9 +781,15 @@ class Bench:
                 read += counts["read"]
             recipients += self.redis.hlen(keys.recipients(page.pid))
         evalsha = self.redis.info("commandstats").get("cmdstat_evalsha", {})
-        return {"events": sum(int(v) for v in events.values()), "rejected": sum(int(v) for v in rejected.values()),
-                "delivered": delivered, "read": read, "recipients": recipients,
-                "evalsha_calls": int(evalsha.get("calls", 0)), "evalsha_usec": int(evalsha.get("usec", 0))}
+        return {
+            "events": sum(int(v) for v in events.values()),
+            "rejected": sum(int(v) for v in rejected.values()),
+            "delivered": delivered,
+            "read": read,
+            "recipients": recipients,
+            "evalsha_calls": int(evalsha.get("calls", 0)),
+            "evalsha_usec": int(evalsha.get("usec", 0)),
+        }
 
     def phase(self, round_: str, server: Gunicorn, body_set: BodySet, warm_set: BodySet) -> Phase:
         args = self.args
@@ -621,21 +800,48 @@ class Bench:
         is_app = server is self.app
         before = self.counters() if is_app else None
         pids = server.worker_pids()
-        cpu0 = {"gunicorn": server.cpu(), "redis": process_cpu(self.redis_proc), "wrk": reaped_children_cpu(),
-                "bench": process_cpu_self(), "machine": machine_busy_seconds()}
-        result, spread = run_wrk(self.script, server.url, body_set, args.duration, args,
-                                 midway=server.connections_by_worker)
-        cpu1 = {"gunicorn": server.cpu(), "redis": process_cpu(self.redis_proc), "wrk": reaped_children_cpu(),
-                "bench": process_cpu_self(), "machine": machine_busy_seconds()}
+        cpu0 = {
+            "gunicorn": server.cpu(),
+            "redis": process_cpu(self.redis_proc),
+            "wrk": reaped_children_cpu(),
+            "bench": process_cpu_self(),
+            "machine": machine_busy_seconds(),
+        }
+        result, spread = run_wrk(
+            self.script,
+            server.url,
+            body_set,
+            args.duration,
+            args,
+            midway=server.connections_by_worker,
+        )
+        cpu1 = {
+            "gunicorn": server.cpu(),
+            "redis": process_cpu(self.redis_proc),
+            "wrk": reaped_children_cpu(),
+            "bench": process_cpu_self(),
+            "machine": machine_busy_seconds(),
+        }
         cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
-        cpu["other"] = max(0.0, cpu["machine"] - cpu["gunicorn"] - cpu["redis"] - cpu["wrk"] - cpu["bench"])
-        phase = Phase(round_, name, body_set.events_per_body, result, cpu,
-                      recycled=len(pids - server.worker_pids()), spread=spread or [])
+        cpu["other"] = max(
+            0.0, cpu["machine"] - cpu["gunicorn"] - cpu["redis"] - cpu["wrk"] - cpu["bench"]
+        )
+        phase = Phase(
+            round_,
+            name,
+            body_set.events_per_body,
+            result,
+            cpu,
+            recycled=len(pids - server.worker_pids()),
+            spread=spread or [],
+        )
         if result["non2xx"]:
             phase.problems.append(f"{result['non2xx']} non-2xx answers")
         if phase.socket_errors:
-            phase.problems.append(f"socket errors: connect {result['connect']}, read {result['read']}, "
-                                  f"write {result['write']}, timeout {result['timeout']}")
+            phase.problems.append(
+                f"socket errors: connect {result['connect']}, read {result['read']}, "
+                f"write {result['write']}, timeout {result['timeout']}"
+            )
         if is_app:
             time.sleep(0.3)
             self.check_effects(phase, body_set, before, self.counters())
@@ -651,10 +857,15 @@ class Bench:
         in_flight = -(-self.args.connections // self.args.threads)
         grown = {k: after[k] - before[k] for k in after}
         low, high = result["requests"] * E, sum(sent) * E
-        phase.checks = {"events": grown["events"], "evalsha_calls": grown["evalsha_calls"],
-                        "evalsha_usec": grown["evalsha_usec"]}
+        phase.checks = {
+            "events": grown["events"],
+            "evalsha_calls": grown["evalsha_calls"],
+            "evalsha_usec": grown["evalsha_usec"],
+        }
         if not low <= grown["events"] <= high:
-            phase.problems.append(f"webhook_events grew by {grown['events']}, expected {low}..{high}")
+            phase.problems.append(
+                f"webhook_events grew by {grown['events']}, expected {low}..{high}"
+            )
         if grown["rejected"]:
             phase.problems.append(f"webhook_rejected grew by {grown['rejected']}")
         expected = body_set.expected(sent, in_flight)
@@ -662,13 +873,17 @@ class Bench:
             lo, hi = expected[name]
             phase.checks[name] = (grown[key], lo, hi)
             if not lo <= grown[key] <= hi:
-                phase.problems.append(f"{name}: Redis grew by {grown[key]}, bodies posted imply {lo}..{hi}")
+                phase.problems.append(
+                    f"{name}: Redis grew by {grown[key]}, bodies posted imply {lo}..{hi}"
+                )
 
     # -- reporting --------------------------------------------------------------------------
 
-    HEADER = (f"{'round':<6}{'phase':<20}{'req/s':>9}{'events/s':>10}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
-              f"{'max ms':>8}{'non-2xx':>8}{'sock err':>9}  {'CPU s: gunicorn':>15}{'redis':>7}{'wrk':>6}"
-              f"{'other':>7}{'  gunicorn ms/req':>17}")
+    HEADER = (
+        f"{'round':<6}{'phase':<20}{'req/s':>9}{'events/s':>10}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
+        f"{'max ms':>8}{'non-2xx':>8}{'sock err':>9}  {'CPU s: gunicorn':>15}{'redis':>7}{'wrk':>6}"
+        f"{'other':>7}{'  gunicorn ms/req':>17}"
+    )
 
     def print_row(self, p: Phase) -> None:
         w, c = p.wrk, p.cpu
@@ -678,16 +893,21 @@ class Bench:
         if c["other"] > NOISY_SHARE * (os.cpu_count() or 1) * p.seconds:
             notes.append(f"noisy: other processes used {c['other']:.1f} CPU-s")
         if p.cycled:
-            notes.append("cycled its bodies: wrk threads sent " + ", ".join(
-                f"{t['sent']:,}/{t['bodies']:,}" for t in w["threads"]))
+            notes.append(
+                "cycled its bodies: wrk threads sent "
+                + ", ".join(f"{t['sent']:,}/{t['bodies']:,}" for t in w["threads"])
+            )
         if p.recycled:
             notes.append(f"{p.recycled} worker(s) recycled (max_requests)")
         notes += p.problems
-        print(f"{p.round:<6}{p.name:<20}{p.rps:>9.0f}{p.eps:>10.0f}{w['p50_us'] / 1000:>8.1f}{w['p90_us'] / 1000:>8.1f}"
-              f"{w['p99_us'] / 1000:>8.1f}{w['max_us'] / 1000:>8.1f}{w['non2xx']:>8}{p.socket_errors:>9}  "
-              f"{c['gunicorn']:>15.1f}{c['redis']:>7.1f}{c['wrk']:>6.1f}{c['other']:>7.1f}"
-              f"{1000 * c['gunicorn'] / max(1, w['requests']):>17.2f}"
-              + (f"  ({'; '.join(notes)})" if notes else ""), flush=True)
+        print(
+            f"{p.round:<6}{p.name:<20}{p.rps:>9.0f}{p.eps:>10.0f}{w['p50_us'] / 1000:>8.1f}{w['p90_us'] / 1000:>8.1f}"
+            f"{w['p99_us'] / 1000:>8.1f}{w['max_us'] / 1000:>8.1f}{w['non2xx']:>8}{p.socket_errors:>9}  "
+            f"{c['gunicorn']:>15.1f}{c['redis']:>7.1f}{c['wrk']:>6.1f}{c['other']:>7.1f}"
+            f"{1000 * c['gunicorn'] / max(1, w['requests']):>17.2f}"
+            + (f"  ({'; '.join(notes)})" if notes else ""),
+            flush=True,
+        )
 
     def pooled(self, name: str) -> dict:
         """Requests over seconds of the rounds of a phase, lopsided ones left out (unless all are)."""
@@ -695,65 +915,92 @@ class Bench:
         phases = [p for p in phases if not p.lopsided] or phases
         requests = sum(p.wrk["requests"] for p in phases)
         seconds = sum(p.seconds for p in phases)
-        return {"rps": requests / seconds, "eps": requests * phases[0].events_per_body / seconds,
-                "p50": statistics.median(p.wrk["p50_us"] / 1000 for p in phases),
-                "p99": max(p.wrk["p99_us"] / 1000 for p in phases),
-                "per_round_rps": [p.rps for p in phases], "rounds": [p.round for p in phases]}
+        return {
+            "rps": requests / seconds,
+            "eps": requests * phases[0].events_per_body / seconds,
+            "p50": statistics.median(p.wrk["p50_us"] / 1000 for p in phases),
+            "p99": max(p.wrk["p99_us"] / 1000 for p in phases),
+            "per_round_rps": [p.rps for p in phases],
+            "rounds": [p.round for p in phases],
+        }
 
     def summary(self) -> None:
         args = self.args
         print()
         names = ["baseline 1-event", "app 1-event", "app 100-event", "baseline 100-event"]
         pooled = {n: self.pooled(n) for n in names}
-        print(f"over {args.rounds} round(s) (requests / seconds pooled; p50 the median round, p99 the worst round; "
-              f"lopsided phases left out):")
+        print(
+            f"over {args.rounds} round(s) (requests / seconds pooled; p50 the median round, p99 the worst round; "
+            f"lopsided phases left out):"
+        )
         print(f"{'':<22}{'req/s':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}   req/s per round")
         for n in names:
             v = pooled[n]
-            print(f"{n:<22}{v['rps']:>9.0f}{v['eps']:>10.0f}{v['p50']:>8.1f}{v['p99']:>8.1f}   "
-                  + ", ".join(f"{r:.0f}" for r in v["per_round_rps"])
-                  + (f" (rounds {', '.join(v['rounds'])})" if len(v["rounds"]) < args.rounds else ""))
+            print(
+                f"{n:<22}{v['rps']:>9.0f}{v['eps']:>10.0f}{v['p50']:>8.1f}{v['p99']:>8.1f}   "
+                + ", ".join(f"{r:.0f}" for r in v["per_round_rps"])
+                + (f" (rounds {', '.join(v['rounds'])})" if len(v["rounds"]) < args.rounds else "")
+            )
         rounds = sorted({p.round for p in self.phases if p.round != "prof"}, key=int)
         by = {(p.round, p.name): p for p in self.phases}
-        per_round = [by[(r, "app 1-event")].rps / by[(r, "baseline 1-event")].rps for r in rounds
-                     if not (by[(r, "app 1-event")].lopsided or by[(r, "baseline 1-event")].lopsided)]
+        per_round = [
+            by[(r, "app 1-event")].rps / by[(r, "baseline 1-event")].rps
+            for r in rounds
+            if not (by[(r, "app 1-event")].lopsided or by[(r, "baseline 1-event")].lopsided)
+        ]
         ratio = pooled["app 1-event"]["rps"] / pooled["baseline 1-event"]["rps"]
         gain = pooled["app 100-event"]["eps"] / pooled["app 1-event"]["eps"]
         ratio100 = pooled["app 100-event"]["rps"] / pooled["baseline 100-event"]["rps"]
         print()
-        print(f"ratio app/baseline requests/s, 1-event POSTs: {ratio:.2f} (per round: "
-              f"{', '.join(f'{r:.2f}' for r in per_round)}; target >= {TARGET_OF_BASELINE}, reference code "
-              f"{REFERENCE_OF_BASELINE}): {mark(ratio >= TARGET_OF_BASELINE)}")
+        print(
+            f"ratio app/baseline requests/s, 1-event POSTs: {ratio:.2f} (per round: "
+            f"{', '.join(f'{r:.2f}' for r in per_round)}; target >= {TARGET_OF_BASELINE}, reference code "
+            f"{REFERENCE_OF_BASELINE}): {mark(ratio >= TARGET_OF_BASELINE)}"
+        )
         p99 = pooled["app 1-event"]["p99"]
-        print(f"p99 app 1-event at {args.connections} connections: {p99:.1f} ms (target <= {TARGET_P99_MS:.0f}): "
-              f"{mark(p99 <= TARGET_P99_MS)}")
+        print(
+            f"p99 app 1-event at {args.connections} connections: {p99:.1f} ms (target <= {TARGET_P99_MS:.0f}): "
+            f"{mark(p99 <= TARGET_P99_MS)}"
+        )
         hundred = pooled["app 100-event"]
-        print(f"  for reference, p99 app 100-event: {hundred['p99']:.1f} ms (a closed loop: mean latency "
-              f"= {args.connections} connections / req/s = {1000 * args.connections / hundred['rps']:.0f} ms)")
-        print(f"ratio app events/s, 100-event / 1-event POSTs: {gain:.1f} (target >= {TARGET_BATCH_GAIN:.0f}): "
-              f"{mark(gain >= TARGET_BATCH_GAIN)}")
+        print(
+            f"  for reference, p99 app 100-event: {hundred['p99']:.1f} ms (a closed loop: mean latency "
+            f"= {args.connections} connections / req/s = {1000 * args.connections / hundred['rps']:.0f} ms)"
+        )
+        print(
+            f"ratio app events/s, 100-event / 1-event POSTs: {gain:.1f} (target >= {TARGET_BATCH_GAIN:.0f}): "
+            f"{mark(gain >= TARGET_BATCH_GAIN)}"
+        )
         print(f"  for reference, ratio app/baseline requests/s, 100-event POSTs: {ratio100:.2f}")
         app_phases = [p for p in self.phases if p.name.startswith("app")]
         for n in ("app 1-event", "app 100-event"):
             ps = [p for p in app_phases if p.name == n and p.round != "prof"]
-            per_event = sum(p.cpu["gunicorn"] for p in ps) / sum(p.wrk["requests"] * p.events_per_body for p in ps)
-            redis_per_event = sum(p.cpu["redis"] for p in ps) / sum(p.wrk["requests"] * p.events_per_body for p in ps)
+            per_event = sum(p.cpu["gunicorn"] for p in ps) / sum(
+                p.wrk["requests"] * p.events_per_body for p in ps
+            )
+            redis_per_event = sum(p.cpu["redis"] for p in ps) / sum(
+                p.wrk["requests"] * p.events_per_body for p in ps
+            )
             requests = sum(p.wrk["requests"] for p in ps)
             calls = max(1, sum(p.checks.get("evalsha_calls", 0) for p in ps))
             inside = sum(p.checks.get("evalsha_usec", 0) for p in ps)
-            print(f"CPU per event, {n}: gunicorn {1e6 * per_event:.0f} us, redis-server {1e6 * redis_per_event:.0f} us "
-                  f"(of which the apply_events script {inside / (requests * ps[0].events_per_body):.1f} us; "
-                  f"{inside / calls:.0f} us per EVALSHA, {requests / calls:.2f} requests per EVALSHA "
-                  f"(shared writes), INFO commandstats)")
+            print(
+                f"CPU per event, {n}: gunicorn {1e6 * per_event:.0f} us, redis-server {1e6 * redis_per_event:.0f} us "
+                f"(of which the apply_events script {inside / (requests * ps[0].events_per_body):.1f} us; "
+                f"{inside / calls:.0f} us per EVALSHA, {requests / calls:.2f} requests per EVALSHA "
+                f"(shared writes), INFO commandstats)"
+            )
         checked = [p for p in app_phases if p.checks]
         if checked:
             events = sum(p.checks["events"] for p in checked)
             got = {k: sum(p.checks[k][0] for p in checked) for k in ("delivered", "read", "optins")}
-            print(f"checks: webhook_events grew by {events:,} over the app phases (= events of the requests sent); "
-                  f"Redis counted {got['delivered']:,} deliveries, {got['read']:,} reads, "
-                  f"{got['optins']:,} new opt-ins, as the bodies posted imply; "
-                  f"non-2xx {sum(p.wrk['non2xx'] for p in app_phases)}, socket errors "
-                  f"{sum(p.socket_errors for p in app_phases)}")
+            print(
+                f"checks: webhook_events grew by {events:,} over the app phases (= events of the requests sent); "
+                f"Redis counted {got['delivered']:,} deliveries, {got['read']:,} reads, "
+                f"{got['optins']:,} new opt-ins, as the bodies posted imply; "
+                f"non-2xx {sum(p.wrk['non2xx'] for p in app_phases)}, socket errors "
+                f"{sum(p.socket_errors for p in app_phases)}"
+            )
         for p in self.phases:
             for problem in p.problems:
                 self.problems.append(f"round {p.round} {p.name}: {problem}")
@@ -769,16 +1016,30 @@ class Bench:
         started = time.monotonic()
         self.setup()
         cfg = self.config
-        print(f"webhook ingest: wrk {args.threads} threads x {args.connections} connections, {args.duration:g} s per "
-              f"phase after {args.warmup:g} s warm-up, {args.rounds} round(s); gunicorn.conf.py: {cfg['workers']} "
-              f"workers x {cfg['threads']} threads ({getattr(cfg['worker_class'], '__name__', cfg['worker_class'])}"
-              f"{', reuse_port' if cfg.get('reuse_port') else ''}), no access log"
-              + (f" (overridden: {', '.join(f'{k}={v}' for k, v in self.overrides.items())})" if self.overrides else "")
-              + f"; {os.cpu_count()} CPUs shared by wrk, gunicorn and redis-server; code {code_version()}", flush=True)
-        print(f"servers up: app {self.app_ready_s:.1f} s, baseline {self.hello_ready_s:.1f} s; "
-              f"{PAGES} Pages with profiles in a private redis-server on {self.redis_server.url}", flush=True)
-        warm1 = self.workload.make(max(args.threads, min(500, args.bodies_1 // 10)), 1, args.threads)
-        warm100 = self.workload.make(max(args.threads, min(50, args.bodies_100 // 10)), 100, args.threads)
+        print(
+            f"webhook ingest: wrk {args.threads} threads x {args.connections} connections, {args.duration:g} s per "
+            f"phase after {args.warmup:g} s warm-up, {args.rounds} round(s); gunicorn.conf.py: {cfg['workers']} "
+            f"workers x {cfg['threads']} threads ({getattr(cfg['worker_class'], '__name__', cfg['worker_class'])}"
+            f"{', reuse_port' if cfg.get('reuse_port') else ''}), no access log"
+            + (
+                f" (overridden: {', '.join(f'{k}={v}' for k, v in self.overrides.items())})"
+                if self.overrides
+                else ""
+            )
+            + f"; {os.cpu_count()} CPUs shared by wrk, gunicorn and redis-server; code {code_version()}",
+            flush=True,
+        )
+        print(
+            f"servers up: app {self.app_ready_s:.1f} s, baseline {self.hello_ready_s:.1f} s; "
+            f"{PAGES} Pages with profiles in a private redis-server on {self.redis_server.url}",
+            flush=True,
+        )
+        warm1 = self.workload.make(
+            max(args.threads, min(500, args.bodies_1 // 10)), 1, args.threads
+        )
+        warm100 = self.workload.make(
+            max(args.threads, min(50, args.bodies_100 // 10)), 100, args.threads
+        )
         header_printed = False
         for round_ in range(1, args.rounds + 1):
             seed_started = time.monotonic()
@@ -786,11 +1047,16 @@ class Bench:
             hundred = self.workload.make(args.bodies_100, 100, args.threads)
             if not header_printed:
                 total = one.kinds + hundred.kinds
-                mix = ", ".join(f"{k} {100 * v / sum(total.values()):.0f} %" for k, v in total.most_common())
-                print(f"bodies per round (all different, fresh people): {one.bodies:,} x 1 event "
-                      f"({one.mean_bytes:.0f} B), {hundred.bodies:,} x 100 events "
-                      f"({hundred.mean_bytes / 1024:.1f} KiB); "
-                      f"mix {mix}; generated and seeded in {time.monotonic() - seed_started:.1f} s", flush=True)
+                mix = ", ".join(
+                    f"{k} {100 * v / sum(total.values()):.0f} %" for k, v in total.most_common()
+                )
+                print(
+                    f"bodies per round (all different, fresh people): {one.bodies:,} x 1 event "
+                    f"({one.mean_bytes:.0f} B), {hundred.bodies:,} x 100 events "
+                    f"({hundred.mean_bytes / 1024:.1f} KiB); "
+                    f"mix {mix}; generated and seeded in {time.monotonic() - seed_started:.1f} s",
+                    flush=True,
+                )
                 print()
                 print(self.HEADER)
                 header_printed = True
@@ -810,12 +1076,17 @@ class Bench:
         if py_spy() is None:
             print("--profile needs py-spy (.venv/bin/pip install py-spy)")
             return
-        print("\nprofile (py-spy --subprocesses --gil: threads holding the GIL, 100 samples/s; "
-              "sampling slows the workers):")
+        print(
+            "\nprofile (py-spy --subprocesses --gil: threads holding the GIL, 100 samples/s; "
+            "sampling slows the workers):"
+        )
         print(self.HEADER)
         for events, warm in ((1, warm1), (100, warm100)):
-            body_set = self.workload.make(self.args.bodies_1 if events == 1 else self.args.bodies_100, events,
-                                          self.args.threads)
+            body_set = self.workload.make(
+                self.args.bodies_1 if events == 1 else self.args.bodies_100,
+                events,
+                self.args.threads,
+            )
             spy = Profiler(self.app.process.pid, self.tmp / f"pyspy-{events}.txt")
             time.sleep(1.0)
             try:
@@ -827,19 +1098,34 @@ class Bench:
 
 
 # The packages a sample of the app can be charged to (see `summarise_profile`), first match wins.
-PACKAGES = [("service: bot/", "bot/"), ("service: storage/", "storage/"), ("redis-py", "redis/"),
-            ("flask", "flask/"), ("werkzeug", "werkzeug/"), ("gunicorn", "gunicorn/"), ("json", "json/")]
+PACKAGES = [
+    ("service: bot/", "bot/"),
+    ("service: storage/", "storage/"),
+    ("redis-py", "redis/"),
+    ("flask", "flask/"),
+    ("werkzeug", "werkzeug/"),
+    ("gunicorn", "gunicorn/"),
+    ("json", "json/"),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
-        print("bench.webhook_ingest needs wrk, the HTTP load generator: apt-get install wrk", file=sys.stderr)
+        print(
+            "bench.webhook_ingest needs wrk, the HTTP load generator: apt-get install wrk",
+            file=sys.stderr,
+        )
         return 1
     sys.path.insert(0, str(ROOT))
     random.seed(7)
-    return run_main(lambda stack, tmp: Bench(args, stack, tmp).run(), "bench-webhook-", args.keep,
-                    "wrk, both gunicorn servers and Redis", kept="bodies and logs")
+    return run_main(
+        lambda stack, tmp: Bench(args, stack, tmp).run(),
+        "bench-webhook-",
+        args.keep,
+        "wrk, both gunicorn servers and Redis",
+        kept="bodies and logs",
+    )
 
 
 if __name__ == "__main__":

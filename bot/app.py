@@ -1,8 +1,9 @@
 """The web application: `create_app(settings=None)` builds everything, nothing happens at import."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask, g, request
 
@@ -21,15 +22,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
     app = Flask(__name__)
-    app.config.update(SECRET_KEY=settings.secret_key, SETTINGS=settings, SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=settings.session_cookie_secure,
-                      SESSION_COOKIE_NAME="messenger_session", PERMANENT_SESSION_LIFETIME=timedelta(hours=8))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SETTINGS=settings,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        SESSION_COOKIE_NAME="messenger_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+    )
     app.jinja_env.filters["datetime"] = format_datetime
     app.json.sort_keys = False
     init_services(app, settings)
 
-    receiver = webhook.WebhookReceiver(app.extensions["storage"], app.extensions["signature"],
-                                       app.extensions["refs"])
+    receiver = webhook.WebhookReceiver(
+        app.extensions["storage"], app.extensions["signature"], app.extensions["refs"]
+    )
     app.wsgi_app = webhook.WebhookFastPath(app.wsgi_app, receiver, settings.webhook_max_bytes)
     app.register_blueprint(webhook.bp)
     app.register_blueprint(api.bp)
@@ -53,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def format_datetime(epoch_s: int | float | None) -> str:
     if not epoch_s:
         return ""
-    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def init_services(app: Flask, settings: Settings) -> None:
@@ -62,8 +70,12 @@ def init_services(app: Flask, settings: Settings) -> None:
     rq_connection = storage.connect(settings.redis_url, decode=False)
     app.extensions["rq_queue"] = queue(rq_connection)
     app.extensions["rq_maintenance"] = queue(rq_connection, "maintenance")
-    app.extensions["graph"] = GraphClient(settings.graph_api_url, settings.graph_api_version,
-                                          app_secret=settings.fb_app_secret, app_id=settings.fb_app_id,
-                                          timeout=settings.graph_timeout_seconds)
+    app.extensions["graph"] = GraphClient(
+        settings.graph_api_url,
+        settings.graph_api_version,
+        app_secret=settings.fb_app_secret,
+        app_id=settings.fb_app_id,
+        timeout=settings.graph_timeout_seconds,
+    )
     app.extensions["signature"] = WebhookSignature(settings.fb_app_secret)
     app.extensions["refs"] = OptinRefs(settings.secret_key)

@@ -7,6 +7,7 @@ With no Facebook credentials the service runs in sandbox mode: the Graph client 
 built-in simulator and development secrets are used, so `make run` works on a fresh machine.
 Outside sandbox mode every secret must be given.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,13 +50,15 @@ class Setting:
     """One setting: how its text is read, its default and what the README says of it."""
 
     meaning: str
-    default: str | Derive | None  # the text used when unset, or computed from earlier settings; None: required
-    parse: Parse = str            # text -> value; raises _Invalid
-    shown: str = ""               # the README's default column when the default is not a plain value
-    missing: str = ""             # what to do when required and unset (default: the meaning)
-    secret: bool = False          # left out of logs
-    name: str = ""                # the environment variable; from the field's name unless given
-    attribute: str = ""           # the `Settings` field; filled in from the declaration
+    default: (
+        str | Derive | None
+    )  # the text used when unset, or computed from earlier settings; None: required
+    parse: Parse = str  # text -> value; raises _Invalid
+    shown: str = ""  # the README's default column when the default is not a plain value
+    missing: str = ""  # what to do when required and unset (default: the meaning)
+    secret: bool = False  # left out of logs
+    name: str = ""  # the environment variable; from the field's name unless given
+    attribute: str = ""  # the `Settings` field; filled in from the declaration
 
     def __post_init__(self) -> None:
         if callable(self.default) and not self.shown:
@@ -70,19 +73,34 @@ class Setting:
         return f"`{self.default}`" if self.default else "—"
 
 
-def _setting(meaning: str, default: str | Derive | None, parse: Parse = str, *, shown: str = "",
-             missing: str = "", secret: bool = False, name: str = "") -> Any:
+def _setting(
+    meaning: str,
+    default: str | Derive | None,
+    parse: Parse = str,
+    *,
+    shown: str = "",
+    missing: str = "",
+    secret: bool = False,
+    name: str = "",
+) -> Any:
     """A `Settings` field declaring one setting."""
-    return field(metadata={"setting": Setting(meaning, default, parse, shown, missing, secret, name)})
+    return field(
+        metadata={"setting": Setting(meaning, default, parse, shown, missing, secret, name)}
+    )
 
 
 def _sandbox_default(meaning: str, value: str, *, secret: bool = True) -> Any:
     """A setting required outside sandbox mode, with a development value in it."""
-    return _setting(meaning, lambda r: value if r.value("SANDBOX") else None, secret=secret,
-                    shown=f"required outside sandbox (sandbox: `{value}`)")
+    return _setting(
+        meaning,
+        lambda r: value if r.value("SANDBOX") else None,
+        secret=secret,
+        shown=f"required outside sandbox (sandbox: `{value}`)",
+    )
 
 
 # -- parsers: text -> value, or _Invalid with the reason -------------------------------------------
+
 
 def _flag(text: str) -> bool:
     text = text.lower()
@@ -105,8 +123,11 @@ def _redis_url(text: str) -> str:
 
 def _fernet_keys(text: str) -> tuple[str, ...]:
     keys = tuple(k.strip() for k in text.split(",") if k.strip())
-    bad = [f"key #{position} is not a Fernet key (32 url-safe base64-encoded bytes)"
-           for position, key in enumerate(keys, 1) if not _is_fernet_key(key)]
+    bad = [
+        f"key #{position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+        for position, key in enumerate(keys, 1)
+        if not _is_fernet_key(key)
+    ]
     if bad or not keys:
         raise _Invalid(*(bad or ["must list at least one Fernet key"]))
     return keys
@@ -129,6 +150,7 @@ def _integer(low: int, high: int) -> Parse:
         if not low <= number <= high:
             raise _Invalid(f"must be between {low} and {high} (got {number})")
         return number
+
     return parse
 
 
@@ -142,6 +164,7 @@ def _pattern(regex: str, hint: str) -> Parse:
         if not re.fullmatch(regex, text):
             raise _Invalid(f"must be {hint} (got {text!r})")
         return text
+
     return parse
 
 
@@ -151,13 +174,18 @@ def _choice(*allowed: str) -> Parse:
         if text not in allowed:
             raise _Invalid(f"must be one of {', '.join(sorted(allowed))} (got {text!r})")
         return text
+
     return parse
 
 
 def _timezone(text: str) -> str:
     try:
         zoneinfo.ZoneInfo(text)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
+    except (
+        zoneinfo.ZoneInfoNotFoundError,
+        ValueError,
+        OSError,
+    ):  # OSError: "Europe" is a directory
         raise _Invalid(f"must be an IANA time zone such as Europe/Paris (got {text!r})") from None
     return text
 
@@ -171,6 +199,7 @@ def _date(text: str) -> date:
 
 # -- defaults computed from settings declared before them ------------------------------------------
 
+
 def _sandbox_by_credentials(r: _Reader) -> str:
     return "0" if r.raw("FB_APP_ID") else "1"
 
@@ -179,7 +208,9 @@ def _development_key(r: _Reader) -> str | None:
     """Sandbox: a key derived from the (development) secret key, so it is the same every start."""
     if not r.value("SANDBOX"):
         return None
-    return base64.urlsafe_b64encode(hashlib.sha256(r.value("SECRET_KEY").encode()).digest()).decode()
+    return base64.urlsafe_b64encode(
+        hashlib.sha256(r.value("SECRET_KEY").encode()).digest()
+    ).decode()
 
 
 def _graph_url(r: _Reader) -> str:
@@ -204,76 +235,151 @@ class Settings:
     redis_url: str = _setting(
         "Redis for all state and the RQ queues (`redis://`, `rediss://` or `unix://`). "
         "Unset under `make run`: an embedded redis-server is started with its data in `var/redis/`.",
-        None, _redis_url, missing="point it at your Redis, or start the service with `make run`, "
-                                  "which starts an embedded Redis and sets it")
-    sandbox: bool = _setting("`1` talks to the built-in Facebook simulator; `0` talks to Facebook.",
-                             _sandbox_by_credentials, _flag, shown="`1` when `FB_APP_ID` is unset, else `0`")
-    sandbox_port: int = _setting("Port of the Facebook simulator in sandbox mode.", "8001", _integer(1, 65535))
-    secret_key: str = _sandbox_default("Signs sessions and the opt-in refs in opt-in codes. Long and random.",
-                                       "sandbox-secret-key-not-for-production")
-    api_token: str = _sandbox_default("Bearer token of the JSON API (`Authorization: Bearer ...`).",
-                                      "sandbox-api-token")
+        None,
+        _redis_url,
+        missing="point it at your Redis, or start the service with `make run`, "
+        "which starts an embedded Redis and sets it",
+    )
+    sandbox: bool = _setting(
+        "`1` talks to the built-in Facebook simulator; `0` talks to Facebook.",
+        _sandbox_by_credentials,
+        _flag,
+        shown="`1` when `FB_APP_ID` is unset, else `0`",
+    )
+    sandbox_port: int = _setting(
+        "Port of the Facebook simulator in sandbox mode.", "8001", _integer(1, 65535)
+    )
+    secret_key: str = _sandbox_default(
+        "Signs sessions and the opt-in refs in opt-in codes. Long and random.",
+        "sandbox-secret-key-not-for-production",
+    )
+    api_token: str = _sandbox_default(
+        "Bearer token of the JSON API (`Authorization: Bearer ...`).", "sandbox-api-token"
+    )
     admin_password: str = _sandbox_default("Operator password for the HTML pages.", "sandbox")
     fb_app_id: str = _sandbox_default("Facebook app id.", "100000000000001", secret=False)
-    fb_app_secret: str = _sandbox_default("Facebook app secret: checks webhook signatures and signed requests.",
-                                          "sandbox-app-secret")
+    fb_app_secret: str = _sandbox_default(
+        "Facebook app secret: checks webhook signatures and signed requests.", "sandbox-app-secret"
+    )
     fb_verify_token: str = _sandbox_default(
-        "The Verify Token typed in the App Dashboard for the webhook subscription.", "sandbox-verify-token")
+        "The Verify Token typed in the App Dashboard for the webhook subscription.",
+        "sandbox-verify-token",
+    )
     token_encryption_keys: tuple[str, ...] = _setting(
         "Fernet key(s) encrypting Page tokens at rest, comma-separated, newest first "
         "(older ones still decrypt: that is how a key is rotated).",
-        _development_key, _fernet_keys, name="TOKEN_ENCRYPTION_KEY", secret=True,
+        _development_key,
+        _fernet_keys,
+        name="TOKEN_ENCRYPTION_KEY",
+        secret=True,
         shown="required outside sandbox (sandbox: derived from `SECRET_KEY`)",
         missing="generate one with "
-                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`")
-    graph_api_url: str = _setting("Graph API base URL.", _graph_url, _url,
-                                  shown=f"`{_FACEBOOK_GRAPH}` (sandbox: the simulator)")
-    fb_login_url: str = _setting("Where Facebook Login's dialog lives.", _login_url, _url,
-                                 shown=f"`{_FACEBOOK_WWW}` (sandbox: the simulator)")
-    public_url: str = _setting("The service's public base URL (for Facebook Login's redirect and the data "
-                               "deletion status URL).", "", _url, shown="taken from each request")
-    session_cookie_secure: bool = _setting("`1` sends the sign-in cookie over HTTPS only.", _secure_cookie,
-                                           _flag, shown="`1` outside sandbox mode, `0` in it")
-    graph_api_version: str = _setting("Graph API version used on every call.", "v26.0",
-                                      _pattern(r"v\d+\.\d+", "like v26.0"))
-    graph_timeout_seconds: float = _setting("Read timeout of one Graph API call (connect timeout is 3 s).",
-                                            "10", _whole_float(1, 120))
-    stats_timezone: str = _setting("Time zone whose calendar days the statistics use.", "UTC", _timezone)
-    webhook_max_bytes: int = _setting("Largest webhook body accepted; larger gets 413.", "1048576",
-                                      _integer(1024, 50 * 1024 * 1024))
-    receipt_clock_skew_ms: int = _setting("Tolerance between our send time and Facebook's receipt watermark.",
-                                          "1000", _integer(0, 600_000))
+        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`",
+    )
+    graph_api_url: str = _setting(
+        "Graph API base URL.",
+        _graph_url,
+        _url,
+        shown=f"`{_FACEBOOK_GRAPH}` (sandbox: the simulator)",
+    )
+    fb_login_url: str = _setting(
+        "Where Facebook Login's dialog lives.",
+        _login_url,
+        _url,
+        shown=f"`{_FACEBOOK_WWW}` (sandbox: the simulator)",
+    )
+    public_url: str = _setting(
+        "The service's public base URL (for Facebook Login's redirect and the data "
+        "deletion status URL).",
+        "",
+        _url,
+        shown="taken from each request",
+    )
+    session_cookie_secure: bool = _setting(
+        "`1` sends the sign-in cookie over HTTPS only.",
+        _secure_cookie,
+        _flag,
+        shown="`1` outside sandbox mode, `0` in it",
+    )
+    graph_api_version: str = _setting(
+        "Graph API version used on every call.", "v26.0", _pattern(r"v\d+\.\d+", "like v26.0")
+    )
+    graph_timeout_seconds: float = _setting(
+        "Read timeout of one Graph API call (connect timeout is 3 s).", "10", _whole_float(1, 120)
+    )
+    stats_timezone: str = _setting(
+        "Time zone whose calendar days the statistics use.", "UTC", _timezone
+    )
+    webhook_max_bytes: int = _setting(
+        "Largest webhook body accepted; larger gets 413.",
+        "1048576",
+        _integer(1024, 50 * 1024 * 1024),
+    )
+    receipt_clock_skew_ms: int = _setting(
+        "Tolerance between our send time and Facebook's receipt watermark.",
+        "1000",
+        _integer(0, 600_000),
+    )
     send_rate_per_page: float = _setting(
         "Messages per second per Page, shared by all workers (Facebook's inbox breaks above ~40).",
-        "20", _whole_float(1, 10_000))
-    send_concurrency: int = _setting("Sends in flight at once per worker process.", "16", _integer(1, 128))
+        "20",
+        _whole_float(1, 10_000),
+    )
+    send_concurrency: int = _setting(
+        "Sends in flight at once per worker process.", "16", _integer(1, 128)
+    )
     send_pages_per_worker: int = _setting(
         "Batches of different Pages one worker sends at once (sharing SEND_CONCURRENCY; twice it keeps "
-        "threads from waiting on one Page's pace).", "32", _integer(1, 256))
-    send_max_attempts: int = _setting("Attempts per contact on transient Facebook errors before `failed`.",
-                                      "4", _integer(1, 10))
+        "threads from waiting on one Page's pace).",
+        "32",
+        _integer(1, 256),
+    )
+    send_max_attempts: int = _setting(
+        "Attempts per contact on transient Facebook errors before `failed`.", "4", _integer(1, 10)
+    )
     run_batch_size: int = _setting("Contacts per RQ job of a node run.", "200", _integer(1, 10_000))
     run_parallel_batches: int = _setting(
-        "Batches of one run processed at once (one Page's rate is shared anyway).", "1", _integer(1, 64))
+        "Batches of one run processed at once (one Page's rate is shared anyway).",
+        "1",
+        _integer(1, 64),
+    )
     unknown_deadline_seconds: int = _setting(
         "How long a send whose answer was lost waits for Facebook's echo before `failed`/`interrupted`.",
-        "900", _integer(1, 7 * 86400))
+        "900",
+        _integer(1, 7 * 86400),
+    )
     run_lease_seconds: int = _setting(
         "A batch whose worker stopped renewing its lease this long is resumed by another worker.",
-        "15", _integer(2, 600))
+        "15",
+        _integer(2, 600),
+    )
     profile_check_minutes: int = _setting(
-        "How often every profile's token and webhook subscription are checked.", "60", _integer(1, 7 * 24 * 60))
+        "How often every profile's token and webhook subscription are checked.",
+        "60",
+        _integer(1, 7 * 24 * 60),
+    )
     row_retention_days: int = _setting(
         "How long the per-contact rows behind the statistics are kept (the counters stay until the "
-        "profile is deleted).", "90", _integer(1, 3650))
-    run_retention_days: int = _setting("How long a run's per-contact outcomes stay readable through the API.",
-                                       "30", _integer(1, 3650))
+        "profile is deleted).",
+        "90",
+        _integer(1, 3650),
+    )
+    run_retention_days: int = _setting(
+        "How long a run's per-contact outcomes stay readable through the API.",
+        "30",
+        _integer(1, 3650),
+    )
     tag_retirement_date: date = _setting(
         "Day Meta stopped accepting the three message tags; before it, nodes send tagged messages.",
-        "2026-04-27", _date)
+        "2026-04-27",
+        _date,
+    )
     port: int = _setting("Port the web process listens on.", "8000", _integer(1, 65535))
-    log_level: str = _setting("Log level of web and worker processes.", "INFO",
-                              _choice("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_level: str = _setting(
+        "Log level of web and worker processes.",
+        "INFO",
+        _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -285,7 +391,9 @@ class Settings:
 
     def public_summary(self) -> dict[str, str]:
         """Settings safe to log: secrets are never included."""
-        return {s.attribute: str(getattr(self, s.attribute)) for s in SETTINGS.values() if not s.secret}
+        return {
+            s.attribute: str(getattr(self, s.attribute)) for s in SETTINGS.values() if not s.secret
+        }
 
 
 def _declared(cls: type) -> dict[str, Setting]:
@@ -300,13 +408,28 @@ def _declared(cls: type) -> dict[str, Setting]:
 
 SETTINGS: dict[str, Setting] = _declared(Settings)
 # Read by gunicorn.conf.py and `make run` only; listed here so the README documents them too.
-PROCESS_SETTINGS: dict[str, Setting] = {s.name: s for s in (
-    Setting("Interface the web process binds (`0.0.0.0` behind a load balancer).", "127.0.0.1", name="HOST"),
-    Setting("gunicorn worker processes.", None, shown="CPUs + 1", name="WEB_CONCURRENCY"),
-    Setting("Threads per gunicorn worker.", "8", name="WEB_THREADS"),
-    Setting("Requests after which a gunicorn worker is replaced (0: never).", "100000", name="WEB_MAX_REQUESTS"),
-    Setting("Where `make run` keeps the embedded Redis data (`<VAR_DIR>/redis`).", "var", name="VAR_DIR"),
-)}
+PROCESS_SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting(
+            "Interface the web process binds (`0.0.0.0` behind a load balancer).",
+            "127.0.0.1",
+            name="HOST",
+        ),
+        Setting("gunicorn worker processes.", None, shown="CPUs + 1", name="WEB_CONCURRENCY"),
+        Setting("Threads per gunicorn worker.", "8", name="WEB_THREADS"),
+        Setting(
+            "Requests after which a gunicorn worker is replaced (0: never).",
+            "100000",
+            name="WEB_MAX_REQUESTS",
+        ),
+        Setting(
+            "Where `make run` keeps the embedded Redis data (`<VAR_DIR>/redis`).",
+            "var",
+            name="VAR_DIR",
+        ),
+    )
+}
 
 
 class _Reader:
@@ -342,7 +465,9 @@ class _Reader:
         default = setting.default(self) if callable(setting.default) else setting.default
         if default is None:
             if not text:
-                self.problems.append(f"{setting.name} is not set: {setting.missing or setting.meaning}")
+                self.problems.append(
+                    f"{setting.name} is not set: {setting.missing or setting.meaning}"
+                )
             return None
         return setting.parse(default)
 

@@ -1,4 +1,5 @@
 """Page tokens encrypted at rest with Fernet; several keys allow rotation (newest first)."""
+
 from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -25,12 +26,16 @@ class TokenCipher:
         try:
             return self._fernet.decrypt(stored.encode()).decode()
         except InvalidToken as exc:
-            raise TokenDecryptError("stored token does not decrypt with TOKEN_ENCRYPTION_KEY "
-                                    "(was a key removed before rotation finished?)") from exc
+            raise TokenDecryptError(
+                "stored token does not decrypt with TOKEN_ENCRYPTION_KEY "
+                "(was a key removed before rotation finished?)"
+            ) from exc
 
     def rotate(self, stored: str) -> str:
         """The same token encrypted with the newest key."""
         try:
             return self._fernet.rotate(stored.encode()).decode()
         except InvalidToken as exc:
-            raise TokenDecryptError("stored token does not decrypt with TOKEN_ENCRYPTION_KEY") from exc
+            raise TokenDecryptError(
+                "stored token does not decrypt with TOKEN_ENCRYPTION_KEY"
+            ) from exc

@@ -3,11 +3,12 @@
 A cell starting with = + - @ (or a tab/carriage return) is prefixed with ' so a spreadsheet
 shows it as text instead of running it as a formula (OWASP "CSV injection").
 """
+
 from __future__ import annotations
 
 import csv
 import io
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from flask import Response, stream_with_context
 
@@ -28,6 +29,7 @@ def _lines(header: list[str], rows: Iterable[list[object]]) -> Iterator[str]:
         buffer.truncate()
         writer.writerow([safe_cell(c) for c in row])
         return buffer.getvalue()
+
     yield line(header)
     for row in rows:
         yield line(row)

@@ -4,6 +4,7 @@
 Redis, so a newcomer can start a run from the README and watch outcomes and receipts arrive.
 Loading again keeps what is there and only re-opens the demo people's 24-hour windows.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,19 +33,42 @@ TEMPLATE = UtilityTemplate("order_update", "en", ("ORDER_ID",))
 
 def sandbox_seed() -> dict:
     """The simulator's seed: the demo Page, its approved template and its people."""
-    people = [{"psid": psid, "last_interaction_ago_ms": hours * HOUR_MS}
-              for psid, hours, _ in PEOPLE.values() if psid]
-    return {"config": {"delivery_delay_ms": 1500, "read_delay_ms": 4000},
-            # The demo profile is connected, so its Page is subscribed to our webhook fields.
-            "pages": [{**PAGE, "subscribed_fields": list(graph.SUBSCRIBED_FIELDS), "templates": [{"name": TEMPLATE.name, "language": TEMPLATE.language,
-                                              "param_count": len(TEMPLATE.parameters)}],
-                       "people": people}],
-            # Who can "Log in with Facebook" in sandbox mode: an owner of the demo Page, with a
-            # second Page to connect, and a Page on which they are only an Analyst (refused).
-            "users": [{"id": "900000000000001", "name": "Demo Owner",
-                       "pages": [{"id": PAGE["id"], "role": "admin"},
-                                 {"id": "104857600000998", "name": "Demo Café", "role": "editor"},
-                                 {"id": "104857600000997", "name": "Demo Newsletter", "role": "analyst"}]}]}
+    people = [
+        {"psid": psid, "last_interaction_ago_ms": hours * HOUR_MS}
+        for psid, hours, _ in PEOPLE.values()
+        if psid
+    ]
+    return {
+        "config": {"delivery_delay_ms": 1500, "read_delay_ms": 4000},
+        # The demo profile is connected, so its Page is subscribed to our webhook fields.
+        "pages": [
+            {
+                **PAGE,
+                "subscribed_fields": list(graph.SUBSCRIBED_FIELDS),
+                "templates": [
+                    {
+                        "name": TEMPLATE.name,
+                        "language": TEMPLATE.language,
+                        "param_count": len(TEMPLATE.parameters),
+                    }
+                ],
+                "people": people,
+            }
+        ],
+        # Who can "Log in with Facebook" in sandbox mode: an owner of the demo Page, with a
+        # second Page to connect, and a Page on which they are only an Analyst (refused).
+        "users": [
+            {
+                "id": "900000000000001",
+                "name": "Demo Owner",
+                "pages": [
+                    {"id": PAGE["id"], "role": "admin"},
+                    {"id": "104857600000998", "name": "Demo Café", "role": "editor"},
+                    {"id": "104857600000997", "name": "Demo Newsletter", "role": "analyst"},
+                ],
+            }
+        ],
+    }
 
 
 def write_seed(path: Path) -> Path:
@@ -57,13 +81,24 @@ def load(store: Storage) -> str:
     """Create the demo profile, contacts and program unless present; return the profile id."""
     profile_id = store.profiles.owner_of_page(PAGE["id"])
     if profile_id is None:
-        profile_id = store.profiles.create(name="Demo Bakery", page_id=PAGE["id"], page_name=PAGE["name"],
-                                           page_token=PAGE["token"]).id
+        profile_id = store.profiles.create(
+            name="Demo Bakery", page_id=PAGE["id"], page_name=PAGE["name"], page_token=PAGE["token"]
+        ).id
         store.contacts.merge_many({cid: fields for cid, (_, _, fields) in PEOPLE.items()})
-        node = Node(id=NODE_ID, profile_id=profile_id, tag="POST_PURCHASE_UPDATE", message=MESSAGE,
-                    utility_template=TEMPLATE)
+        node = Node(
+            id=NODE_ID,
+            profile_id=profile_id,
+            tag="POST_PURCHASE_UPDATE",
+            message=MESSAGE,
+            utility_template=TEMPLATE,
+        )
         store.programs.put(PROGRAM_ID, "Order updates (demo)", "active", [node])
     now = int(time.time() * 1000)
-    store.inbound.apply([Event("optin", PAGE["id"], psid, now - hours * HOUR_MS, profile=profile_id, contact=cid)
-                         for cid, (psid, hours, _) in PEOPLE.items() if psid])
+    store.inbound.apply(
+        [
+            Event("optin", PAGE["id"], psid, now - hours * HOUR_MS, profile=profile_id, contact=cid)
+            for cid, (psid, hours, _) in PEOPLE.items()
+            if psid
+        ]
+    )
     return profile_id

@@ -2,6 +2,7 @@
 service that would rather call than POST. Same validation, same answer as the HTTP API's
 `POST /programs/<p>/nodes/<n>/runs`; the sending happens in the workers' RQ jobs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,14 @@ def _service_app() -> Flask:
     return create_app()  # settings from the environment, as for the web app and the workers
 
 
-def enqueue_run(program_id: str, node_id: str, contacts: list[dict], run_id: str | None = None, *,
-                app: Flask | None = None) -> dict:
+def enqueue_run(
+    program_id: str,
+    node_id: str,
+    contacts: list[dict],
+    run_id: str | None = None,
+    *,
+    app: Flask | None = None,
+) -> dict:
     """Hand contacts to a Messenger node.
 
     `contacts` is a list of `{"id": ..., "fields": {...}}` (at most 10 000); returns

@@ -3,14 +3,28 @@
 Every API error answers `{"error": {"code", "message", "details"}}` (DESIGN.md §9); codes and
 user-facing messages are defined where the error is raised, once.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from storage.errors import BotError
 
-__all__ = ["BotError", "ConfigError", "DomainError", "NotFound", "Malformed", "Invalid", "Conflict", "Forbidden",
-           "Expired", "Unavailable", "ApiError", "not_found", "invalid"]
+__all__ = [
+    "BotError",
+    "ConfigError",
+    "DomainError",
+    "NotFound",
+    "Malformed",
+    "Invalid",
+    "Conflict",
+    "Forbidden",
+    "Expired",
+    "Unavailable",
+    "ApiError",
+    "not_found",
+    "invalid",
+]
 
 
 class ConfigError(BotError):

@@ -5,12 +5,14 @@ dispatch each event on the key it carries; never assume `sender`, `timestamp` or
 Anything we do not understand is counted as ignored, never an error: Facebook adds fields and
 kinds without notice and must still get its 200.
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from bot.graph import parse_send_metadata
 from bot.refs import OptinRefs
@@ -27,6 +29,7 @@ class Parsed:
 
 # The helpers below run several times per event of every webhook, so they test exact types
 # (JSON gives exactly str, int, dict, list; `type(True) is not int` also keeps booleans out).
+
 
 def _id(value: Any) -> str | None:
     """Facebook ids are strings (sometimes numbers); anything else is malformed."""
@@ -68,10 +71,29 @@ class _Context:
         verified = self.refs.verify(ref)
         if verified:
             profile, contact = verified
-            return [Event("optin", self.page, rcpt, self.ts, profile=profile, contact=contact,
-                          ref=ref, opens_window=opens_window)]
-        return [Event("unmatched", self.page, rcpt, self.ts, ref=ref if isinstance(ref, str) else "",
-                      source=source, opens_window=opens_window)]
+            return [
+                Event(
+                    "optin",
+                    self.page,
+                    rcpt,
+                    self.ts,
+                    profile=profile,
+                    contact=contact,
+                    ref=ref,
+                    opens_window=opens_window,
+                )
+            ]
+        return [
+            Event(
+                "unmatched",
+                self.page,
+                rcpt,
+                self.ts,
+                ref=ref if isinstance(ref, str) else "",
+                source=source,
+                opens_window=opens_window,
+            )
+        ]
 
 
 def _on_echo(c: _Context, body: dict) -> list[Event]:
@@ -108,8 +130,11 @@ def _on_optin(c: _Context, body: dict) -> list[Event]:
             return []
         status = body.get("notification_messages_status") or "OPTED_IN"
         expiry = _ms(body.get("token_expiry_timestamp"))
-        return [Event("marketing", c.page, c.psid, c.ts, status=str(status)[:40],
-                      expiry=str(expiry or ""))]
+        return [
+            Event(
+                "marketing", c.page, c.psid, c.ts, status=str(status)[:40], expiry=str(expiry or "")
+            )
+        ]
     if c.psid:  # Send to Messenger plugin: the PSID is known, the window opens
         return c.opt_in(c.psid, body.get("ref"), "optin", opens_window=True)
     user_ref = _id(body.get("user_ref"))
@@ -142,6 +167,7 @@ def _on_receipt(kind: str) -> Callable[[_Context, dict], list[Event]]:
         mids = body.get("mids") if kind == "delivery" else None
         mids = tuple([m for m in mids if type(m) is str][:100]) if type(mids) is list else ()
         return [Event(kind, c.page, c.psid, c.ts, wm=watermark, mids=mids)]
+
     return handle
 
 
@@ -188,11 +214,17 @@ def parse_webhook(payload: dict, refs: OptinRefs) -> Parsed:
     return parsed
 
 
-def _parse_one(parsed: Parsed, page: str, raw: Mapping, entry_ms: int | None, refs: OptinRefs) -> None:
+def _parse_one(
+    parsed: Parsed, page: str, raw: Mapping, entry_ms: int | None, refs: OptinRefs
+) -> None:
     # The event's kind is the key it carries; with several (never seen), HANDLERS' order wins.
     kind = None
     for key in raw:
-        if key in HANDLERS and type(raw[key]) is dict and (kind is None or _ORDER[key] < _ORDER[kind]):
+        if (
+            key in HANDLERS
+            and type(raw[key]) is dict
+            and (kind is None or _ORDER[key] < _ORDER[kind])
+        ):
             kind = key
     if kind is None:
         parsed.kinds["unknown"] += 1

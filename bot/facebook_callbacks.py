@@ -6,6 +6,7 @@ Data deletion: answer at once with the status URL and confirmation code Facebook
 person; a job (jobs/privacy.py) deletes what we hold about them, matching their app-scoped id
 to their PSIDs on our Pages through Facebook's ID matching API.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,9 @@ bp = Blueprint("facebook", __name__, url_prefix="/facebook")
 
 def _signed_user_id() -> str:
     """The app-scoped user id of a valid signed_request; 400 (ApiError) otherwise."""
-    payload = parse_signed_request(request.form.get("signed_request"), current_app.config["SETTINGS"].fb_app_secret)
+    payload = parse_signed_request(
+        request.form.get("signed_request"), current_app.config["SETTINGS"].fb_app_secret
+    )
     user_id = payload.get("user_id") if payload else None
     if not isinstance(user_id, (str, int)) or not str(user_id):
         raise ApiError(400, "invalid_signed_request", "signed_request missing or not valid")
@@ -38,8 +41,11 @@ def deauthorize():
     store = get_storage()
     profiles = store.profiles.connected_by_user(user_id)
     for profile in profiles:
-        store.profiles.set_health(profile.id, "disconnected",
-                                  "The person who connected the Page removed the app from Facebook.")
+        store.profiles.set_health(
+            profile.id,
+            "disconnected",
+            "The person who connected the Page removed the app from Facebook.",
+        )
     log.info("deauthorized by a Facebook user: %d profiles disconnected", len(profiles))
     return {"ok": True, "profiles_disconnected": len(profiles)}
 
@@ -48,17 +54,32 @@ def deauthorize():
 def data_deletion():
     user_id = _signed_user_id()
     code = secrets.token_hex(10)
-    get_storage().users.record_deletion(code, {"status": "in progress", "requested_at": int(time.time())})
-    tasks.enqueue(tasks.DELETE_USER_DATA, user_id, code, queue_name="maintenance", job_id=f"data-deletion-{code}",
-                  result_ttl=86400, failure_ttl=30 * 86400)
+    get_storage().users.record_deletion(
+        code, {"status": "in progress", "requested_at": int(time.time())}
+    )
+    tasks.enqueue(
+        tasks.DELETE_USER_DATA,
+        user_id,
+        code,
+        queue_name="maintenance",
+        job_id=f"data-deletion-{code}",
+        result_ttl=86400,
+        failure_ttl=30 * 86400,
+    )
     public = current_app.config["SETTINGS"].public_url
     path = url_for("facebook.deletion_status", code=code)
     log.info("data deletion request %s queued", code)
-    return {"url": public + path if public else url_for("facebook.deletion_status", code=code, _external=True),
-            "confirmation_code": code}
+    return {
+        "url": public + path
+        if public
+        else url_for("facebook.deletion_status", code=code, _external=True),
+        "confirmation_code": code,
+    }
 
 
 @bp.get("/data-deletion/<code>")
 def deletion_status(code: str):
     result = get_storage().users.deletion(code) if code.isalnum() and len(code) <= 64 else None
-    return render_template("pages/deletion_status.html", code=code, result=result), 200 if result else 404
+    return render_template(
+        "pages/deletion_status.html", code=code, result=result
+    ), 200 if result else 404

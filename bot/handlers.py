@@ -1,4 +1,5 @@
 """Error answers: JSON under /api, short text elsewhere; never a stack trace."""
+
 from __future__ import annotations
 
 import logging
@@ -22,9 +23,20 @@ from bot.errors import (
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-               422: "validation_failed", 429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
 
 
 def _wants_json() -> bool:
@@ -35,8 +47,15 @@ def _wants_page() -> bool:
     return not request.path.startswith(("/webhook", "/healthz", "/metrics", "/static/"))
 
 
-_TITLES = {400: "Something was wrong with that request", 403: "Not allowed", 404: "Not found",
-           405: "Not allowed", 413: "Too large", 500: "Something went wrong", 503: "Temporarily unavailable"}
+_TITLES = {
+    400: "Something was wrong with that request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    413: "Too large",
+    500: "Something went wrong",
+    503: "Temporarily unavailable",
+}
 
 
 def _answer(error: ApiError):
@@ -49,8 +68,15 @@ def _answer(error: ApiError):
 
 
 # The status of each kind of refusal the domain raises (it knows no HTTP).
-DOMAIN_STATUS = {NotFound: 404, Malformed: 400, Invalid: 422, Conflict: 409, Forbidden: 403, Expired: 410,
-                 Unavailable: 502}
+DOMAIN_STATUS = {
+    NotFound: 404,
+    Malformed: 400,
+    Invalid: 422,
+    Conflict: 409,
+    Forbidden: 403,
+    Expired: 410,
+    Unavailable: 502,
+}
 
 
 def http_error_of(error: DomainError) -> ApiError:
@@ -72,15 +98,21 @@ def register(app: Flask) -> None:
         message = error.description or error.name
         if error.code == 413:
             message = "The request body is too large"
-        return _answer(ApiError(error.code or 500, _HTTP_CODES.get(error.code, "http_error"), message))
+        return _answer(
+            ApiError(error.code or 500, _HTTP_CODES.get(error.code, "http_error"), message)
+        )
 
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)
     def storage_down(error: Exception):
-        log.error("storage unavailable for %s %s: %s", request.method, request.path, type(error).__name__)
+        log.error(
+            "storage unavailable for %s %s: %s", request.method, request.path, type(error).__name__
+        )
         return _answer(ApiError(503, "unavailable", "Storage is unavailable; retry shortly"))
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _answer(ApiError(500, "internal_error", "Something went wrong on our side; it has been logged"))
+        return _answer(
+            ApiError(500, "internal_error", "Something went wrong on our side; it has been logged")
+        )

@@ -1,4 +1,5 @@
 """Operations endpoints: /healthz (Redis reachable) and /metrics (Prometheus)."""
+
 from __future__ import annotations
 
 import redis

@@ -13,6 +13,7 @@ finishes the batches it holds, up to a batch's time at the Page rate), then web 
 then Redis; a second Ctrl-C stops them at once. A stop asked for exits 0, so make prints no
 "Error 130" (it still dies of the SIGINT it got itself, as the shell expects).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -48,7 +49,9 @@ def say(line: str) -> None:
         try:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
-        except OSError:  # the reader is gone (`make run | tee` after Ctrl-C): stop the processes anyway
+        except (
+            OSError
+        ):  # the reader is gone (`make run | tee` after Ctrl-C): stop the processes anyway
             pass
 
 
@@ -76,19 +79,29 @@ def lock_var_dir(var_dir: Path) -> IO[str]:
 def child_environment(settings: Settings, env: dict[str, str]) -> dict[str, str]:
     """What web, worker and simulator need to agree on (sandbox secrets included)."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {**env, "PATH": bin_dir + os.pathsep + env.get("PATH", ""), "PORT": str(settings.port),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **env,
+        "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+        "PORT": str(settings.port),
+        "PYTHONUNBUFFERED": "1",
+    }
     if settings.sandbox:
-        env.update(SANDBOX="1", FB_APP_ID=settings.fb_app_id, FB_APP_SECRET=settings.fb_app_secret,
-                   SANDBOX_WEBHOOK_URL=f"http://127.0.0.1:{settings.port}/webhook",
-                   GRAPH_API_URL=settings.graph_api_url)
+        env.update(
+            SANDBOX="1",
+            FB_APP_ID=settings.fb_app_id,
+            FB_APP_SECRET=settings.fb_app_secret,
+            SANDBOX_WEBHOOK_URL=f"http://127.0.0.1:{settings.port}/webhook",
+            GRAPH_API_URL=settings.graph_api_url,
+        )
     return env
 
 
 def main() -> int:
     env = {**read_dotenv(ROOT / ".env"), **os.environ}  # the real environment wins, as in Settings
     try:  # validate before starting anything; the embedded Redis URL is not known yet
-        settings = Settings.from_env({**env, "REDIS_URL": env.get("REDIS_URL") or "unix:///pending"})
+        settings = Settings.from_env(
+            {**env, "REDIS_URL": env.get("REDIS_URL") or "unix:///pending"}
+        )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -114,7 +127,9 @@ def _serve(settings: Settings, env: dict[str, str], var_dir: Path) -> int:
         except RuntimeError as exc:
             print(f"launch: {exc}", file=sys.stderr)
             return 1
-        say(f"launch: embedded Redis at {env['REDIS_URL']} (data in {server.data_dir}, append-only)")
+        say(
+            f"launch: embedded Redis at {env['REDIS_URL']} (data in {server.data_dir}, append-only)"
+        )
     try:
         if settings.sandbox:
             env["SANDBOX_SEED"] = str(_load_demo(env, var_dir))
@@ -132,14 +147,20 @@ def _load_demo(env: dict[str, str], var_dir: Path) -> Path:
     import storage
     from bot import demo
     from bot.crypto import TokenCipher
+
     settings = Settings.from_env(env)
-    store = storage.Storage(storage.connect(settings.redis_url), cipher=TokenCipher(settings.token_encryption_keys),
-                            tz=settings.stats_timezone)
+    store = storage.Storage(
+        storage.connect(settings.redis_url),
+        cipher=TokenCipher(settings.token_encryption_keys),
+        tz=settings.stats_timezone,
+    )
     try:
         profile_id = demo.load(store)
     finally:
         store.redis.close()
-    say(f"launch: demo data loaded (profile {profile_id}, program {demo.PROGRAM_ID!r}, node {demo.NODE_ID!r})")
+    say(
+        f"launch: demo data loaded (profile {profile_id}, program {demo.PROGRAM_ID!r}, node {demo.NODE_ID!r})"
+    )
     return demo.write_seed(var_dir / "sandbox-seed.json")
 
 
@@ -193,18 +214,27 @@ def read_procfile(path: Path) -> dict[str, str]:
     return commands
 
 
-def start_processes(names: list[str], env: dict[str, str]) -> tuple[dict[str, subprocess.Popen],
-                                                                  list[threading.Thread]]:
+def start_processes(
+    names: list[str], env: dict[str, str]
+) -> tuple[dict[str, subprocess.Popen], list[threading.Thread]]:
     """Start the Procfile's processes, each in a session of its own; threads relay their output."""
     commands = read_procfile(ROOT / "Procfile")
     width = max(map(len, names))
     children, relays = {}, []
     for name in names:
         # exec: the signals the launcher sends reach the process itself, not a shell.
-        process = subprocess.Popen(["/bin/sh", "-c", f"exec {commands[name]}"], cwd=ROOT, env=env,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        relays.append(threading.Thread(target=_relay, args=(name.ljust(width), process.stdout), daemon=True))
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {commands[name]}"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        relays.append(
+            threading.Thread(target=_relay, args=(name.ljust(width), process.stdout), daemon=True)
+        )
         relays[-1].start()
         say(f"launch: {name} started (pid {process.pid})")
         children[name] = process
@@ -230,11 +260,15 @@ def stop_processes(children: dict[str, subprocess.Popen], grace_s: int, stop: St
     hurry_after = stop.count  # one more signal from here on means "at once"
     worker = children.get("worker")
     if worker and worker.poll() is None:
-        say(f"launch: stopping: worker finishing its batch (up to {grace_s} s; Ctrl-C again to stop at once)...")
+        say(
+            f"launch: stopping: worker finishing its batch (up to {grace_s} s; Ctrl-C again to stop at once)..."
+        )
         worker.send_signal(signal.SIGTERM)
         if not _wait_or_kill(worker, grace_s, stop, hurry_after):
-            say("launch: worker killed; its unfinished batch is taken up at the next start "
-                "(sends in flight become 'unknown', never resent)")
+            say(
+                "launch: worker killed; its unfinished batch is taken up at the next start "
+                "(sends in flight become 'unknown', never resent)"
+            )
     others = [name for name, process in children.items() if process.poll() is None]
     if others:
         say(f"launch: stopping: {', '.join(others)}...")
@@ -245,13 +279,17 @@ def stop_processes(children: dict[str, subprocess.Popen], grace_s: int, stop: St
             say(f"launch: {name} killed")
 
 
-def _wait_or_kill(process: subprocess.Popen, timeout_s: float, stop: StopSignals, hurry_after: int) -> bool:
+def _wait_or_kill(
+    process: subprocess.Popen, timeout_s: float, stop: StopSignals, hurry_after: int
+) -> bool:
     """Wait until the process exits; SIGKILL its whole group past the timeout or on another
     Ctrl-C. True if it exited by itself."""
     deadline = time.monotonic() + timeout_s
     while process.poll() is None:
         if stop.count > hurry_after or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)  # its session's group: a work horse, gunicorn's workers
+            os.killpg(
+                process.pid, signal.SIGKILL
+            )  # its session's group: a work horse, gunicorn's workers
             process.wait()
             return False
         time.sleep(0.1)

@@ -5,6 +5,7 @@ names the programs); deleting removes its statistics, runs, PSID index, opt-in v
 token, and unsubscribes our app from the Page while the token still works. Its FBOPTIN_XXX
 name is never reused (profile ids only grow).
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,11 @@ def in_use(error: ProfileInUse, action: str, profile_id: str) -> Conflict:
         which = f"the active program {names[0]} uses it" if names else "an active program uses it"
     profile = get_storage().profiles.get(profile_id)
     subject = f"The profile “{profile.name}”" if profile else "The profile"
-    return Conflict("profile_in_use", f"{subject} cannot be {action}: {which}",
-                    {"programs": [{"id": prog_id, "name": name} for prog_id, name in error.programs]})
+    return Conflict(
+        "profile_in_use",
+        f"{subject} cannot be {action}: {which}",
+        {"programs": [{"id": prog_id, "name": name} for prog_id, name in error.programs]},
+    )
 
 
 def set_status(profile_id: str, status: str) -> None:
@@ -49,6 +53,12 @@ def delete(profile_id: str) -> None:
         raise in_use(error, "deleted", profile_id) from None
     if not found:
         raise not_found("profile", profile_id)
-    tasks.enqueue(tasks.PURGE_PROFILE, profile_id, queue_name="maintenance", job_id=f"purge-profile-{profile_id}",
-                  retry=None, result_ttl=86400)
+    tasks.enqueue(
+        tasks.PURGE_PROFILE,
+        profile_id,
+        queue_name="maintenance",
+        job_id=f"purge-profile-{profile_id}",
+        retry=None,
+        result_ttl=86400,
+    )
     log.info("profile %s deleted; purge queued", profile_id)

@@ -3,6 +3,7 @@
 Secrets never reach a log line: tokens travel in headers the code never logs, and messages
 that might contain request data are written by our own code with chosen fields only.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ context_id: ContextVar[str] = ContextVar("context_id", default="")
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-                 "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if context_id.get():
             entry["id"] = context_id.get()
         if record.exc_info:

@@ -5,6 +5,7 @@ same numbers; Graph call latencies and retries are gathered in the process and f
 Redis in one round trip at the end of each job (jobs/job.py) or request. `/metrics` renders them all,
 plus gauges read at scrape time (queue depth, runs in progress, unconfirmed sends).
 """
+
 from __future__ import annotations
 
 import threading
@@ -67,26 +68,48 @@ class _RedisCollector:
 
     def collect(self):
         read = self.store.metrics.read
-        yield _counter("messenger_webhook_events", "Webhook events received, by kind", "kind",
-                       read("webhook_events"))
-        yield _counter("messenger_webhook_rejected", "Webhook POSTs refused, by cause", "cause",
-                       read("webhook_rejected"))
-        sends = CounterMetricFamily("messenger_sends", "Contacts handed to nodes, by outcome and reason",
-                                    labels=["outcome", "reason"])
+        yield _counter(
+            "messenger_webhook_events",
+            "Webhook events received, by kind",
+            "kind",
+            read("webhook_events"),
+        )
+        yield _counter(
+            "messenger_webhook_rejected",
+            "Webhook POSTs refused, by cause",
+            "cause",
+            read("webhook_rejected"),
+        )
+        sends = CounterMetricFamily(
+            "messenger_sends",
+            "Contacts handed to nodes, by outcome and reason",
+            labels=["outcome", "reason"],
+        )
         for label, value in sorted(read("sends").items()):
             outcome, _, reason = label.partition("|")
             sends.add_metric([outcome, reason], value)
         yield sends
-        yield _counter("messenger_send_retries", "Send attempts retried, by reason", "reason", read("retries"))
+        yield _counter(
+            "messenger_send_retries", "Send attempts retried, by reason", "reason", read("retries")
+        )
         yield _histogram(read("graph_latency"))
         gauges = self.store.metrics.gauges()
-        yield GaugeMetricFamily("messenger_queue_depth", "Jobs waiting in the RQ queue", value=self.queue.count)
-        yield GaugeMetricFamily("messenger_runs_active", "Runs with contacts still pending", value=gauges["runs_active"])
-        yield GaugeMetricFamily("messenger_sends_unconfirmed", "Sends whose answer was lost, awaiting the echo",
-                                value=gauges["sends_unconfirmed"])
+        yield GaugeMetricFamily(
+            "messenger_queue_depth", "Jobs waiting in the RQ queue", value=self.queue.count
+        )
+        yield GaugeMetricFamily(
+            "messenger_runs_active", "Runs with contacts still pending", value=gauges["runs_active"]
+        )
+        yield GaugeMetricFamily(
+            "messenger_sends_unconfirmed",
+            "Sends whose answer was lost, awaiting the echo",
+            value=gauges["sends_unconfirmed"],
+        )
 
 
-def _counter(name: str, documentation: str, label: str, values: dict[str, float]) -> CounterMetricFamily:
+def _counter(
+    name: str, documentation: str, label: str, values: dict[str, float]
+) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation, labels=[label])
     for key, value in sorted(values.items()):
         family.add_metric([key], value)

@@ -8,6 +8,7 @@ The *generic* code is for landing pages the platform renders per contact: its re
 field `@FBOPTINREF_XXX@`, whose value for a contact is that contact's signed ref, listed by
 `GET /api/v1/contacts/<id>` under `optin_refs` (computed on the fly, never stored).
 """
+
 from __future__ import annotations
 
 from markupsafe import escape
@@ -30,10 +31,18 @@ def ref_field(profile_id: str) -> str:
     return f"{OPTIN_FIELD_PREFIX.rstrip('_')}REF_{int(profile_id):03d}"
 
 
-def optin_html(*, profile_name: str, page_name: str, page_id: str, app_id: str, version: str, ref: str) -> str:
+def optin_html(
+    *, profile_name: str, page_name: str, page_id: str, app_id: str, version: str, ref: str
+) -> str:
     """The snippet; every value is HTML-escaped (names come from users and Facebook)."""
-    return _TEMPLATE.format(profile=escape(profile_name), page=escape(page_name), app_id=escape(app_id),
-                            page_id=escape(page_id), version=escape(version), ref=escape(ref))
+    return _TEMPLATE.format(
+        profile=escape(profile_name),
+        page=escape(page_name),
+        app_id=escape(app_id),
+        page_id=escape(page_id),
+        version=escape(version),
+        ref=escape(ref),
+    )
 
 
 def generic_ref(profile_id: str) -> str:

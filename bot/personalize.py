@@ -7,6 +7,7 @@ e-mail address, "@Support"), except `@word@`/`@word|..@` shapes with a bad field
 unclosed `@FIELD|...`, which are refused at node save time rather than sent half-rendered.
 Nothing here evaluates anything: values are inserted verbatim.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,7 +29,9 @@ def problems(text: str) -> list[str]:
             continue
         name, fallback, end = match.group(1), match.group(2), match.group(3)
         if end == "@" and not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", name):
-            found.append(f"@{name}@: field names are upper case letters, digits and _ (like @FIRSTNAME@)")
+            found.append(
+                f"@{name}@: field names are upper case letters, digits and _ (like @FIRSTNAME@)"
+            )
         elif fallback is not None and end != "@":
             found.append(f"@{name}{fallback}: the placeholder is not closed with @")
     return found
@@ -41,6 +44,8 @@ def fields_used(text: str) -> list[str]:
 
 def render(text: str, fields: dict[str, str]) -> str:
     """The text with every placeholder replaced by the contact's value or its fallback."""
+
     def value(match: re.Match) -> str:
         return fields.get(match.group(1)) or (match.group(2) or "")
+
     return PLACEHOLDER.sub(value, text)

@@ -3,6 +3,7 @@
 The one home of: the tag retirement table, the 24-hour window, and how each Graph error is
 handled. A deployment can move a retirement date (`TAG_RETIREMENT`); tests pin "today".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,13 +21,13 @@ MAX_TEXT_CHARS = 2000
 MAX_METADATA_CHARS = 1000
 
 # What the sender does with a Graph error.
-RETRY = "retry"                    # transient: back off and try again, capped
-RATE_LIMIT = "rate_limit"          # slow the Page down, then retry
-AMBIGUOUS = "ambiguous"            # may have been sent: never resend blindly
+RETRY = "retry"  # transient: back off and try again, capped
+RATE_LIMIT = "rate_limit"  # slow the Page down, then retry
+AMBIGUOUS = "ambiguous"  # may have been sent: never resend blindly
 OUTSIDE_WINDOW = "outside_window"  # text refused outside 24 h: try the template rule once
-FAIL = "fail"                      # permanent for this contact
-TOKEN = "token"                    # the Page token is dead: reauthorise, hold the Page's sends
-PAGE_BLOCKED = "page_blocked"      # Facebook restricted the Page: pause it
+FAIL = "fail"  # permanent for this contact
+TOKEN = "token"  # the Page token is dead: reauthorise, hold the Page's sends
+PAGE_BLOCKED = "page_blocked"  # Facebook restricted the Page: pause it
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ ERROR_RULES: dict[tuple[int, int | None], ErrorRule] = {
     (2022, None): ErrorRule(PAGE_BLOCKED, "page_blocked"),
     (10904, None): ErrorRule(PAGE_BLOCKED, "messages_disabled"),
 }
-_RATE_LIMIT_RANGE = range(80000, 80015)       # Business Use Case throttling
+_RATE_LIMIT_RANGE = range(80000, 80015)  # Business Use Case throttling
 _PERMISSION_RANGE = range(200, 300)
 
 
@@ -93,7 +94,7 @@ def tag_accepted(tag: str, today: date, retirement: dict[str, date] | None = Non
 
 def retirement_on(day: date | None) -> dict[str, date]:
     """The retirement table with every tag moved to `day` (a deployment's TAG_RETIREMENT_DATE)."""
-    return dict(TAG_RETIREMENT) if day is None else {tag: day for tag in TAGS}
+    return dict(TAG_RETIREMENT) if day is None else dict.fromkeys(TAGS, day)
 
 
 def inside_window(last_interaction_ms: int | None, now_ms: int) -> bool:
@@ -111,12 +112,12 @@ USER_REF_PREFIX = "user_ref:"
 class Decision:
     """What to do with one contact: send (how), or not (why)."""
 
-    outcome: str                       # send / warning / failed
+    outcome: str  # send / warning / failed
     reason: str = ""
-    messaging_type: str = ""           # MESSAGE_TAG, UPDATE or UTILITY
+    messaging_type: str = ""  # MESSAGE_TAG, UPDATE or UTILITY
     tag: str | None = None
     text: str | None = None
-    template: dict | None = None       # {"name", "language", "parameters": [values]}
+    template: dict | None = None  # {"name", "language", "parameters": [values]}
 
     @property
     def is_text(self) -> bool:
@@ -127,8 +128,16 @@ def not_sent(outcome: str, reason: str) -> Decision:
     return Decision(outcome, reason)
 
 
-def decide(node, profile, fields: dict[str, str] | None, last_seen_ms: int | None, *,
-           now_ms: int, today: date, retirement: dict[str, date] | None = None) -> Decision:
+def decide(
+    node,
+    profile,
+    fields: dict[str, str] | None,
+    last_seen_ms: int | None,
+    *,
+    now_ms: int,
+    today: date,
+    retirement: dict[str, date] | None = None,
+) -> Decision:
     """Rules 1-4, in order: who is not sent and why, else how the message goes out.
 
     `node` has tag, message and utility_template; `profile` has status, health and
@@ -164,8 +173,11 @@ def template_rule(node, fields: dict[str, str]) -> Decision:
     values = [fields.get(name, "") for name in template.parameters]
     if not all(values):
         return not_sent(WARNING, "template_field_missing")
-    return Decision(SEND, messaging_type="UTILITY",
-                    template={"name": template.name, "language": template.language, "parameters": values})
+    return Decision(
+        SEND,
+        messaging_type="UTILITY",
+        template={"name": template.name, "language": template.language, "parameters": values},
+    )
 
 
 def _text(text: str, messaging_type: str, tag: str | None = None) -> Decision:
@@ -178,11 +190,20 @@ def _text(text: str, messaging_type: str, tag: str | None = None) -> Decision:
 
 # -- Page roles (Facebook Login; MESSENGER.md "Connecting a Page") --------------------------------
 
-CONNECT_SCOPES = ("pages_show_list", "pages_manage_metadata", "pages_messaging", "pages_read_engagement",
-                  "business_management", "page_utility_messaging")
+CONNECT_SCOPES = (
+    "pages_show_list",
+    "pages_manage_metadata",
+    "pages_messaging",
+    "pages_read_engagement",
+    "business_management",
+    "page_utility_messaging",
+)
 # Classic roles as sets of Page tasks, strongest first.
 ROLES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("Admin", frozenset({"MANAGE", "CREATE_CONTENT", "MODERATE", "MESSAGING", "ADVERTISE", "ANALYZE"})),
+    (
+        "Admin",
+        frozenset({"MANAGE", "CREATE_CONTENT", "MODERATE", "MESSAGING", "ADVERTISE", "ANALYZE"}),
+    ),
     ("Editor", frozenset({"CREATE_CONTENT", "MODERATE", "MESSAGING", "ADVERTISE", "ANALYZE"})),
     ("Moderator", frozenset({"MODERATE", "MESSAGING", "ADVERTISE", "ANALYZE"})),
     ("Advertiser", frozenset({"ADVERTISE", "ANALYZE"})),

@@ -7,6 +7,7 @@ Facebook passes the ref back untouched in `optin.ref`, `referral.ref` or
 Nobody can attach their Messenger account to another contact by editing the page's HTML
 without our secret.
 """
+
 from __future__ import annotations
 
 import base64
@@ -46,7 +47,9 @@ class OptinRefs:
             raw = base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4))
         except (binascii.Error, ValueError):
             return None
-        if _encode(raw) != ref:  # base64 ignores a last character's unused low bits: one spelling only
+        if (
+            _encode(raw) != ref
+        ):  # base64 ignores a last character's unused low bits: one spelling only
             return None
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not payload.startswith(_VERSION) or not hmac.compare_digest(mac, self._mac(payload)):

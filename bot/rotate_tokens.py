@@ -3,6 +3,7 @@
 Rotation: put a new key first in TOKEN_ENCRYPTION_KEY (`new,old`), restart web and workers,
 run this, then remove the old key.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,7 +15,9 @@ from bot.crypto import TokenCipher
 
 def main() -> int:
     settings = settings_or_exit()
-    store = storage.Storage(storage.connect(settings.redis_url), cipher=TokenCipher(settings.token_encryption_keys))
+    store = storage.Storage(
+        storage.connect(settings.redis_url), cipher=TokenCipher(settings.token_encryption_keys)
+    )
     print(f"re-encrypted {store.profiles.rotate_tokens()} Page tokens with the newest key")
     return 0
 

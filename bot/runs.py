@@ -4,11 +4,12 @@ A run is validated, stored and its first batches queued for the workers by the j
 (`jobs.runs.run_batch`); the web app and `bot.engine.enqueue_run` both come here. Refusals are domain
 errors (bot/errors.py): the HTTP layer gives them their status.
 """
+
 from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import current_app
 from marshmallow import Schema, ValidationError
@@ -24,8 +25,9 @@ from storage.runs import Run
 BATCH_RETRY = Retry(max=3, interval=[5, 30, 120])
 
 
-def accept_run(program_id: str, node_id: str, contacts: dict[str, dict[str, str]],
-               run_id: str | None = None) -> tuple[Run, bool]:
+def accept_run(
+    program_id: str, node_id: str, contacts: dict[str, dict[str, str]], run_id: str | None = None
+) -> tuple[Run, bool]:
     """Store the run and queue its first batches; a known run_id changes nothing: (run, created)."""
     store, settings = get_storage(), current_app.config["SETTINGS"]
     program = store.programs.get(program_id)
@@ -35,10 +37,15 @@ def accept_run(program_id: str, node_id: str, contacts: dict[str, dict[str, str]
     run_id = run_id or uuid.uuid4().hex
     existing = store.runs.get(run_id)
     if existing is None and program.status != "active":
-        raise Conflict("program_not_active",
-                          f"program {program_id!r} is {program.status}; only active programs send")
-    run, created = (existing, False) if existing else store.runs.create(
-        run_id, program_id, node, contacts, settings.run_batch_size)
+        raise Conflict(
+            "program_not_active",
+            f"program {program_id!r} is {program.status}; only active programs send",
+        )
+    run, created = (
+        (existing, False)
+        if existing
+        else store.runs.create(run_id, program_id, node, contacts, settings.run_batch_size)
+    )
     if (run.program_id, run.node_id) != (program_id, node_id):
         raise Conflict("run_id_conflict", f"run {run_id!r} belongs to another node")
     if created:
@@ -47,14 +54,21 @@ def accept_run(program_id: str, node_id: str, contacts: dict[str, dict[str, str]
     return run, created
 
 
-def queue_batch(store: Storage, run_id: str, batch: int, delay_s: float = 0, *, force: bool = False) -> None:
+def queue_batch(
+    store: Storage, run_id: str, batch: int, delay_s: float = 0, *, force: bool = False
+) -> None:
     """Put one batch on the queue (once, unless `force`: a resume after its worker died)."""
     if not force and not store.runs.claim_batch(run_id, batch):
         return
     settings = current_app.config["SETTINGS"]
-    options = dict(job_id=f"run-{run_id}-{batch}-{uuid.uuid4().hex[:8]}", retry=BATCH_RETRY,
-                   job_timeout=max(600, int(settings.run_batch_size / settings.send_rate_per_page * 4)),
-                   result_ttl=3600, failure_ttl=7 * 86400, description=f"run {run_id} batch {batch}")
+    options = dict(
+        job_id=f"run-{run_id}-{batch}-{uuid.uuid4().hex[:8]}",
+        retry=BATCH_RETRY,
+        job_timeout=max(600, int(settings.run_batch_size / settings.send_rate_per_page * 4)),
+        result_ttl=3600,
+        failure_ttl=7 * 86400,
+        description=f"run {run_id} batch {batch}",
+    )
     job = tasks.enqueue(tasks.RUN_BATCH, run_id, batch, delay_s=delay_s, **options)
     store.runs.set_batch(run_id, batch, "queued", job.id)
     run = store.runs.get(run_id)
@@ -63,6 +77,7 @@ def queue_batch(store: Storage, run_id: str, batch: int, delay_s: float = 0, *, 
 
 
 # -- requests ---------------------------------------------------------------------------------
+
 
 def _contacts_by_id(items: list[dict]) -> tuple[dict[str, dict[str, str]], int]:
     """Contacts keyed by id (a contact listed twice is sent once; its last fields win)."""
@@ -78,7 +93,9 @@ def _validated(schema: Schema, body: object) -> dict:
     try:
         return schema.load(body)
     except ValidationError as exc:
-        raise Invalid("validation_failed", "The request is not valid", {"fields": exc.messages}) from None
+        raise Invalid(
+            "validation_failed", "The request is not valid", {"fields": exc.messages}
+        ) from None
 
 
 def accept_run_request(program_id: str, node_id: str, body: dict) -> dict:
@@ -86,8 +103,12 @@ def accept_run_request(program_id: str, node_id: str, body: dict) -> dict:
     data = _validated(RunRequestSchema(), body)
     contacts, duplicates = _contacts_by_id(data["contacts"])
     run, created = accept_run(program_id, node_id, contacts, data["run_id"])
-    return {"run_id": run.run_id, "status_url": f"/api/v1/runs/{run.run_id}", "created": created,
-            "duplicates_ignored": duplicates if created else 0}
+    return {
+        "run_id": run.run_id,
+        "status_url": f"/api/v1/runs/{run.run_id}",
+        "created": created,
+        "duplicates_ignored": duplicates if created else 0,
+    }
 
 
 def preview(program_id: str, node_id: str, body: dict) -> list[dict]:
@@ -102,19 +123,36 @@ def preview(program_id: str, node_id: str, body: dict) -> list[dict]:
     contacts, _ = _contacts_by_id(data["contacts"])
     profile = store.profiles.get(node.profile_id)
     stored = store.contacts.get_many(list(contacts))
-    merged = {cid: ({**stored.get(cid, {}), **fields} if cid in stored or fields else None)
-              for cid, fields in contacts.items()}
+    merged = {
+        cid: ({**stored.get(cid, {}), **fields} if cid in stored or fields else None)
+        for cid, fields in contacts.items()
+    }
     optin = profile.optin_field if profile else ""
-    seen = store.inbound.last_seen_many(node.profile_id, [f[optin] for f in merged.values() if f and f.get(optin)])
+    seen = store.inbound.last_seen_many(
+        node.profile_id, [f[optin] for f in merged.values() if f and f.get(optin)]
+    )
     now = time.time()
     settings = current_app.config["SETTINGS"]
     answer = []
     for cid, fields in merged.items():
-        decision = policy.decide(node, profile, fields, seen.get((fields or {}).get(optin, "")),
-                                 now_ms=int(now * 1000), today=datetime.fromtimestamp(now, timezone.utc).date(),
-                                 retirement=policy.retirement_on(settings.tag_retirement_date))
-        answer.append({"id": cid, "outcome": decision.outcome, "reason_code": decision.reason,
-                       "reason": reason_text(decision.reason) if decision.reason else "",
-                       "messaging_type": decision.messaging_type, "text": decision.text,
-                       "template": decision.template})
+        decision = policy.decide(
+            node,
+            profile,
+            fields,
+            seen.get((fields or {}).get(optin, "")),
+            now_ms=int(now * 1000),
+            today=datetime.fromtimestamp(now, UTC).date(),
+            retirement=policy.retirement_on(settings.tag_retirement_date),
+        )
+        answer.append(
+            {
+                "id": cid,
+                "outcome": decision.outcome,
+                "reason_code": decision.reason,
+                "reason": reason_text(decision.reason) if decision.reason else "",
+                "messaging_type": decision.messaging_type,
+                "text": decision.text,
+                "template": decision.template,
+            }
+        )
     return answer

@@ -3,6 +3,7 @@
 Always over the raw bytes as received (Meta signs its ASCII-escaped JSON; re-serialising
 changes them). Compared in constant time. A missing or malformed header is simply invalid.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@
 payload *as encoded*, keyed with the app secret; the payload must say `HMAC-SHA256`.
 (messenger-facts.md §8.)
 """
+
 from __future__ import annotations
 
 import base64

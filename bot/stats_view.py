@@ -4,6 +4,7 @@ Never scans messages: a period of N days costs N hash reads, whatever the volume
 accounting on every row: sent = delivered + awaiting receipt (+ sent to checkbox opt-ins,
 which get no receipts); read never exceeds delivered.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,7 +29,12 @@ class Filters:
 
     def query(self, **changes) -> dict[str, str]:
         """The filters as URL query arguments (so a view can be bookmarked)."""
-        values = {"from": self.first.isoformat(), "to": self.last.isoformat(), "kind": self.kind, **changes}
+        values = {
+            "from": self.first.isoformat(),
+            "to": self.last.isoformat(),
+            "kind": self.kind,
+            **changes,
+        }
         return {k: v for k, v in values.items() if v and not (k == "kind" and v == "all")}
 
 
@@ -49,7 +55,9 @@ def parse_filters(store: Storage, args) -> tuple[Filters, list[str]]:
         problems.append("The start date is after the end date: they were swapped.")
         first, last = last, first
     if (last - first).days >= MAX_DAYS:
-        problems.append(f"At most {MAX_DAYS} days at once: showing the last {MAX_DAYS} days of the period.")
+        problems.append(
+            f"At most {MAX_DAYS} days at once: showing the last {MAX_DAYS} days of the period."
+        )
         first = last - timedelta(days=MAX_DAYS - 1)
     return Filters(first, last, kind), problems
 
@@ -79,7 +87,9 @@ def _date(text: str | None, default: date, name: str, problems: list[str]) -> da
     try:
         return date.fromisoformat(text)
     except ValueError:
-        problems.append(f"{not_a_date(text)} The {DATE_NAMES[name]} is {default.isoformat()} instead.")
+        problems.append(
+            f"{not_a_date(text)} The {DATE_NAMES[name]} is {default.isoformat()} instead."
+        )
         return default
 
 
@@ -92,7 +102,7 @@ class DayRow:
     warning: int
     failed: int
     no_receipts: int
-    reasons: dict[str, int] = field(default_factory=dict)   # "warning:no_optin" -> n
+    reasons: dict[str, int] = field(default_factory=dict)  # "warning:no_optin" -> n
 
     @property
     def awaiting(self) -> int:
@@ -110,10 +120,19 @@ class DayRow:
 def day_rows(store: Storage, profile_id: str, filters: Filters) -> list[DayRow]:
     """One row per date with statistics in the period, newest first, filtered by kind."""
     rows = []
-    for day, counts in store.stats.days(profile_id, filters.first.isoformat(), filters.last.isoformat()):
-        row = DayRow(date=day, sent=counts["sent"], delivered=counts["delivered"], read=counts["read"],
-                     warning=counts["warning"], failed=counts["failed"], no_receipts=counts.get("no_receipts", 0),
-                     reasons={k: v for k, v in counts.items() if ":" in k and v})
+    for day, counts in store.stats.days(
+        profile_id, filters.first.isoformat(), filters.last.isoformat()
+    ):
+        row = DayRow(
+            date=day,
+            sent=counts["sent"],
+            delivered=counts["delivered"],
+            read=counts["read"],
+            warning=counts["warning"],
+            failed=counts["failed"],
+            no_receipts=counts.get("no_receipts", 0),
+            reasons={k: v for k, v in counts.items() if ":" in k and v},
+        )
         if filters.kind == "all" or row.count(filters.kind):
             rows.append(row)
     return rows[::-1]
@@ -121,7 +140,7 @@ def day_rows(store: Storage, profile_id: str, filters: Filters) -> list[DayRow]:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str          # warning / failed
+    kind: str  # warning / failed
     code: str
     count: int
     reason: Reason
@@ -158,6 +177,14 @@ def totals(rows: list[DayRow]) -> DayRow:
 
 
 def day_json(row: DayRow) -> dict:
-    return {"date": row.date, "sent": row.sent, "delivered": row.delivered, "read": row.read,
-            "awaiting_receipt": row.awaiting, "no_receipts": row.no_receipts, "warning": row.warning,
-            "failed": row.failed, "reasons": {k.split(":", 1)[1]: v for k, v in row.reasons.items()}}
+    return {
+        "date": row.date,
+        "sent": row.sent,
+        "delivered": row.delivered,
+        "read": row.read,
+        "awaiting_receipt": row.awaiting,
+        "no_receipts": row.no_receipts,
+        "warning": row.warning,
+        "failed": row.failed,
+        "reasons": {k.split(":", 1)[1]: v for k, v in row.reasons.items()},
+    }

@@ -3,6 +3,7 @@
 The web app and the domain enqueue a job by its name (RQ imports the function in the worker),
 so nothing outside `jobs/` imports `jobs/` (tests/test_layers.py keeps it so).
 """
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,6 +1,7 @@
 """Request bodies the domain takes, whoever hands them over (the JSON API, `bot.engine.enqueue_run`):
 ids, data fields, run and preview requests, on marshmallow. The API's other schemas and its
 OpenAPI document: bot/api/schemas.py."""
+
 from __future__ import annotations
 
 import re
@@ -33,7 +34,9 @@ def data_field_problems(value: dict) -> dict[str, str]:
         return {"_": f"at most {MAX_FIELDS} fields"}
     for name, field_value in value.items():
         if not isinstance(name, str) or not FIELD_NAME.match(name):
-            problems[str(name)] = "field names are upper case letters, digits and _ (like FIRSTNAME)"
+            problems[str(name)] = (
+                "field names are upper case letters, digits and _ (like FIRSTNAME)"
+            )
         elif name.startswith("FBOPTIN_"):
             problems[name] = "opt-in fields are set only when the contact opts in"
         elif not isinstance(field_value, str):
@@ -91,24 +94,38 @@ def plain_run_contacts(items) -> list[dict] | None:
         if type(item) is not dict or not _RUN_CONTACT_KEYS.issuperset(item):
             return None
         ident, data = item.get("id"), item.get("fields", {})
-        if type(ident) is not str or not ID.fullmatch(ident) or type(data) is not dict or data_field_problems(data):
+        if (
+            type(ident) is not str
+            or not ID.fullmatch(ident)
+            or type(data) is not dict
+            or data_field_problems(data)
+        ):
             return None
         loaded.append({"id": ident, "fields": data})
     return loaded
 
 
 class RunRequestSchema(Schema):
-    run_id = fields.String(load_default=None, allow_none=True,
-                           validate=FullMatch(ID_PATTERN, error=ID_ERROR))
+    run_id = fields.String(
+        load_default=None, allow_none=True, validate=FullMatch(ID_PATTERN, error=ID_ERROR)
+    )
     contacts = RunContacts(required=True, validate=validate.Length(1, MAX_RUN_CONTACTS))
 
 
-PREVIEW_LIMIT_ERROR = (f"at most {MAX_PREVIEW_CONTACTS} contacts per preview; "
-                       f"a run takes up to {MAX_RUN_CONTACTS:,}".replace(",", " "))
+PREVIEW_LIMIT_ERROR = (
+    f"at most {MAX_PREVIEW_CONTACTS} contacts per preview; "
+    f"a run takes up to {MAX_RUN_CONTACTS:,}".replace(",", " ")
+)
 
 
 class PreviewRequestSchema(RunRequestSchema):
     """A run's body: `run_id` is checked as a run checks it, then ignored (a preview records
     nothing); fewer contacts, as each is rendered and answered at once."""
-    contacts = RunContacts(required=True, validate=[validate.Length(min=1),
-                                                    validate.Length(max=MAX_PREVIEW_CONTACTS, error=PREVIEW_LIMIT_ERROR)])
+
+    contacts = RunContacts(
+        required=True,
+        validate=[
+            validate.Length(min=1),
+            validate.Length(max=MAX_PREVIEW_CONTACTS, error=PREVIEW_LIMIT_ERROR),
+        ],
+    )

@@ -15,6 +15,7 @@ an answer that leaves the body unread or unreadable closes the connection (`Conn
 since the next request's start on it is unknown: a keep-alive client then opens a new one rather
 than losing its next request on a connection the server drops.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -50,7 +51,8 @@ def verify_subscription():
     settings = current_app.config["SETTINGS"]
     token = request.args.get("hub.verify_token", "")
     if request.args.get("hub.mode") != "subscribe" or not hmac.compare_digest(
-            token.encode(), settings.fb_verify_token.encode()):
+        token.encode(), settings.fb_verify_token.encode()
+    ):
         return Response("verification failed", status=403, mimetype="text/plain")
     return Response(request.args.get("hub.challenge", ""), status=200, mimetype="text/plain")
 
@@ -71,17 +73,23 @@ class WebhookReceiver:
             return 400, 'expected a JSON object with "object": "page"'
         parsed = parse_webhook(payload, self.refs)
         try:
-            self.store.inbound.apply_shared(parsed.events, parsed.kinds)  # kinds counted for /metrics
+            self.store.inbound.apply_shared(
+                parsed.events, parsed.kinds
+            )  # kinds counted for /metrics
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.error("webhook not recorded, Redis unreachable (%s): answered 503 so Facebook retries",
-                      type(exc).__name__)
+            log.error(
+                "webhook not recorded, Redis unreachable (%s): answered 503 so Facebook retries",
+                type(exc).__name__,
+            )
             return 503, "storage unavailable, retry later"
         return 200, "EVENT_RECEIVED"
 
 
 def _envelope(body: bytes) -> dict | None:
     try:
-        payload = orjson.loads(body)  # strict RFC 8259: NaN, lone surrogates, >64-bit ints are refused
+        payload = orjson.loads(
+            body
+        )  # strict RFC 8259: NaN, lone surrogates, >64-bit ints are refused
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(payload, dict) or payload.get("object") != "page":
@@ -104,12 +112,14 @@ class WebhookFastPath:
         except _Unframed as exc:
             status, text = exc.status, exc.text
             close_connection(start_response)
-        except Exception:  # noqa: BLE001 - never a stack trace to Facebook; it retries
+        except Exception:
             log.exception("webhook failed")
             status, text = 500, "internal error, retry later"
         body = text.encode()
-        start_response(f"{status} {_REASONS[status]}", [("Content-Type", "text/plain; charset=utf-8"),
-                                                        ("Content-Length", str(len(body)))])
+        start_response(
+            f"{status} {_REASONS[status]}",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
         return [body]
 
     def _handle(self, environ) -> tuple[int, str]:
@@ -130,7 +140,10 @@ class WebhookFastPath:
     def _flask(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         """Flask, reading the body through `_CheckedInput`; the connection closes after an
         answer given before the body was read to its end (a 413, a 401, an unreadable body)."""
-        if not environ.get("HTTP_TRANSFER_ENCODING") and environ.get("CONTENT_LENGTH", "0") in ("", "0"):
+        if not environ.get("HTTP_TRANSFER_ENCODING") and environ.get("CONTENT_LENGTH", "0") in (
+            "",
+            "0",
+        ):
             return self.flask_wsgi(environ, start_response)  # no body (GETs): nothing to guard
         body = environ["wsgi.input"] = _CheckedInput(environ["wsgi.input"])
 
@@ -138,6 +151,7 @@ class WebhookFastPath:
             if not body.finished:
                 close_connection(start_response)
             return start_response(status, headers, exc_info)
+
         return self.flask_wsgi(environ, start)
 
 
@@ -194,5 +208,11 @@ def close_connection(start_response: Callable) -> None:
         force_close()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 413: "Request Entity Too Large",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    413: "Request Entity Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}

@@ -5,6 +5,7 @@ The worker (`jobs.worker`) builds the app once and hands `job_class(app)` to RQ;
 jobs in their own process do the same with their app. Jobs take ids, not objects, and re-read
 state through `storage`.
 """
+
 from __future__ import annotations
 
 from typing import Any

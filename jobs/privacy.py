@@ -6,6 +6,7 @@ the same person's PSID on that Page, and we delete the PSID links, interaction t
 values. A Page where Facebook cannot tell (dead token, another business) is listed in the
 result so the status page is honest about it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,20 +23,31 @@ log = logging.getLogger(__name__)
 
 def delete_user_data(user_id: str, code: str) -> dict:
     store, client = get_storage(), current_app.extensions["graph"]
-    result = {"status": "completed", "requested_at": int(time.time()),
-              "deleted": {"account": store.users.forget(user_id), "profile_links": 0, "messenger_records": 0},
-              "unmatched_pages": []}
+    result = {
+        "status": "completed",
+        "requested_at": int(time.time()),
+        "deleted": {
+            "account": store.users.forget(user_id),
+            "profile_links": 0,
+            "messenger_records": 0,
+        },
+        "unmatched_pages": [],
+    }
     for profile in store.profiles.list():
         if profile.connected_by == user_id:
             store.profiles.forget_connector(profile.id)
             result["deleted"]["profile_links"] += 1
         try:
-            psids = client.ids_for_pages(user_id, profile.page_id, store.profiles.page_token(profile.id))
+            psids = client.ids_for_pages(
+                user_id, profile.page_id, store.profiles.page_token(profile.id)
+            )
         except (graph.GraphError, TokenDecryptError):
             result["unmatched_pages"].append(profile.page_id)
             continue
         for psid in psids:
-            result["deleted"]["messenger_records"] += store.inbound.forget_recipient(profile.id, psid)
+            result["deleted"]["messenger_records"] += store.inbound.forget_recipient(
+                profile.id, psid
+            )
     store.users.record_deletion(code, result)
     log.info("data deletion %s completed: %s", code, result["deleted"])
     return result

@@ -7,6 +7,7 @@ restart must not leave "ok" standing for a token Facebook has refused meanwhile)
 records its time (`health_checked_at`), which the API and the profile page show beside the
 health; a check that could not reach Facebook leaves both as they were.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,15 @@ def _queue_checks(round_: str, retries: int) -> int:
     queue = current_app.extensions["rq_maintenance"]
     profiles = get_storage().profiles.list()
     for position, profile in enumerate(profiles):
-        queue.enqueue_in(timedelta(seconds=position * SPACING_S), check_profile, profile.id, retries,
-                         job_id=f"check-profile-{profile.id}-{round_}", result_ttl=every, failure_ttl=86400)
+        queue.enqueue_in(
+            timedelta(seconds=position * SPACING_S),
+            check_profile,
+            profile.id,
+            retries,
+            job_id=f"check-profile-{profile.id}-{round_}",
+            result_ttl=every,
+            failure_ttl=86400,
+        )
     return len(profiles)
 
 
@@ -59,7 +67,13 @@ def check_profile(profile_id: str, retries: int = 0) -> str:
         log.warning("profile check %s: %s", profile_id, outcome)
     if outcome == "skipped" and retries > 0:
         current_app.extensions["rq_maintenance"].enqueue_in(
-            timedelta(seconds=RETRY_AFTER_S), check_profile, profile_id, retries - 1, result_ttl=600, failure_ttl=86400)
+            timedelta(seconds=RETRY_AFTER_S),
+            check_profile,
+            profile_id,
+            retries - 1,
+            result_ttl=600,
+            failure_ttl=86400,
+        )
     return outcome
 
 
@@ -78,13 +92,21 @@ def _check(profile) -> str:
         token = store.profiles.page_token(profile.id)
         info = client.debug_token(token)
         if not info.get("is_valid"):
-            reason = str((info.get("error") or {}).get("message", "Facebook says the token is not valid"))
+            reason = str(
+                (info.get("error") or {}).get("message", "Facebook says the token is not valid")
+            )
             store.profiles.flag_unhealthy(profile.id, "needs_reauth", reason)
             return "needs_reauth"
-        missing = set(graph.SUBSCRIBED_FIELDS) - set(client.subscribed_fields(profile.page_id, token))
+        missing = set(graph.SUBSCRIBED_FIELDS) - set(
+            client.subscribed_fields(profile.page_id, token)
+        )
         if missing:
             client.subscribe(profile.page_id, token)
-            log.warning("profile %s: app was unsubscribed from page %s; subscribed again", profile.id, profile.page_id)
+            log.warning(
+                "profile %s: app was unsubscribed from page %s; subscribed again",
+                profile.id,
+                profile.page_id,
+            )
         store.profiles.touch_checked(profile.id)
         return "resubscribed" if missing else "checked"
     except (graph.TokenError, TokenDecryptError) as error:
@@ -99,7 +121,9 @@ def trim_rows() -> int:
     """Ticker task (daily): drop per-contact statistics rows past ROW_RETENTION_DAYS."""
     store = get_storage()
     keep = current_app.config["SETTINGS"].row_retention_days
-    trimmed = sum(store.stats.trim_rows(p.id, keep, today(store).isoformat()) for p in store.profiles.list())
+    trimmed = sum(
+        store.stats.trim_rows(p.id, keep, today(store).isoformat()) for p in store.profiles.list()
+    )
     if trimmed:
         log.info("dropped the per-contact rows of %d profile-days past %d days", trimmed, keep)
     return trimmed

@@ -1,4 +1,5 @@
 """Profile jobs: purging a deleted profile (queued by bot/lifecycle.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -19,11 +20,21 @@ def purge_profile(profile_id: str) -> str:
     if profile is None:
         return "nothing left"
     try:
-        current_app.extensions["graph"].unsubscribe(profile.page_id, store.profiles.page_token(profile_id))
+        current_app.extensions["graph"].unsubscribe(
+            profile.page_id, store.profiles.page_token(profile_id)
+        )
     except graph.GraphError as error:  # a dead token, an unreachable Facebook: delete anyway
-        log.info("profile %s: could not unsubscribe the app from page %s (%s)", profile_id, profile.page_id,
-                 error.summary())
+        log.info(
+            "profile %s: could not unsubscribe the app from page %s (%s)",
+            profile_id,
+            profile.page_id,
+            error.summary(),
+        )
     except TokenDecryptError:
-        log.info("profile %s: token unreadable, app not unsubscribed from page %s", profile_id, profile.page_id)
+        log.info(
+            "profile %s: token unreadable, app not unsubscribed from page %s",
+            profile_id,
+            profile.page_id,
+        )
     store.profiles.purge(profile_id)
     return "purged"

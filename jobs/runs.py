@@ -6,12 +6,13 @@ shared anyway) and other runs are not starved. A batch is processed under a leas
 heartbeat keeps alive; if its worker dies, the lease lapses and `resume_runs` (periodic) or
 RQ's abandoned-job retry queues it again; the contacts it had in flight become `unknown`.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from datetime import timezone
+from datetime import UTC
 
 from flask import current_app
 from rq import Queue
@@ -69,7 +70,13 @@ def _settle(run: Run, batch: int, sender, contacts: list[str]) -> str:
     untouched = [cid for cid, o in store.runs.outcomes(run.run_id, contacts).items() if o is None]
     if sender.paused_ms or untouched:
         delay = sender.paused_ms / 1000 if sender.paused_ms else 1
-        log.info("run %s batch %s: %d contacts wait %.0f s for the Page", run.run_id, batch, len(untouched), delay)
+        log.info(
+            "run %s batch %s: %d contacts wait %.0f s for the Page",
+            run.run_id,
+            batch,
+            len(untouched),
+            delay,
+        )
         queue_batch(store, run.run_id, batch, delay, force=True)
         return "paused"
     store.runs.set_batch(run.run_id, batch, "done")
@@ -80,6 +87,7 @@ def _settle(run: Run, batch: int, sender, contacts: list[str]) -> str:
 
 
 # -- periodic (jobs/ticker.py) ------------------------------------------------------------------
+
 
 def resume_runs() -> int:
     """Queue again every batch whose worker died (no lease, job not waiting). Returns how many."""
@@ -92,11 +100,15 @@ def resume_runs() -> int:
             continue
         states = store.runs.batch_states(run_id)
         for batch in range(run.batches):
-            if states.get(str(batch)) == "queued" and _stalled(store, run_id, batch, states.get(f"job:{batch}")):
+            if states.get(str(batch)) == "queued" and _stalled(
+                store, run_id, batch, states.get(f"job:{batch}")
+            ):
                 _resume(store, run, batch, int(states.get(f"resumes:{batch}", 0)))
                 resumed += 1
         if not states and run.batches:  # accepted, but the first batches were never queued
-            for batch in range(min(current_app.config["SETTINGS"].run_parallel_batches, run.batches)):
+            for batch in range(
+                min(current_app.config["SETTINGS"].run_parallel_batches, run.batches)
+            ):
                 queue_batch(store, run_id, batch)
                 resumed += 1
     if resumed:
@@ -113,7 +125,12 @@ def _resume(store: Storage, run: Run, batch: int, resumes_so_far: int) -> None:
             if outcome is None:
                 store.runs.finish(run.run_id, cid, "failed", reason="internal_error")
         store.runs.set_batch(run.run_id, batch, "done")
-        log.error("run %s batch %s failed %d times; its unsent contacts are failed", run.run_id, batch, MAX_RESUMES)
+        log.error(
+            "run %s batch %s failed %d times; its unsent contacts are failed",
+            run.run_id,
+            batch,
+            MAX_RESUMES,
+        )
         return
     store.runs.count_resume(run.run_id, batch)
     queue_batch(store, run.run_id, batch, force=True)
@@ -133,7 +150,7 @@ def _stalled(store: Storage, run_id: str, batch: int, job_id: str | None) -> boo
         return False
     if status == JobStatus.STARTED and job.started_at is not None:  # give it time to take the lease
         grace_s = current_app.config["SETTINGS"].run_lease_seconds
-        return time.time() - job.started_at.replace(tzinfo=timezone.utc).timestamp() > grace_s
+        return time.time() - job.started_at.replace(tzinfo=UTC).timestamp() > grace_s
     return True
 
 

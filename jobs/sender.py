@@ -5,6 +5,7 @@ Every contact ends with exactly one outcome, and none is sent twice: a contact i
 Facebook's echo or a deadline), never a resend. Retries happen only for errors that say the
 message was not sent (bot/policy.py), with exponential backoff and jitter, capped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import ClassVar, NamedTuple
 
 from redis.exceptions import RedisError
@@ -25,7 +26,7 @@ from storage.runs import Run, sent_as_code
 
 log = logging.getLogger(__name__)
 
-MAX_INLINE_WAIT_MS = 30_000     # a Page resting longer than this: stop and resume the batch later
+MAX_INLINE_WAIT_MS = 30_000  # a Page resting longer than this: stop and resume the batch later
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 8.0
 HIGH_USAGE_PERCENT, HIGH_USAGE_PAUSE_MS = 90, 2_000
 
@@ -45,6 +46,7 @@ def sent_as(decision: policy.Decision) -> str:
 class Retry(NamedTuple):
     """A Graph error's verdict when the contact is not settled yet: send `decision` (the same
     message, or its next form) after sleeping `backoff_s`."""
+
     decision: policy.Decision
     backoff_s: float
 
@@ -69,9 +71,11 @@ class Recorder:
 
     def __init__(self, store: Storage):
         self.store = store
-        self._items: list = []          # outcomes (JSON), sync Events and _STOP, in order
+        self._items: list = []  # outcomes (JSON), sync Events and _STOP, in order
         self._lock = threading.Lock()
-        self._waiting = threading.Event()  # set when _items went from empty to not: one wake per write
+        self._waiting = (
+            threading.Event()
+        )  # set when _items went from empty to not: one wake per write
         self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
         self._thread.start()
 
@@ -102,7 +106,7 @@ class Recorder:
                 self._waiting.clear()
             outcomes = [item for item in items if isinstance(item, str)]
             for start in range(0, len(outcomes), self.MAX_PER_WRITE):
-                self._write(outcomes[start:start + self.MAX_PER_WRITE])
+                self._write(outcomes[start : start + self.MAX_PER_WRITE])
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()
@@ -115,9 +119,14 @@ class Recorder:
                 self.store.runs.finish_many(outcomes)
                 return
             except RedisError as error:
-                log.warning("recording %d outcomes failed (attempt %d): %s", len(outcomes), attempt, error)
+                log.warning(
+                    "recording %d outcomes failed (attempt %d): %s", len(outcomes), attempt, error
+                )
                 time.sleep(0.2 * attempt)
-        log.error("%d outcomes could not be recorded; those contacts stay unknown until settled", len(outcomes))
+        log.error(
+            "%d outcomes could not be recorded; those contacts stay unknown until settled",
+            len(outcomes),
+        )
 
 
 class BatchSender:
@@ -128,13 +137,15 @@ class BatchSender:
         self.node = run.node
         self.profile = store.profiles.get(run.profile_id)
         self.page_id = self.profile.page_id if self.profile else ""
-        self.stopped_reason = ""    # set once the Page's token died or the Page was blocked
+        self.stopped_reason = ""  # set once the Page's token died or the Page was blocked
         try:
             self.token = store.profiles.page_token(run.profile_id) if self.profile else None
-        except TokenDecryptError as error:  # key removed before rotation finished: same as a dead token
+        except (
+            TokenDecryptError
+        ) as error:  # key removed before rotation finished: same as a dead token
             log.error("profile %s: %s", run.profile_id, error)
             self.token, self.stopped_reason = None, "token_invalid"
-        self.paused_ms = 0          # > 0: the Page rests; the rest of the batch waits for a later job
+        self.paused_ms = 0  # > 0: the Page rests; the rest of the batch waits for a later job
         self.recorder: Recorder | None = None
         self.retirement = policy.retirement_on(settings.tag_retirement_date)
         self._lock = threading.Lock()
@@ -145,7 +156,9 @@ class BatchSender:
         todo = [cid for cid in contacts if outcomes[cid] is None]
         self.fields = self.store.contacts.get_many(todo)
         recipients = [self.recipient_of(cid) for cid in todo]
-        self.seen = self.store.inbound.last_seen_many(self.run.profile_id, [r for r in recipients if r])
+        self.seen = self.store.inbound.last_seen_many(
+            self.run.profile_id, [r for r in recipients if r]
+        )
         return todo
 
     def recipient_of(self, cid: str) -> str:
@@ -155,9 +168,15 @@ class BatchSender:
     def decide(self, cid: str) -> policy.Decision:
         now = time.time()
         rcpt = self.recipient_of(cid)
-        return policy.decide(self.node, self.profile, self.fields.get(cid), self.seen.get(rcpt),
-                             now_ms=int(now * 1000), today=datetime.fromtimestamp(now, timezone.utc).date(),
-                             retirement=self.retirement)
+        return policy.decide(
+            self.node,
+            self.profile,
+            self.fields.get(cid),
+            self.seen.get(rcpt),
+            now_ms=int(now * 1000),
+            today=datetime.fromtimestamp(now, UTC).date(),
+            retirement=self.retirement,
+        )
 
     # -- one contact ------------------------------------------------------------------------
 
@@ -174,8 +193,13 @@ class BatchSender:
             self.finish(cid, policy.FAILED, self.stopped_reason)
             return 0.0
         deadline = int(time.time() * 1000) + self.settings.unknown_deadline_seconds * 1000
-        first_wait = self.store.runs.claim(self.run.run_id, cid, deadline, pace=(self.store.rates, self.page_id),
-                                           sent_as=sent_as(decision))
+        first_wait = self.store.runs.claim(
+            self.run.run_id,
+            cid,
+            deadline,
+            pace=(self.store.rates, self.page_id),
+            sent_as=sent_as(decision),
+        )
         if first_wait is None:
             return 0.0  # another executor already has it
         started = time.monotonic()
@@ -198,7 +222,9 @@ class BatchSender:
             attempt += 1
             sent_ms = int(time.time() * 1000)
             try:
-                result = self.graph.send(self.page_id, self.token, graph.message_body(rcpt, decision, metadata))
+                result = self.graph.send(
+                    self.page_id, self.token, graph.message_body(rcpt, decision, metadata)
+                )
             except graph.GraphError as error:
                 step = self.handler_for(type(error))(self, cid, decision, error, attempt)
                 if step is None:
@@ -207,8 +233,15 @@ class BatchSender:
                 if step.backoff_s:
                     time.sleep(step.backoff_s)
                 continue
-            self.recorder.finish(self.run.run_id, cid, "sent", message_id=result.message_id,
-                                 recipient=rcpt, at_ms=sent_ms, sent_as=sent_as(decision))
+            self.recorder.finish(
+                self.run.run_id,
+                cid,
+                "sent",
+                message_id=result.message_id,
+                recipient=rcpt,
+                at_ms=sent_ms,
+                sent_as=sent_as(decision),
+            )
             self.slow_down_if_busy(result.usage)
             return
 
@@ -221,18 +254,26 @@ class BatchSender:
         """The handler of `error_class`, or of its nearest parent that has one (GraphError's)."""
         return next(cls.ON_GRAPH_ERROR[c] for c in error_class.__mro__ if c in cls.ON_GRAPH_ERROR)
 
-    def _on_rate_limit(self, cid: str, decision: policy.Decision, error: graph.GraphError,
-                       attempt: int) -> Retry | None:
+    def _on_rate_limit(
+        self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int
+    ) -> Retry | None:
         # The Page rests: the next wait_for_slot waits that out, so no backoff on top.
         self.store.rates.rest(self.page_id, rate_limit_rest_ms(error, attempt))
         return self._retry(cid, decision, error, attempt, 0.0)
 
-    def _on_retryable(self, cid: str, decision: policy.Decision, error: graph.GraphError,
-                      attempt: int) -> Retry | None:
+    def _on_retryable(
+        self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int
+    ) -> Retry | None:
         return self._retry(cid, decision, error, attempt, backoff_seconds(attempt))
 
-    def _retry(self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int,
-               backoff_s: float) -> Retry | None:
+    def _retry(
+        self,
+        cid: str,
+        decision: policy.Decision,
+        error: graph.GraphError,
+        attempt: int,
+        backoff_s: float,
+    ) -> Retry | None:
         """The same message again after `backoff_s`, unless this was the last attempt allowed."""
         if attempt >= self.settings.send_max_attempts:
             self.failed(cid, error)
@@ -240,13 +281,15 @@ class BatchSender:
         metrics.count_retry(error.reason)
         return Retry(decision, backoff_s)
 
-    def _on_ambiguous(self, cid: str, decision: policy.Decision, error: graph.GraphError,
-                      attempt: int) -> Retry | None:
+    def _on_ambiguous(
+        self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int
+    ) -> Retry | None:
         self.store.runs.mark_unknown(self.run.run_id, [cid])  # the echo or the deadline decides
         return None
 
-    def _on_outside_window(self, cid: str, decision: policy.Decision, error: graph.GraphError,
-                           attempt: int) -> Retry | None:
+    def _on_outside_window(
+        self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int
+    ) -> Retry | None:
         # Facebook says the window is closed: try the utility template rule. Only once, because
         # the template it falls to is not text, and a refused non-text message fails here.
         if not decision.is_text:
@@ -260,15 +303,19 @@ class BatchSender:
         self.store.runs.relabel_claim(self.run.run_id, cid, sent_as(template))
         return Retry(template, 0.0)
 
-    def _on_page_stopped(self, cid: str, decision: policy.Decision, error: graph.GraphError,
-                         attempt: int) -> Retry | None:
+    def _on_page_stopped(
+        self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int
+    ) -> Retry | None:
         self.stop_page(error)
         self.failed(cid, error)
         return None
 
-    def _on_refused(self, cid: str, decision: policy.Decision, error: graph.GraphError,
-                    attempt: int) -> Retry | None:
-        template_refused = decision.messaging_type == "UTILITY" and error.reason == "invalid_request"
+    def _on_refused(
+        self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int
+    ) -> Retry | None:
+        template_refused = (
+            decision.messaging_type == "UTILITY" and error.reason == "invalid_request"
+        )
         self.failed(cid, error, "template_rejected" if template_refused else "")
         return None
 
@@ -280,7 +327,7 @@ class BatchSender:
         graph.OutsideWindowError: _on_outside_window,
         graph.TokenError: _on_page_stopped,
         graph.PageBlockedError: _on_page_stopped,
-        graph.GraphError: _on_refused,          # PermanentError and anything new: failed
+        graph.GraphError: _on_refused,  # PermanentError and anything new: failed
     }
 
     def wait_for_slot(self, cid: str, wait_ms: float | None = None) -> bool:
@@ -305,7 +352,10 @@ class BatchSender:
         """Facebook's usage header near its limit: let the Page rest before it refuses."""
         if usage.get("estimated_time_to_regain_access"):
             self.store.rates.rest(self.page_id, usage["estimated_time_to_regain_access"] * 60_000)
-        elif max((usage.get(k, 0) for k in ("call_count", "total_cputime", "total_time")), default=0) >= HIGH_USAGE_PERCENT:
+        elif (
+            max((usage.get(k, 0) for k in ("call_count", "total_cputime", "total_time")), default=0)
+            >= HIGH_USAGE_PERCENT
+        ):
             self.store.rates.rest(self.page_id, HIGH_USAGE_PAUSE_MS)
 
     def stop_page(self, error: graph.GraphError) -> None:

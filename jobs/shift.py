@@ -10,6 +10,7 @@ The SEND_CONCURRENCY threads take their next contact themselves (as a bare clien
 no hand-off through the shift's own thread, which only ends and takes batches), preferring the
 Page that has waited longest with nothing in flight, so that its pacing slot is already free.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,8 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from jobs.sender import BatchSender, Recorder
 from storage import Storage
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 LOOK_AGAIN_S = 0.25  # how often a shift with room looks for newly ready batches
 LOOK_AGAIN_IDLE_S = 0.05  # ... and while some of its threads have nothing to send
 FIRST_SEND_ESTIMATE_S = 0.1  # Graph latency assumed until sends have been timed
-STOPPING = threading.Event()  # set when the worker shuts down: finish what is open, take nothing new
+STOPPING = (
+    threading.Event()
+)  # set when the worker shuts down: finish what is open, take nothing new
 
 
 @dataclass
@@ -49,21 +52,28 @@ class OpenBatch:
 class Shift:
     """Send the batches this job holds, taking more as they end; report each batch's end."""
 
-    def __init__(self, store: Storage, settings, graph, token: str, lease_ms: int,
-                 on_batch_end: Callable[[Run, int, BatchSender, list[str]], str]):
+    def __init__(
+        self,
+        store: Storage,
+        settings,
+        graph,
+        token: str,
+        lease_ms: int,
+        on_batch_end: Callable[[Run, int, BatchSender, list[str]], str],
+    ):
         self.store, self.settings, self.graph = store, settings, graph
         self.token, self.lease_ms, self.on_batch_end = token, lease_ms, on_batch_end
-        self.open: list[OpenBatch] = []     # least recently served first
+        self.open: list[OpenBatch] = []  # least recently served first
         self.ended: list[tuple[Run, int, str]] = []
         self.leases = LeaseKeeper(store, token, lease_ms)
         self.recorder = Recorder(store)
         self._lock = threading.Lock()  # guards open, _to_end, _over and the batches' counters
-        self._work = threading.Condition(self._lock)    # sending threads wait here for a contact
+        self._work = threading.Condition(self._lock)  # sending threads wait here for a contact
         self._ending = threading.Condition(self._lock)  # the shift's thread waits here for _to_end
         self._to_end: list[OpenBatch] = []
-        self._over = False        # no batch left: the threads stop once they run out of contacts
-        self._abandoned = False   # the shift failed: the threads take no new contact
-        self._idle = 0            # sending threads waiting for a contact
+        self._over = False  # no batch left: the threads stop once they run out of contacts
+        self._abandoned = False  # the shift failed: the threads take no new contact
+        self._idle = 0  # sending threads waiting for a contact
         self._looked_at = 0.0
         self._send_s = FIRST_SEND_ESTIMATE_S  # moving average of Graph send latency
 
@@ -81,11 +91,19 @@ class Shift:
         self.leases.add(run.run_id, number)
         self.store.runs.mark_running(run.run_id)
         contacts = self.store.runs.batch_contacts(run.run_id, number, run.batch_size)
-        stale = [cid for cid, o in self.store.runs.outcomes(run.run_id, contacts).items() if o and o.state == "inflight"]
+        stale = [
+            cid
+            for cid, o in self.store.runs.outcomes(run.run_id, contacts).items()
+            if o and o.state == "inflight"
+        ]
         if stale:  # in flight when the previous worker died: they may have been sent
             self.store.runs.mark_unknown(run.run_id, stale)
-            log.warning("run %s batch %s: %d sends in flight when their worker died are now unknown",
-                        run.run_id, number, len(stale))
+            log.warning(
+                "run %s batch %s: %d sends in flight when their worker died are now unknown",
+                run.run_id,
+                number,
+                len(stale),
+            )
         sender = BatchSender(self.store, self.graph, self.settings, run)
         sender.recorder = self.recorder
         batch = OpenBatch(run, number, sender, contacts, deque(sender.prepare(contacts)))
@@ -125,8 +143,12 @@ class Shift:
         with nothing in flight, else the least recently served one below the per-Page limit.
         It moves to the back."""
         limit = self._per_page_limit()
-        candidates = [b for b in self.open if b.pending and not b.sender.paused_ms and b.in_flight < limit]
-        batch = next((b for b in candidates if not b.in_flight), candidates[0] if candidates else None)
+        candidates = [
+            b for b in self.open if b.pending and not b.sender.paused_ms and b.in_flight < limit
+        ]
+        batch = next(
+            (b for b in candidates if not b.in_flight), candidates[0] if candidates else None
+        )
         if batch is not None:
             self.open.remove(batch)
             self.open.append(batch)
@@ -148,7 +170,9 @@ class Shift:
             try:
                 took = batch.sender.handle(cid)
             except Exception:
-                log.exception("run %s batch %s: a send failed unexpectedly", batch.run.run_id, batch.number)
+                log.exception(
+                    "run %s batch %s: a send failed unexpectedly", batch.run.run_id, batch.number
+                )
             with self._lock:
                 batch.in_flight -= 1
                 if took:
@@ -169,8 +193,10 @@ class Shift:
 
     def _send(self) -> None:
         """Run the sending threads; meanwhile end batches as they finish and take new ones."""
-        threads = [threading.Thread(target=self._sending, name=f"send-{i}", daemon=True)
-                   for i in range(self.settings.send_concurrency)]
+        threads = [
+            threading.Thread(target=self._sending, name=f"send-{i}", daemon=True)
+            for i in range(self.settings.send_concurrency)
+        ]
         for thread in threads:
             thread.start()
         try:

@@ -9,13 +9,14 @@ periodic lock outlives a restart (it is in Redis), so without it a restart would
 profile's health as it was for up to PROFILE_CHECK_MINUTES, "ok" for a token Facebook has since
 refused. Workers starting within START_WINDOW_S of each other share one such run.
 """
+
 from __future__ import annotations
 
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from flask import Flask
 from redis.exceptions import RedisError
@@ -37,10 +38,17 @@ class Task:
 
 def default_tasks(app: Flask) -> list[Task]:
     check_every = app.config["SETTINGS"].profile_check_minutes * 60
-    return [Task("resume_runs", 5, runs.resume_runs), Task("expire_unknown", 10, runs.expire_unknown),
-            Task("check_profiles", check_every, profile_checks.queue_checks,
-                 at_start=profile_checks.queue_start_checks),
-            Task("trim_rows", 3600, profile_checks.trim_rows)]
+    return [
+        Task("resume_runs", 5, runs.resume_runs),
+        Task("expire_unknown", 10, runs.expire_unknown),
+        Task(
+            "check_profiles",
+            check_every,
+            profile_checks.queue_checks,
+            at_start=profile_checks.queue_start_checks,
+        ),
+        Task("trim_rows", 3600, profile_checks.trim_rows),
+    ]
 
 
 class Ticker:
@@ -53,7 +61,7 @@ class Ticker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ticker", daemon=True)
 
-    def start(self) -> "Ticker":
+    def start(self) -> Ticker:
         self._thread.start()
         return self
 
@@ -68,13 +76,20 @@ class Ticker:
 
     def tick_at_start(self) -> list[str]:
         """Run the tasks' start-up work unless another worker just did; return their names."""
-        return self._run([(f"{t.name}:start", START_WINDOW_S, functools.partial(self._start, t))
-                          for t in self.tasks if t.at_start])
+        return self._run(
+            [
+                (f"{t.name}:start", START_WINDOW_S, functools.partial(self._start, t))
+                for t in self.tasks
+                if t.at_start
+            ]
+        )
 
     @staticmethod
     def _start(task: Task) -> None:
         task.at_start()
-        get_storage().take_tick(task.name, int(task.every_s * 1000))  # it stands for this interval's run
+        get_storage().take_tick(
+            task.name, int(task.every_s * 1000)
+        )  # it stands for this interval's run
 
     def tick(self) -> list[str]:
         """Run the tasks that are due and not taken by another worker; return their names."""
@@ -90,7 +105,9 @@ class Ticker:
                         run()
                         ran.append(name)
                 except RedisError as exc:
-                    log.warning("periodic %s skipped: Redis unavailable (%s)", name, type(exc).__name__)
-                except Exception:  # noqa: BLE001 - one failing task must not stop the others
+                    log.warning(
+                        "periodic %s skipped: Redis unavailable (%s)", name, type(exc).__name__
+                    )
+                except Exception:
                     log.exception("periodic %s failed", name)
         return ran

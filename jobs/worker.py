@@ -1,4 +1,5 @@
 """`python -m jobs.worker`: an RQ worker (with the scheduler) for the service's queues."""
+
 from __future__ import annotations
 
 import logging
@@ -59,7 +60,9 @@ def work_until_stopped(connection, app, log_level: str) -> bool:
     except RedisError as error:  # in RQ's own teardown, with Redis gone
         log.error("worker %s stopped by Redis: %s", worker.name, error)
         return False
-    return worker._shutdown_requested_date is not None  # set by SIGTERM/SIGINT (RQ has no public flag)
+    return (
+        worker._shutdown_requested_date is not None
+    )  # set by SIGTERM/SIGINT (RQ has no public flag)
 
 
 def wait_for_redis(connection, pause_s: float = 1.0) -> None:

@@ -1,4 +1,5 @@
 """A Facebook Graph API + Messenger webhook simulator for local runs, demos and tests."""
+
 from __future__ import annotations
 
 from sandbox.app import create_app

@@ -41,6 +41,7 @@ Over a kept state the seed adds what is missing: a Page or user already there is
 (its token, its subscription, its logins), a template already there too, and the people's
 `last_interaction_ago_ms` counts from this start again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,14 +66,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default=env.get("SANDBOX_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env.get("SANDBOX_PORT", "8001")))
-    parser.add_argument("--webhook-url", default=env.get("SANDBOX_WEBHOOK_URL",
-                                                         "http://127.0.0.1:8000/webhook"))
-    parser.add_argument("--seed", default=env.get("SANDBOX_SEED") or None,
-                        help="JSON file of pages/people/templates/users to create "
-                             "(env SANDBOX_SEED)")
-    parser.add_argument("--state", default=env.get("SANDBOX_STATE") or None,
-                        help="JSON file keeping pages, tokens and users across restarts "
-                             "(env SANDBOX_STATE)")
+    parser.add_argument(
+        "--webhook-url", default=env.get("SANDBOX_WEBHOOK_URL", "http://127.0.0.1:8000/webhook")
+    )
+    parser.add_argument(
+        "--seed",
+        default=env.get("SANDBOX_SEED") or None,
+        help="JSON file of pages/people/templates/users to create (env SANDBOX_SEED)",
+    )
+    parser.add_argument(
+        "--state",
+        default=env.get("SANDBOX_STATE") or None,
+        help="JSON file keeping pages, tokens and users across restarts (env SANDBOX_STATE)",
+    )
     return parser.parse_args(argv)
 
 
@@ -85,9 +91,13 @@ def load_seed(state: State, seed: dict[str, Any]) -> None:
         page = seed_page(state, spec)
         for template in spec.get("templates", []):
             if (template["name"], template["language"]) not in page["templates"]:
-                state.add_template(page["id"], template["name"], template["language"],
-                                   template.get("param_count", 0),
-                                   template.get("status", "APPROVED"))
+                state.add_template(
+                    page["id"],
+                    template["name"],
+                    template["language"],
+                    template.get("param_count", 0),
+                    template.get("status", "APPROVED"),
+                )
         for person in spec.get("people", []):
             person = dict(person)
             ago = person.pop("last_interaction_ago_ms", None)
@@ -115,9 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
-    state = State(app_id=os.environ.get("FB_APP_ID", DEFAULT_APP_ID),
-                  app_secret=os.environ.get("FB_APP_SECRET", DEFAULT_APP_SECRET),
-                  webhook_url=args.webhook_url)
+    state = State(
+        app_id=os.environ.get("FB_APP_ID", DEFAULT_APP_ID),
+        app_secret=os.environ.get("FB_APP_SECRET", DEFAULT_APP_SECRET),
+        webhook_url=args.webhook_url,
+    )
     kept = StateFile(state, args.state) if args.state else None
     if kept and kept.load():
         log.info("Facebook sandbox state restored from %s", args.state)
@@ -130,8 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     server = SandboxServer(args.host, args.port, state=state).start()
     if kept:
         kept.start()
-    log.info("Facebook sandbox listening on %s (Graph API /vNN.N/..., control /_sandbox/), "
-             "posting webhooks to %s", server.url, args.webhook_url)
+    log.info(
+        "Facebook sandbox listening on %s (Graph API /vNN.N/..., control /_sandbox/), "
+        "posting webhooks to %s",
+        server.url,
+        args.webhook_url,
+    )
     try:
         stop.wait()
     finally:

@@ -1,4 +1,5 @@
 """Flask app factory of the Facebook simulator (Graph API + control API)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,6 +31,5 @@ def create_app(state: State | None = None, **config: Any) -> Flask:
 
 def not_found(_error: Exception) -> tuple[Response, int]:
     """Answer unknown paths like Graph does, in JSON."""
-    body = {"error": {"message": "Unknown path components", "type": "OAuthException",
-                      "code": 2500}}
+    body = {"error": {"message": "Unknown path components", "type": "OAuthException", "code": 2500}}
     return jsonify(body), 404

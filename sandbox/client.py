@@ -1,4 +1,5 @@
 """A thin Python client of the simulator's control API (/_sandbox/...)."""
+
 from __future__ import annotations
 
 from types import TracebackType
@@ -23,11 +24,17 @@ class SandboxControl:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def _call(self, method: str, path: str, json: Any = None,
-              params: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
         """Call the control API and return the decoded JSON, raising SandboxError on refusal."""
-        response = self.session.request(method, f"{self.base_url}/_sandbox{path}", json=json,
-                                        params=params, timeout=self.timeout)
+        response = self.session.request(
+            method,
+            f"{self.base_url}/_sandbox{path}",
+            json=json,
+            params=params,
+            timeout=self.timeout,
+        )
         if response.status_code >= 400:
             try:
                 message = response.json().get("error", response.text)
@@ -48,8 +55,13 @@ class SandboxControl:
         """Return the current config."""
         return self._call("GET", "/config")
 
-    def create_page(self, name: str = "Sandbox Page", page_id: str | None = None,
-                    token: str | None = None, category: str | None = None) -> dict[str, Any]:
+    def create_page(
+        self,
+        name: str = "Sandbox Page",
+        page_id: str | None = None,
+        token: str | None = None,
+        category: str | None = None,
+    ) -> dict[str, Any]:
         """Create a page and return {"id", "name", "token"}."""
         data = {"name": name, "id": page_id, "token": token, "category": category}
         return self._call("POST", "/pages", {k: v for k, v in data.items() if v is not None})
@@ -68,15 +80,26 @@ class SandboxControl:
 
     def set_usage(self, page_id: str, percent: int | None, regain_minutes: int = 0) -> None:
         """Report this quota use in X-Business-Use-Case-Usage (None removes the header)."""
-        self._call("POST", f"/pages/{page_id}/usage",
-                   {"percent": percent, "regain_minutes": regain_minutes})
+        self._call(
+            "POST",
+            f"/pages/{page_id}/usage",
+            {"percent": percent, "regain_minutes": regain_minutes},
+        )
 
-    def add_template(self, page_id: str, name: str, language: str = "en",
-                     param_count: int = 0, status: str = "APPROVED") -> dict[str, Any]:
+    def add_template(
+        self,
+        page_id: str,
+        name: str,
+        language: str = "en",
+        param_count: int = 0,
+        status: str = "APPROVED",
+    ) -> dict[str, Any]:
         """Register a utility template on the page and return it."""
-        return self._call("POST", f"/pages/{page_id}/templates",
-                          {"name": name, "language": language, "param_count": param_count,
-                           "status": status})
+        return self._call(
+            "POST",
+            f"/pages/{page_id}/templates",
+            {"name": name, "language": language, "param_count": param_count, "status": status},
+        )
 
     def add_person(self, page_id: str, **person: Any) -> str:
         """Create a person (psid, last_interaction_ms, receipts, user_ref) and return the PSID."""
@@ -87,9 +110,13 @@ class SandboxControl:
         return [p["psid"] for p in self._call("POST", f"/pages/{page_id}/people", people)["people"]]
 
     # -- Facebook Login ----------------------------------------------------------------------
-    def create_user(self, name: str, pages: list[dict[str, Any]] | None = None,
-                    user_id: str | None = None,
-                    declined: list[str] | None = None) -> dict[str, Any]:
+    def create_user(
+        self,
+        name: str,
+        pages: list[dict[str, Any]] | None = None,
+        user_id: str | None = None,
+        declined: list[str] | None = None,
+    ) -> dict[str, Any]:
         """Create a Login user with roles on Pages; return {"id", "name", "pages": [...]}.
 
         Each page is {"name", "tasks"|"role", "id"?, "category"?}, or {"id": existing, "tasks"}.
@@ -115,13 +142,15 @@ class SandboxControl:
 
     def invalidate_user(self, user_id: str, pages: bool = True) -> list[str]:
         """End the user's sessions (190/460); return the Pages whose token died with them."""
-        return self._call("POST", f"/users/{user_id}/invalidate",
-                          {"pages": pages})["pages_invalidated"]
+        return self._call("POST", f"/users/{user_id}/invalidate", {"pages": pages})[
+            "pages_invalidated"
+        ]
 
     def set_page_tasks(self, user_id: str, page_id: str, tasks: list[str]) -> list[str]:
         """Set the user's tasks on a Page ([] = no role); return Pages whose token died."""
-        return self._call("POST", f"/users/{user_id}/pages/{page_id}",
-                          {"tasks": tasks})["pages_invalidated"]
+        return self._call("POST", f"/users/{user_id}/pages/{page_id}", {"tasks": tasks})[
+            "pages_invalidated"
+        ]
 
     def set_declined(self, user_id: str, permissions: list[str]) -> dict[str, Any]:
         """Make the user decline these permissions at login (revoked if already granted)."""
@@ -132,18 +161,19 @@ class SandboxControl:
         data = {"deauthorize_url": deauthorize_url} if deauthorize_url else {}
         return self._call("POST", f"/users/{user_id}/remove_app", data)
 
-    def post_deauthorize(self, user_id: str, url: str,
-                         signature: str | None = None) -> dict[str, Any]:
+    def post_deauthorize(
+        self, user_id: str, url: str, signature: str | None = None
+    ) -> dict[str, Any]:
         """POST a signed deauthorize request; return {"status", "body", "signed_request"}."""
         return self._callback("deauthorize", user_id, url, signature)
 
-    def post_data_deletion(self, user_id: str, url: str,
-                           signature: str | None = None) -> dict[str, Any]:
+    def post_data_deletion(
+        self, user_id: str, url: str, signature: str | None = None
+    ) -> dict[str, Any]:
         """POST a signed data-deletion request; return {"status", "body", "signed_request"}."""
         return self._callback("data_deletion", user_id, url, signature)
 
-    def _callback(self, kind: str, user_id: str, url: str,
-                  signature: str | None) -> dict[str, Any]:
+    def _callback(self, kind: str, user_id: str, url: str, signature: str | None) -> dict[str, Any]:
         data = {"user_id": user_id, "url": url}
         if signature is not None:
             data["signature"] = signature
@@ -198,6 +228,10 @@ class SandboxControl:
     def __enter__(self) -> SandboxControl:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

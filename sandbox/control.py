@@ -1,4 +1,5 @@
 """The simulator's own control API under /_sandbox/ (JSON, no auth: a local test tool)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -90,8 +91,12 @@ def create_page() -> tuple[Response, int]:
     """Create a page; id, token and category are generated unless given."""
     data = body()
     try:
-        page = runtime().state.add_page(str(data.get("name") or "Sandbox Page"),
-                                        data.get("id"), data.get("token"), data.get("category"))
+        page = runtime().state.add_page(
+            str(data.get("name") or "Sandbox Page"),
+            data.get("id"),
+            data.get("token"),
+            data.get("category"),
+        )
     except ValueError as exc:
         raise ControlError(str(exc), 409) from exc
     return jsonify(id=page["id"], name=page["name"], token=page["token"]), 201
@@ -143,9 +148,13 @@ def add_template(page_id: str) -> tuple[Response, int]:
     live_page(page_id)
     if not data.get("name") or not data.get("language"):
         raise ControlError("name and language are required")
-    template = runtime().state.add_template(page_id, str(data["name"]), str(data["language"]),
-                                            int(data.get("param_count") or 0),
-                                            str(data.get("status") or "APPROVED"))
+    template = runtime().state.add_template(
+        page_id,
+        str(data["name"]),
+        str(data["language"]),
+        int(data.get("param_count") or 0),
+        str(data.get("status") or "APPROVED"),
+    )
     return jsonify(template), 201
 
 
@@ -198,10 +207,15 @@ def list_sends() -> Response:
     wanted = {k: request.args[k] for k in SEND_FILTERS if k in request.args}
     recipient = request.args.get("recipient")
     with runtime().state.lock:
-        found = [dict(s) for s in runtime().state.sends
-                 if all(s.get(k) == v for k, v in wanted.items())
-                 and (recipient is None or recipient in (str(s["recipient"].get("id")),
-                                                         str(s["recipient"].get("user_ref"))))]
+        found = [
+            dict(s)
+            for s in runtime().state.sends
+            if all(s.get(k) == v for k, v in wanted.items())
+            and (
+                recipient is None
+                or recipient in (str(s["recipient"].get("id")), str(s["recipient"].get("user_ref")))
+            )
+        ]
     return jsonify(sends=found)
 
 
@@ -210,8 +224,11 @@ def list_webhooks() -> Response:
     """List webhook delivery attempts, filtered by kind and page_id."""
     wanted = {k: request.args[k] for k in ("kind", "page_id") if k in request.args}
     with runtime().state.lock:
-        found = [dict(w) for w in runtime().state.webhooks
-                 if all(w.get(k) == v for k, v in wanted.items())]
+        found = [
+            dict(w)
+            for w in runtime().state.webhooks
+            if all(w.get(k) == v for k, v in wanted.items())
+        ]
     return jsonify(webhooks=found)
 
 

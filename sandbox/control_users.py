@@ -1,4 +1,5 @@
 """Control API for Facebook Login: users, their roles and sessions, auto-login, callbacks."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -70,8 +71,9 @@ def set_page_tasks(user_id: str, page_id: str) -> Response:
         raise ControlError(str(exc)) from exc
     state = runtime().state
     killed = users.set_tasks(state, user_id, page_id, tasks, data.get("name"))
-    return jsonify(ok=True, pages_invalidated=killed,
-                   user=users.public_user(state, live_user(user_id)))
+    return jsonify(
+        ok=True, pages_invalidated=killed, user=users.public_user(state, live_user(user_id))
+    )
 
 
 @bp.post("/users/<user_id>/permissions")
@@ -125,11 +127,16 @@ def post_callback(user_id: str, url: str, signature: str | None) -> dict[str, An
     secret = BAD_SECRET if signature == "bad" else state.cfg("app_secret")
     signed = events.signed_request(events.login_payload(user_id, state.now_ms() // 1000), secret)
     try:
-        response = events.post_signed_request(url, None if signature == "missing" else signed,
-                                              float(state.cfg("webhook_timeout_s")))
+        response = events.post_signed_request(
+            url, None if signature == "missing" else signed, float(state.cfg("webhook_timeout_s"))
+        )
     except requests.RequestException as exc:
-        return {"status": None, "body": None, "signed_request": signed,
-                "error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "status": None,
+            "body": None,
+            "signed_request": signed,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
     try:
         answer: Any = response.json()
     except ValueError:

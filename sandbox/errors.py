@@ -1,4 +1,5 @@
 """Graph API error bodies and the on-demand fault rules that produce them."""
+
 from __future__ import annotations
 
 import json
@@ -34,25 +35,42 @@ DEFAULT_MESSAGES: dict[tuple[int, int | None], str] = {
     (10904, None): "(#10904) The page has messages disabled in the settings",
 }
 FAULT_DEFAULTS: dict[str, Any] = {
-    "recipient": None, "page_id": None, "endpoint": "messages", "code": None,
-    "subcode": None, "message": None, "type": None, "http_status": None, "times": None,
-    "rate": 1.0, "delay_ms": None, "accept": False,
+    "recipient": None,
+    "page_id": None,
+    "endpoint": "messages",
+    "code": None,
+    "subcode": None,
+    "message": None,
+    "type": None,
+    "http_status": None,
+    "times": None,
+    "rate": 1.0,
+    "delay_ms": None,
+    "accept": False,
 }
 
 
 class GraphError(Exception):
     """A Graph API refusal, rendered as Facebook's error JSON."""
 
-    def __init__(self, code: int, message: str | None = None, subcode: int | None = None,
-                 http_status: int = 400, type_: str | None = None,
-                 user_msg: str | None = None, transient: bool | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str | None = None,
+        subcode: int | None = None,
+        http_status: int = 400,
+        type_: str | None = None,
+        user_msg: str | None = None,
+        transient: bool | None = None,
+    ) -> None:
         self.code = code
         self.subcode = subcode
         self.message = message or default_message(code, subcode)
         self.http_status = http_status
         # Object-lookup failures are GraphMethodException on Graph; the rest OAuthException.
-        self.type = type_ or ("GraphMethodException" if (code, subcode) == (100, 33)
-                              else "OAuthException")
+        self.type = type_ or (
+            "GraphMethodException" if (code, subcode) == (100, 33) else "OAuthException"
+        )
         self.user_msg = user_msg
         self.transient = code in TRANSIENT_CODES if transient is None else transient
 
@@ -79,14 +97,21 @@ class GraphError(Exception):
 
     def summary(self) -> dict[str, Any]:
         """Return the fields the sends log keeps about this error."""
-        return {"code": self.code, "subcode": self.subcode, "message": self.message,
-                "http_status": self.http_status}
+        return {
+            "code": self.code,
+            "subcode": self.subcode,
+            "message": self.message,
+            "http_status": self.http_status,
+        }
 
 
 def default_message(code: int, subcode: int | None) -> str:
     """Return Facebook's usual text for a code/subcode pair."""
-    return (DEFAULT_MESSAGES.get((code, subcode)) or DEFAULT_MESSAGES.get((code, None))
-            or f"(#{code}) Sandbox fault")
+    return (
+        DEFAULT_MESSAGES.get((code, subcode))
+        or DEFAULT_MESSAGES.get((code, None))
+        or f"(#{code}) Sandbox fault"
+    )
 
 
 def invalid_param(user_msg: str, message: str = "(#100) Invalid parameter") -> GraphError:
@@ -125,8 +150,9 @@ def add_faults(state: State, rules: list[dict[str, Any]]) -> list[str]:
     return [fault["id"] for fault in faults]
 
 
-def take_fault(state: State, endpoint: str, page_id: str,
-               recipient: str | None) -> dict[str, Any] | None:
+def take_fault(
+    state: State, endpoint: str, page_id: str, recipient: str | None
+) -> dict[str, Any] | None:
     """Return the first matching fault that fires now, using up one of its `times`."""
     with state.lock:
         for fault in state.faults:
@@ -154,5 +180,10 @@ def _matches(fault: dict[str, Any], endpoint: str, page_id: str, recipient: str 
 
 def fault_error(fault: dict[str, Any]) -> GraphError:
     """Return the error a fired rule answers with."""
-    return GraphError(fault["code"], fault["message"], fault["subcode"],
-                      http_status=fault["http_status"], type_=fault["type"])
+    return GraphError(
+        fault["code"],
+        fault["message"],
+        fault["subcode"],
+        http_status=fault["http_status"],
+        type_=fault["type"],
+    )

@@ -6,6 +6,7 @@ strings and times are epoch milliseconds. Login's deauthorize and data-deletion 
 form posts of a `signed_request` instead (§8). The functions here are pure so tests of the main
 service can build fixtures with them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,10 +17,12 @@ from typing import Any
 
 import requests
 
-POLICY_REASON = ("The bot violated our Platform Policies "
-                 "(https://developers.facebook.com/devpolicy/#messengerplatform). Common "
-                 "violations include sending out excessive spammy messages or being "
-                 "non-functional.")
+POLICY_REASON = (
+    "The bot violated our Platform Policies "
+    "(https://developers.facebook.com/devpolicy/#messengerplatform). Common "
+    "violations include sending out excessive spammy messages or being "
+    "non-functional."
+)
 
 
 def envelope(page_id: str, event: dict[str, Any], time_ms: int | None = None) -> dict[str, Any]:
@@ -33,15 +36,17 @@ def _from_user(page_id: str, psid: str, timestamp: int, **body: Any) -> dict[str
     return {"sender": {"id": psid}, "recipient": {"id": page_id}, "timestamp": timestamp, **body}
 
 
-def optin(page_id: str, psid: str, ref: str | None, timestamp: int,
-          time_ms: int | None = None) -> dict[str, Any]:
+def optin(
+    page_id: str, psid: str, ref: str | None, timestamp: int, time_ms: int | None = None
+) -> dict[str, Any]:
     """Build a Send to Messenger opt-in: sender PSID plus the plugin's data-ref."""
     body = {"ref": ref} if ref is not None else {}
     return envelope(page_id, _from_user(page_id, psid, timestamp, optin=body), time_ms)
 
 
-def checkbox_optin(page_id: str, user_ref: str, timestamp: int, ref: str | None = None,
-                   time_ms: int | None = None) -> dict[str, Any]:
+def checkbox_optin(
+    page_id: str, user_ref: str, timestamp: int, ref: str | None = None, time_ms: int | None = None
+) -> dict[str, Any]:
     """Build a checkbox plugin opt-in: user_ref only, and no sender at all (Meta omits it)."""
     body: dict[str, Any] = {"user_ref": user_ref}
     if ref is not None:
@@ -50,16 +55,29 @@ def checkbox_optin(page_id: str, user_ref: str, timestamp: int, ref: str | None 
     return envelope(page_id, event, time_ms)
 
 
-def referral(page_id: str, psid: str, ref: str, timestamp: int, source: str = "SHORTLINK",
-             time_ms: int | None = None) -> dict[str, Any]:
+def referral(
+    page_id: str,
+    psid: str,
+    ref: str,
+    timestamp: int,
+    source: str = "SHORTLINK",
+    time_ms: int | None = None,
+) -> dict[str, Any]:
     """Build an m.me referral on an existing thread."""
     body = {"ref": ref, "source": source, "type": "OPEN_THREAD"}
     return envelope(page_id, _from_user(page_id, psid, timestamp, referral=body), time_ms)
 
 
-def postback(page_id: str, psid: str, mid: str, timestamp: int, ref: str | None = None,
-             title: str = "Get Started", payload: str = "GET_STARTED",
-             time_ms: int | None = None) -> dict[str, Any]:
+def postback(
+    page_id: str,
+    psid: str,
+    mid: str,
+    timestamp: int,
+    ref: str | None = None,
+    title: str = "Get Started",
+    payload: str = "GET_STARTED",
+    time_ms: int | None = None,
+) -> dict[str, Any]:
     """Build a postback; with a ref it is the Get Started of a new thread opened by m.me."""
     body: dict[str, Any] = {"mid": mid, "title": title, "payload": payload}
     if ref is not None:
@@ -67,8 +85,15 @@ def postback(page_id: str, psid: str, mid: str, timestamp: int, ref: str | None 
     return envelope(page_id, _from_user(page_id, psid, timestamp, postback=body), time_ms)
 
 
-def message(page_id: str, psid: str, mid: str, text: str, timestamp: int,
-            user_ref: str | None = None, time_ms: int | None = None) -> dict[str, Any]:
+def message(
+    page_id: str,
+    psid: str,
+    mid: str,
+    text: str,
+    timestamp: int,
+    user_ref: str | None = None,
+    time_ms: int | None = None,
+) -> dict[str, Any]:
     """Build an inbound message; with user_ref it is a checkbox user's first reply."""
     event = _from_user(page_id, psid, timestamp, message={"mid": mid, "text": text})
     if user_ref is not None:
@@ -77,41 +102,65 @@ def message(page_id: str, psid: str, mid: str, text: str, timestamp: int,
     return envelope(page_id, event, time_ms)
 
 
-def echo(page_id: str, psid: str, mid: str, app_id: str, timestamp: int,
-         text: str | None = None, metadata: str | None = None,
-         time_ms: int | None = None) -> dict[str, Any]:
+def echo(
+    page_id: str,
+    psid: str,
+    mid: str,
+    app_id: str,
+    timestamp: int,
+    text: str | None = None,
+    metadata: str | None = None,
+    time_ms: int | None = None,
+) -> dict[str, Any]:
     """Build a message echo: sender is the Page, recipient the PSID (reverse of inbound)."""
     # Meta's samples carry app_id as a JSON number.
-    body: dict[str, Any] = {"is_echo": True,
-                            "app_id": int(app_id) if str(app_id).isdigit() else app_id}
+    body: dict[str, Any] = {
+        "is_echo": True,
+        "app_id": int(app_id) if str(app_id).isdigit() else app_id,
+    }
     if metadata is not None:
         body["metadata"] = metadata
     body["mid"] = mid
     if text is not None:
         body["text"] = text
-    event = {"sender": {"id": page_id}, "recipient": {"id": psid}, "timestamp": timestamp,
-             "message": body}
+    event = {
+        "sender": {"id": page_id},
+        "recipient": {"id": psid},
+        "timestamp": timestamp,
+        "message": body,
+    }
     return envelope(page_id, event, time_ms)
 
 
-def delivery(page_id: str, psid: str, watermark: int, timestamp: int,
-             mids: list[str] | None = None, time_ms: int | None = None) -> dict[str, Any]:
+def delivery(
+    page_id: str,
+    psid: str,
+    watermark: int,
+    timestamp: int,
+    mids: list[str] | None = None,
+    time_ms: int | None = None,
+) -> dict[str, Any]:
     """Build a delivery receipt; `mids` is optional on Facebook too."""
     body: dict[str, Any] = {"mids": list(mids)} if mids else {}
     body["watermark"] = watermark
     return envelope(page_id, _from_user(page_id, psid, timestamp, delivery=body), time_ms)
 
 
-def read(page_id: str, psid: str, watermark: int, timestamp: int,
-         time_ms: int | None = None) -> dict[str, Any]:
+def read(
+    page_id: str, psid: str, watermark: int, timestamp: int, time_ms: int | None = None
+) -> dict[str, Any]:
     """Build a read receipt (watermark only, never mids)."""
     body = {"watermark": watermark}
     return envelope(page_id, _from_user(page_id, psid, timestamp, read=body), time_ms)
 
 
-def policy_enforcement(page_id: str, timestamp: int, action: str = "block",
-                       reason: str | None = POLICY_REASON,
-                       time_ms: int | None = None) -> dict[str, Any]:
+def policy_enforcement(
+    page_id: str,
+    timestamp: int,
+    action: str = "block",
+    reason: str | None = POLICY_REASON,
+    time_ms: int | None = None,
+) -> dict[str, Any]:
     """Build a messaging_policy_enforcement event (no sender; reason absent on unblock)."""
     body: dict[str, Any] = {"action": action}
     if reason is not None and action != "unblock":
@@ -131,9 +180,14 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + digest
 
 
-def post_webhook(url: str, payload: dict[str, Any], secret: str,
-                 session: requests.Session | None = None, signature: str | None = None,
-                 timeout: float = 10.0) -> requests.Response:
+def post_webhook(
+    url: str,
+    payload: dict[str, Any],
+    secret: str,
+    session: requests.Session | None = None,
+    signature: str | None = None,
+    timeout: float = 10.0,
+) -> requests.Response:
     """POST a signed payload to a webhook URL and return the response (one attempt)."""
     body = encode(payload)
     headers = {"Content-Type": "application/json"}

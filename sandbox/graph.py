@@ -1,4 +1,5 @@
 """Graph API endpoints the service calls: /me, /{page-id}, subscribed_apps and messages."""
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,13 @@ def authorise(page_ref: str, values: dict[str, Any], endpoint: str) -> dict[str,
         raise tokens.page_token_error(state, token(values))
     g.sandbox_page_id = page["id"]
     if page_ref not in ("me", page["id"]):
-        raise GraphError(100, f"Unsupported {request.method.lower()} request. Object with ID "
-                              f"'{page_ref}' does not exist, cannot be loaded due to missing "
-                              "permissions, or does not support this operation", 33)
+        raise GraphError(
+            100,
+            f"Unsupported {request.method.lower()} request. Object with ID "
+            f"'{page_ref}' does not exist, cannot be loaded due to missing "
+            "permissions, or does not support this operation",
+            33,
+        )
     fault = take_fault(state, endpoint, page["id"], None) if endpoint != "messages" else None
     if fault is not None:
         raise fault_error(fault)
@@ -81,9 +86,17 @@ def usage_header(response: Response) -> Response:
     page = runtime().state.page(page_id) if page_id else None
     if page and page["usage_percent"] is not None:
         pct = page["usage_percent"]
-        usage = {page_id: [{"type": "messenger", "call_count": pct, "total_cputime": pct,
-                            "total_time": pct,
-                            "estimated_time_to_regain_access": page["regain_minutes"]}]}
+        usage = {
+            page_id: [
+                {
+                    "type": "messenger",
+                    "call_count": pct,
+                    "total_cputime": pct,
+                    "total_time": pct,
+                    "estimated_time_to_regain_access": page["regain_minutes"],
+                }
+            ]
+        }
         response.headers["X-Business-Use-Case-Usage"] = json.dumps(usage)
     return response
 
@@ -117,8 +130,10 @@ def requested_fields(values: dict[str, Any], known: tuple[str, ...], node_type: 
     fields = [f.strip() for f in values.get("fields", "id,name").split(",") if f.strip()]
     for field in fields:
         if field not in known:
-            raise GraphError(100, f"(#100) Tried accessing nonexisting field ({field}) on "
-                                  f"node type ({node_type})")
+            raise GraphError(
+                100,
+                f"(#100) Tried accessing nonexisting field ({field}) on node type ({node_type})",
+            )
     return fields
 
 
@@ -131,8 +146,11 @@ def subscribed_apps(version: str, page_ref: str) -> Response:
     if request.method == "GET":
         with state.lock:
             fields = list(page["subscribed_fields"])
-        data = [{"id": state.cfg("app_id"), "name": APP_NAME,
-                 "subscribed_fields": fields}] if fields else []
+        data = (
+            [{"id": state.cfg("app_id"), "name": APP_NAME, "subscribed_fields": fields}]
+            if fields
+            else []
+        )
         return jsonify(data=data)
     if request.method == "DELETE":
         with state.lock:
@@ -164,12 +182,18 @@ def log_entry(page_ref: str, values: dict[str, Any]) -> dict[str, Any]:
     """Start the sends-log record of one /messages request."""
     message = values.get("message") if isinstance(values.get("message"), dict) else {}
     recipient = values.get("recipient") if isinstance(values.get("recipient"), dict) else {}
-    return {"page_id": page_ref, "recipient": recipient,
-            "messaging_type": values.get("messaging_type"), "tag": values.get("tag"),
-            "text": message.get("text"), "template": message.get("template"),
-            # Meta documents metadata inside `message`; accept it at the top level too.
-            "metadata": message.get("metadata", values.get("metadata")), "received_ms": runtime().state.now_ms(),
-            "status": None}
+    return {
+        "page_id": page_ref,
+        "recipient": recipient,
+        "messaging_type": values.get("messaging_type"),
+        "tag": values.get("tag"),
+        "text": message.get("text"),
+        "template": message.get("template"),
+        # Meta documents metadata inside `message`; accept it at the top level too.
+        "metadata": message.get("metadata", values.get("metadata")),
+        "received_ms": runtime().state.now_ms(),
+        "status": None,
+    }
 
 
 @bp.post("/<version:version>/<page_ref>/messages")
@@ -208,8 +232,9 @@ def hold_answer(until: float) -> None:
         time.sleep(remaining)
 
 
-def checked_send(rt: Runtime, page: dict[str, Any], values: dict[str, Any],
-                 entry: dict[str, Any]) -> dict[str, Any]:
+def checked_send(
+    rt: Runtime, page: dict[str, Any], values: dict[str, Any], entry: dict[str, Any]
+) -> dict[str, Any]:
     """Apply rate limit, faults and validation; return the success body or raise."""
     limit = rt.state.cfg("page_rate_limit")
     if limit is not None and rt.state.count_call(page["id"], int(time.time())) > limit:

@@ -4,6 +4,7 @@ Shapes follow messenger-facts.md §7 and §10. The dialog is a small HTML page l
 simulator's users as buttons; a browser test clicks `#login-as-<user id>` or `#login-cancel`,
 a test without a browser posts the form fields itself or sets `POST /_sandbox/login/auto`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,12 @@ from sandbox.state import State
 bp = Blueprint("login", __name__)
 ACCOUNT_FIELDS = ("id", "name", "access_token", "category", "tasks")
 DEFAULT_ACCOUNT_FIELDS = "access_token,category,name,id,tasks"
-DENIED = {"error": "access_denied", "error_code": "200",
-          "error_description": "Permissions error", "error_reason": "user_denied"}
+DENIED = {
+    "error": "access_denied",
+    "error_code": "200",
+    "error_description": "Permissions error",
+    "error_reason": "user_denied",
+}
 FORWARDED = ("client_id", "redirect_uri", "state", "response_type", "scope", "config_id")
 # Flask autoescapes string templates, so user names and URLs are safe in text and attributes.
 DIALOG = """<!doctype html>
@@ -100,8 +105,10 @@ def dialog_error(state: State, values: dict[str, str]) -> str | None:
         return "Invalid App ID: The provided app ID does not look like a valid app ID."
     target = urlsplit(values.get("redirect_uri", ""))
     if target.scheme not in ("http", "https") or not target.netloc:
-        return ("URL blocked: This redirect failed because the redirect URI is not an absolute "
-                "http(s) URL.")
+        return (
+            "URL blocked: This redirect failed because the redirect URI is not an absolute "
+            "http(s) URL."
+        )
     if values.get("response_type", "code") != "code":
         return "The sandbox supports response_type=code only."
     return None
@@ -129,9 +136,15 @@ def render_dialog(state: State, values: dict[str, str], error: str | None = None
     """Render the dialog page (the user list, or an error)."""
     with state.lock:
         people = [users.public_user(state, u) for u in state.users.values()]
-    return render_template_string(DIALOG, app_id=state.cfg("app_id"), error=error,
-                                  scopes=requested_scopes(values), action=request.path,
-                                  hidden=list(values.items()), people=people)
+    return render_template_string(
+        DIALOG,
+        app_id=state.cfg("app_id"),
+        error=error,
+        scopes=requested_scopes(values),
+        action=request.path,
+        hidden=list(values.items()),
+        people=people,
+    )
 
 
 # -- tokens ----------------------------------------------------------------------------------
@@ -155,8 +168,7 @@ def access_token(version: str | None) -> Response:
     else:
         grant = tokens.redeem_code(state, values.get("code"), values.get("redirect_uri"))
         issued = tokens.issue_user_token(state, grant["user_id"], long_lived=False)
-    return jsonify(access_token=issued, token_type="bearer",
-                           expires_in=tokens.TOKEN_TTL_S)
+    return jsonify(access_token=issued, token_type="bearer", expires_in=tokens.TOKEN_TTL_S)
 
 
 @bp.route("/<version:version>/debug_token")
@@ -169,8 +181,10 @@ def debug_token(version: str | None) -> Response:
         raise GraphError(104, "An access token is required to request this resource.")
     # A working token may inspect itself; anything else needs the app token.
     if caller != f"{state.cfg('app_id')}|{state.cfg('app_secret')}" and not (
-            caller == input_token and tokens.problem(state, caller) is None
-            and (caller in state.tokens or tokens.is_user_token(state, caller))):
+        caller == input_token
+        and tokens.problem(state, caller) is None
+        and (caller in state.tokens or tokens.is_user_token(state, caller))
+    ):
         raise GraphError(190, "Invalid OAuth access token signature.")
     if not input_token:
         raise GraphError(100, "(#100) The parameter input_token is required")
@@ -182,8 +196,9 @@ def token_user(values: dict[str, Any], edge: str) -> dict[str, Any]:
     """Return the user of the call's token; a Page token has no such edge."""
     state, given = runtime().state, token(values)
     if not tokens.is_user_token(state, given) and state.page_for_token(given)[0] is not None:
-        raise GraphError(100, f"(#100) Tried accessing nonexisting field ({edge}) on node type "
-                              "(Page)")
+        raise GraphError(
+            100, f"(#100) Tried accessing nonexisting field ({edge}) on node type (Page)"
+        )
     return tokens.user_for_token(state, given)
 
 
@@ -192,26 +207,34 @@ def list_accounts(version: str) -> Response:
     """List the user's Pages with their tokens and tasks, a page of `limit` at a time."""
     values = params()
     user = token_user(values, "accounts")
-    fields = [f.strip() for f in str(values.get("fields") or DEFAULT_ACCOUNT_FIELDS).split(",")
-              if f.strip()]
+    fields = [
+        f.strip()
+        for f in str(values.get("fields") or DEFAULT_ACCOUNT_FIELDS).split(",")
+        if f.strip()
+    ]
     for field in fields:
         if field not in ACCOUNT_FIELDS:
-            raise GraphError(100, f"(#100) Tried accessing nonexisting field ({field}) on node "
-                                  "type (Page)")
+            raise GraphError(
+                100, f"(#100) Tried accessing nonexisting field ({field}) on node type (Page)"
+            )
     try:
         limit = max(1, min(int(values.get("limit", 25)), 100))
     except ValueError as exc:
         raise GraphError(100, "(#100) Param limit must be a number") from exc
     listed = users.accounts(runtime().state, user["id"])
     start = after_index(listed, values.get("after"))
-    chunk = listed[start:start + limit]
+    chunk = listed[start : start + limit]
     body: dict[str, Any] = {"data": [{f: row[f] for f in fields} for row in chunk]}
     if chunk:
-        body["paging"] = {"cursors": {"before": cursor(chunk[0]["id"]),
-                                      "after": cursor(chunk[-1]["id"])}}
+        body["paging"] = {
+            "cursors": {"before": cursor(chunk[0]["id"]), "after": cursor(chunk[-1]["id"])}
+        }
         if start + limit < len(listed):
-            query = {**request.args.to_dict(), "limit": str(limit),
-                     "after": cursor(chunk[-1]["id"])}
+            query = {
+                **request.args.to_dict(),
+                "limit": str(limit),
+                "after": cursor(chunk[-1]["id"]),
+            }
             body["paging"]["next"] = f"{request.base_url}?{urlencode(query)}"
     return jsonify(body)
 
@@ -240,8 +263,12 @@ def ids_for_pages(version: str, user_id: str) -> Response:
     page = authorise(str(values.get("page", "")), values, "ids_for_pages")
     state = runtime().state
     with state.lock:
-        matches = [p["psid"] for p in state.people[page["id"]].values() if p.get("user_id") == user_id]
-    return jsonify(data=[{"id": psid, "page": {"id": page["id"], "name": page["name"]}} for psid in matches])
+        matches = [
+            p["psid"] for p in state.people[page["id"]].values() if p.get("user_id") == user_id
+        ]
+    return jsonify(
+        data=[{"id": psid, "page": {"id": page["id"], "name": page["name"]}} for psid in matches]
+    )
 
 
 @bp.get("/<version:version>/me/permissions")

@@ -10,6 +10,7 @@ webhooks, faults, rate counters and config, which are a run's own (the seed sets
 A thread writes the file within `every_s` of a change (temp file, fsync, rename: a crash leaves
 the old file or the new one, never half of one) and once more on stop.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ KEPT = ("tokens", "dead_tokens", "people", "user_refs", "users", "user_tokens", 
 def snapshot(state: State) -> str:
     """The kept part of the state as JSON."""
     with state.lock:
-        pages = [{**page, "templates": list(page["templates"].values())} for page in state.pages.values()]
+        pages = [
+            {**page, "templates": list(page["templates"].values())} for page in state.pages.values()
+        ]
         kept = {name: getattr(state, name) for name in KEPT}
         return json.dumps({"version": VERSION, "pages": pages, **kept}, sort_keys=True)
 

@@ -9,6 +9,7 @@ paced correctly looks over its rate. A process of its own measures arrivals as F
 The child reads its configuration as one JSON line on stdin, prints its URL, and serves until
 stdin closes, so it ends with its parent even when the parent is killed.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,13 @@ class SandboxProcess:
 
     def start(self) -> SandboxProcess:
         """Start the child on a free port and wait until it serves."""
-        self._process = subprocess.Popen([sys.executable, "-m", "sandbox.process"], cwd=ROOT,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.process"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self._process.stdin.write(json.dumps(self.config) + "\n")
         self._process.stdin.flush()
         url = self._process.stdout.readline().strip()
@@ -75,8 +81,12 @@ class SandboxProcess:
     def __enter__(self) -> SandboxProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 

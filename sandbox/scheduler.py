@@ -1,4 +1,5 @@
 """One background thread running due callbacks from a heap (echoes, receipts, retries)."""
+
 from __future__ import annotations
 
 import heapq
@@ -6,7 +7,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class Scheduler:
         while (callback := self._next()) is not None:
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - background loop: log and keep serving
+            except Exception:
                 log.exception("sandbox scheduled callback failed")
             finally:
                 with self._cond:

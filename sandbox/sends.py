@@ -3,6 +3,7 @@
 Order of checks follows what Facebook answers first (token, recipient, text, messaging_type,
 tag, window, template, metadata); see /work/shared/reference/messenger-facts.md §4 and §5.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,37 +35,49 @@ def no_user() -> GraphError:
 def find_target(state: State, page_id: str, recipient: Any) -> dict[str, Any]:
     """Return {"psid"} or {"user_ref"} with the last-interaction time, or raise 2018001."""
     if not isinstance(recipient, dict) or not (recipient.get("id") or recipient.get("user_ref")):
-        raise invalid_param('recipient must be {"id": PSID} or {"user_ref": REF}',
-                            "(#100) The parameter recipient is required")
+        raise invalid_param(
+            'recipient must be {"id": PSID} or {"user_ref": REF}',
+            "(#100) The parameter recipient is required",
+        )
     with state.lock:
         if recipient.get("id"):
             person = state.person(page_id, str(recipient["id"]))
             if person is None:
                 raise no_user()
-            return {"psid": person["psid"], "last": person["last_interaction_ms"],
-                    "receipts": person["receipts"]}
+            return {
+                "psid": person["psid"],
+                "last": person["last_interaction_ms"],
+                "receipts": person["receipts"],
+            }
         info = state.user_refs.get(page_id, {}).get(str(recipient["user_ref"]))
         if info is None:
             raise no_user()
         # A checkbox user may write a message later: that PSID's activity counts too.
         linked = state.person(page_id, info["psid"]) if info.get("psid") else None
-        times = [t for t in (info.get("opted_in_ms"), linked and linked["last_interaction_ms"])
-                 if t is not None]
+        times = [
+            t
+            for t in (info.get("opted_in_ms"), linked and linked["last_interaction_ms"])
+            if t is not None
+        ]
         return {"user_ref": str(recipient["user_ref"]), "last": max(times, default=None)}
 
 
 def check_message(message: Any) -> None:
     """Refuse an empty message or a text over 2000 characters."""
     if not isinstance(message, dict) or not any(
-            message.get(k) for k in ("text", "attachment", "template")):
-        raise invalid_param("message needs text, an attachment or a template",
-                            "(#100) The parameter message is required")
+        message.get(k) for k in ("text", "attachment", "template")
+    ):
+        raise invalid_param(
+            "message needs text, an attachment or a template",
+            "(#100) The parameter message is required",
+        )
     text = message.get("text")
     if text is not None and not isinstance(text, str):
         raise invalid_param("message.text must be a string")
     if text is not None and len(text) > MAX_TEXT:
-        raise GraphError(100, "(#100) Length of param message[text] must be less than or "
-                              f"equal to {MAX_TEXT}")
+        raise GraphError(
+            100, f"(#100) Length of param message[text] must be less than or equal to {MAX_TEXT}"
+        )
 
 
 def check_tag(state: State, tag: Any, last: int | None) -> None:
@@ -79,8 +92,9 @@ def check_tag(state: State, tag: Any, last: int | None) -> None:
             raise outside_window()
         return
     allowed = ", ".join(RETIRED_TAGS + SEVEN_DAY_TAGS)
-    raise invalid_param(f"tag {tag!r} is not a message tag",
-                        f"(#100) Param tag must be one of {{{allowed}}}")
+    raise invalid_param(
+        f"tag {tag!r} is not a message tag", f"(#100) Param tag must be one of {{{allowed}}}"
+    )
 
 
 def check_template(state: State, page: dict[str, Any], message: dict[str, Any]) -> None:
@@ -100,8 +114,7 @@ def check_template(state: State, page: dict[str, Any], message: dict[str, Any]) 
         raise invalid_param(f"{label} is {known['status']}, not APPROVED")
     count = body_param_count(template)
     if count != known["param_count"]:
-        raise invalid_param(f"{label} expects {known['param_count']} body parameters, "
-                            f"got {count}")
+        raise invalid_param(f"{label} expects {known['param_count']} body parameters, got {count}")
 
 
 def body_param_count(template: dict[str, Any]) -> int:
@@ -119,9 +132,10 @@ def validate(state: State, page: dict[str, Any], params: dict[str, Any]) -> dict
     check_message(message)
     mtype = params.get("messaging_type")
     if mtype not in MESSAGING_TYPES:
-        raise invalid_param(f"messaging_type {mtype!r} is not valid",
-                            "(#100) Param messaging_type must be one of "
-                            "{RESPONSE, UPDATE, MESSAGE_TAG, UTILITY}")
+        raise invalid_param(
+            f"messaging_type {mtype!r} is not valid",
+            "(#100) Param messaging_type must be one of {RESPONSE, UPDATE, MESSAGE_TAG, UTILITY}",
+        )
     if mtype == "MESSAGE_TAG":
         check_tag(state, params.get("tag"), target["last"])
     elif mtype in ("RESPONSE", "UPDATE"):
@@ -131,13 +145,15 @@ def validate(state: State, page: dict[str, Any], params: dict[str, Any]) -> dict
         check_template(state, page, message)
     metadata = message.get("metadata", params.get("metadata"))
     if metadata is not None and len(str(metadata)) > MAX_METADATA:
-        raise GraphError(100, "(#100) Length of param metadata must be less than or equal to "
-                              f"{MAX_METADATA}")
+        raise GraphError(
+            100, f"(#100) Length of param metadata must be less than or equal to {MAX_METADATA}"
+        )
     return target
 
 
-def accept(runtime: Runtime, page_id: str, target: dict[str, Any],
-           entry: dict[str, Any]) -> dict[str, Any]:
+def accept(
+    runtime: Runtime, page_id: str, target: dict[str, Any], entry: dict[str, Any]
+) -> dict[str, Any]:
     """Record an accepted send, schedule its webhooks and return Facebook's answer."""
     state = runtime.state
     mid, sent_ms = random_mid(), state.now_ms()
@@ -151,23 +167,45 @@ def accept(runtime: Runtime, page_id: str, target: dict[str, Any],
     return {"recipient_id": target["psid"], "message_id": mid}
 
 
-def schedule_followups(runtime: Runtime, page_id: str, target: dict[str, Any], mid: str,
-                       sent_ms: int, entry: dict[str, Any]) -> None:
+def schedule_followups(
+    runtime: Runtime,
+    page_id: str,
+    target: dict[str, Any],
+    mid: str,
+    sent_ms: int,
+    entry: dict[str, Any],
+) -> None:
     """Queue the echo, then the delivery and read receipts the person's settings allow."""
     state, psid = runtime.state, target["psid"]
     with state.lock:
         cfg = dict(state.config)
     if cfg["echo"]:
-        runtime.webhooks.deliver_later("echo", lambda: events.echo(
-            page_id, psid, mid, cfg["app_id"], sent_ms, entry["text"], entry["metadata"],
-            time_ms=state.now_ms()))
+        runtime.webhooks.deliver_later(
+            "echo",
+            lambda: events.echo(
+                page_id,
+                psid,
+                mid,
+                cfg["app_id"],
+                sent_ms,
+                entry["text"],
+                entry["metadata"],
+                time_ms=state.now_ms(),
+            ),
+        )
     receipts = target["receipts"]
     if receipts in ("delivery", "read") and cfg["delivery_delay_ms"] is not None:
         mids = [mid] if cfg["delivery_mids"] else None
-        runtime.webhooks.deliver_later("delivery", lambda: events.delivery(
-            page_id, psid, sent_ms, state.now_ms(), mids, time_ms=state.now_ms()),
-            cfg["delivery_delay_ms"])
+        runtime.webhooks.deliver_later(
+            "delivery",
+            lambda: events.delivery(
+                page_id, psid, sent_ms, state.now_ms(), mids, time_ms=state.now_ms()
+            ),
+            cfg["delivery_delay_ms"],
+        )
     if receipts == "read" and cfg["read_delay_ms"] is not None:
-        runtime.webhooks.deliver_later("read", lambda: events.read(
-            page_id, psid, sent_ms, state.now_ms(), time_ms=state.now_ms()),
-            cfg["read_delay_ms"])
+        runtime.webhooks.deliver_later(
+            "read",
+            lambda: events.read(page_id, psid, sent_ms, state.now_ms(), time_ms=state.now_ms()),
+            cfg["read_delay_ms"],
+        )

@@ -14,6 +14,7 @@ Everything else (the control API, whose flush waits for webhooks) runs on a pool
 Only what Facebook's clients and a browser send is understood: Content-Length bodies, one
 request at a time per connection (no pipelining, no chunked request bodies).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -101,16 +102,19 @@ def parse_request(buffer: bytearray) -> Request | None:
         raise HttpError("413 Request Entity Too Large", "request body too large")
     size = end + 4 + int(length)
     if len(buffer) < size:
-        expects = any(name == "expect" and value.lower() == "100-continue" for name, value in headers)
+        expects = any(
+            name == "expect" and value.lower() == "100-continue" for name, value in headers
+        )
         raise WaitForBody(expects)
-    return Request(parts[0], parts[1], parts[2], headers, bytes(buffer[end + 4:size]), size)
+    return Request(parts[0], parts[1], parts[2], headers, bytes(buffer[end + 4 : size]), size)
 
 
 class SandboxServer:
     """The simulator app served from an event loop on a daemon thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, state: State | None = None,
-                 **config: Any) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, state: State | None = None, **config: Any
+    ) -> None:
         self.host = host
         self.port = port
         self.app = create_app(state, **config)
@@ -134,7 +138,9 @@ class SandboxServer:
         """Bind (port 0 picks a free one) and serve in the background."""
         self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="sandbox-app")
         bound: Future = Future()
-        self._thread = threading.Thread(target=self._serve, args=(bound,), name="sandbox-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, args=(bound,), name="sandbox-http", daemon=True
+        )
         self._thread.start()
         try:
             self.bound_port = bound.result(STOP_TIMEOUT_S)
@@ -147,7 +153,9 @@ class SandboxServer:
         """The loop's thread (a loop of its own: the caller's thread may be running one)."""
         loop = asyncio.new_event_loop()
         try:
-            self._server = loop.run_until_complete(loop.create_server(lambda: Connection(self), self.host, self.port))
+            self._server = loop.run_until_complete(
+                loop.create_server(lambda: Connection(self), self.host, self.port)
+            )
         except BaseException as exc:  # noqa: BLE001 - handed to start()
             loop.close()
             bound.set_exception(exc)
@@ -180,13 +188,14 @@ class SandboxServer:
 
         def start_response(status, headers, exc_info=None):
             answer["status"], answer["headers"] = status, headers
+
         try:
             chunks = self.app(environ, start_response)
             try:
                 body = b"".join(chunks)
             finally:
                 getattr(chunks, "close", lambda: None)()
-        except Exception:  # noqa: BLE001 - Flask answers its own errors; this is the server's
+        except Exception:
             log.exception("sandbox request failed")
             return "500 Internal Server Error", [("Content-Type", "text/plain")], b"internal error"
         return answer["status"], answer["headers"], body
@@ -194,8 +203,12 @@ class SandboxServer:
     def __enter__(self) -> SandboxServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -228,7 +241,12 @@ class Connection(asyncio.Protocol):
         try:
             request = parse_request(self.buffer)
         except HttpError as error:
-            self._write(error.status, [("Content-Type", "text/plain")], error.reason.encode(), keep_alive=False)
+            self._write(
+                error.status,
+                [("Content-Type", "text/plain")],
+                error.reason.encode(),
+                keep_alive=False,
+            )
             return
         except WaitForBody as waiting:
             if waiting.expects_continue and not self.continued:  # curl asks, for bodies over 1 KiB
@@ -238,7 +256,7 @@ class Connection(asyncio.Protocol):
         if request is None:
             return
         self.continued = False
-        del self.buffer[:request.size]
+        del self.buffer[: request.size]
         arrived, self.arrived = self.arrived, (time.monotonic() if self.buffer else None)
         self.busy = True
         self.transport.pause_reading()
@@ -246,21 +264,34 @@ class Connection(asyncio.Protocol):
         if GRAPH_PATH.match(environ["PATH_INFO"]):
             self._answer(request, environ, self.server.call_app(environ))
         else:
-            future = asyncio.get_running_loop().run_in_executor(self.server.pool, self.server.call_app, environ)
+            future = asyncio.get_running_loop().run_in_executor(
+                self.server.pool, self.server.call_app, environ
+            )
             future.add_done_callback(lambda done: self._answer(request, environ, done.result()))
 
     def _environ(self, request: Request, arrived: float) -> dict[str, Any]:
         path, _, query = request.target.partition("?")
         peer = self.transport.get_extra_info("peername") or ("", 0)
         environ = {
-            "REQUEST_METHOD": request.method, "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"), "QUERY_STRING": query,
-            "SERVER_NAME": self.server.host, "SERVER_PORT": str(self.server.bound_port),
-            "SERVER_PROTOCOL": request.version, "REMOTE_ADDR": peer[0], "REMOTE_PORT": str(peer[1]),
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": self.server.host,
+            "SERVER_PORT": str(self.server.bound_port),
+            "SERVER_PROTOCOL": request.version,
+            "REMOTE_ADDR": peer[0],
+            "REMOTE_PORT": str(peer[1]),
             "CONTENT_LENGTH": str(len(request.body)) if request.body else "",
-            "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(request.body),
-            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False,
-            "wsgi.run_once": False, ARRIVED: arrived, ANSWER_AT: 0.0,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(request.body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            ARRIVED: arrived,
+            ANSWER_AT: 0.0,
         }
         for name, value in request.headers:
             key = name.upper().replace("-", "_")
@@ -271,8 +302,12 @@ class Connection(asyncio.Protocol):
                 environ[key] = f"{environ[key]},{value}" if key in environ else value
         return environ
 
-    def _answer(self, request: Request, environ: dict[str, Any],
-                answer: tuple[str, list[tuple[str, str]], bytes]) -> None:
+    def _answer(
+        self,
+        request: Request,
+        environ: dict[str, Any],
+        answer: tuple[str, list[tuple[str, str]], bytes],
+    ) -> None:
         hold = environ[ANSWER_AT] - time.monotonic()
         args = (*answer, request.keep_alive, request.method == "HEAD")
         if hold > 0:
@@ -280,12 +315,20 @@ class Connection(asyncio.Protocol):
         else:
             self._write(*args)
 
-    def _write(self, status: str, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
-               head_only: bool = False) -> None:
+    def _write(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        keep_alive: bool,
+        head_only: bool = False,
+    ) -> None:
         if self.transport.is_closing():
             return
         lines = [f"HTTP/1.1 {status}"]
-        lines += [f"{k}: {v}" for k, v in headers if k.lower() not in ("content-length", "connection")]
+        lines += [
+            f"{k}: {v}" for k, v in headers if k.lower() not in ("content-length", "connection")
+        ]
         lines.append(f"Content-Length: {len(body)}")
         if not keep_alive:
             lines.append("Connection: close")

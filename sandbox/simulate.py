@@ -4,9 +4,11 @@ Each builder also applies the event's effect on Facebook's side: user actions op
 24-hour window, a checkbox opt-in registers its user_ref. Echoes, receipts and policy events
 change nothing (Meta: they never open the window).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sandbox import events
 from sandbox.state import State, random_mid
@@ -47,16 +49,22 @@ def _referral(state: State, page_id: str, ts: int, now: int, f: dict[str, Any]) 
         raise EventError("ref is required for a referral")
     psid = _psid(state, page_id, f)
     state.touch(page_id, psid, ts)
-    return events.referral(page_id, psid, f["ref"], ts, f.get("source", "SHORTLINK"),
-                           time_ms=now)
+    return events.referral(page_id, psid, f["ref"], ts, f.get("source", "SHORTLINK"), time_ms=now)
 
 
 def _postback(state: State, page_id: str, ts: int, now: int, f: dict[str, Any]) -> dict:
     psid = _psid(state, page_id, f)
     state.touch(page_id, psid, ts)
-    return events.postback(page_id, psid, f.get("mid") or random_mid(), ts, f.get("ref"),
-                           f.get("title", "Get Started"), f.get("payload", "GET_STARTED"),
-                           time_ms=now)
+    return events.postback(
+        page_id,
+        psid,
+        f.get("mid") or random_mid(),
+        ts,
+        f.get("ref"),
+        f.get("title", "Get Started"),
+        f.get("payload", "GET_STARTED"),
+        time_ms=now,
+    )
 
 
 def _message(state: State, page_id: str, ts: int, now: int, f: dict[str, Any]) -> dict:
@@ -68,15 +76,30 @@ def _message(state: State, page_id: str, ts: int, now: int, f: dict[str, Any]) -
         with state.lock:
             state.user_refs[page_id].setdefault(user_ref, {"opted_in_ms": None})["psid"] = psid
             state.people[page_id][psid]["user_ref"] = user_ref
-    return events.message(page_id, psid, f.get("mid") or random_mid(), f.get("text", "Hello"),
-                          ts, user_ref, time_ms=now)
+    return events.message(
+        page_id,
+        psid,
+        f.get("mid") or random_mid(),
+        f.get("text", "Hello"),
+        ts,
+        user_ref,
+        time_ms=now,
+    )
 
 
 def _echo(state: State, page_id: str, ts: int, now: int, f: dict[str, Any]) -> dict:
     psid = _psid(state, page_id, f, create=False)
     app_id = f.get("app_id") or state.cfg("app_id")
-    return events.echo(page_id, psid, f.get("mid") or random_mid(), app_id, ts,
-                       f.get("text"), f.get("metadata"), time_ms=now)
+    return events.echo(
+        page_id,
+        psid,
+        f.get("mid") or random_mid(),
+        app_id,
+        ts,
+        f.get("text"),
+        f.get("metadata"),
+        time_ms=now,
+    )
 
 
 def _watermark(state: State, page_id: str, psid: str, f: dict[str, Any], now: int) -> int:
@@ -100,14 +123,21 @@ def _read(state: State, page_id: str, ts: int, now: int, f: dict[str, Any]) -> d
 
 
 def _policy(state: State, page_id: str, ts: int, now: int, f: dict[str, Any]) -> dict:
-    return events.policy_enforcement(page_id, ts, f.get("action", "block"),
-                                     f.get("reason", events.POLICY_REASON), time_ms=now)
+    return events.policy_enforcement(
+        page_id, ts, f.get("action", "block"), f.get("reason", events.POLICY_REASON), time_ms=now
+    )
 
 
 BUILDERS: dict[str, Builder] = {
-    "optin": _optin, "checkbox_optin": _checkbox, "referral": _referral,
-    "postback": _postback, "message": _message, "echo": _echo, "delivery": _delivery,
-    "read": _read, "policy_block": _policy,
+    "optin": _optin,
+    "checkbox_optin": _checkbox,
+    "referral": _referral,
+    "postback": _postback,
+    "message": _message,
+    "echo": _echo,
+    "delivery": _delivery,
+    "read": _read,
+    "policy_block": _policy,
 }
 
 

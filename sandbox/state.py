@@ -4,6 +4,7 @@ Everything sits behind one re-entrant lock so request threads and the receipt sc
 see half-written records. Ids come from counters, so a fresh (or reset) simulator hands out the
 same ids in the same order and tests stay deterministic.
 """
+
 from __future__ import annotations
 
 import copy
@@ -107,8 +108,14 @@ class State:
             self.user_tokens: dict[str, dict[str, Any]] = {}  # token -> user token record
             self.dead_tokens: dict[str, dict[str, Any]] = {}  # retired page token -> why
             self.auto_login: str | None = None  # user the OAuth dialog logs in at once
-            self.counters = {"page": 0, "psid": 0, "template": 0, "fault": 0, "user_ref": 0,
-                             "user": 0}
+            self.counters = {
+                "page": 0,
+                "psid": 0,
+                "template": 0,
+                "fault": 0,
+                "user_ref": 0,
+                "user": 0,
+            }
             self.rng = random.Random(self.config["seed"])
 
     # -- config and clock ------------------------------------------------------------------
@@ -135,7 +142,7 @@ class State:
         forced = self.cfg("today")
         if forced:
             return dt.date.fromisoformat(forced)
-        return dt.datetime.fromtimestamp(self.now_ms() / 1000, dt.timezone.utc).date()
+        return dt.datetime.fromtimestamp(self.now_ms() / 1000, dt.UTC).date()
 
     def next_id(self, kind: str, base: int = 0) -> str:
         """Return the next id of a kind as a digit string."""
@@ -144,8 +151,13 @@ class State:
             return str(base + self.counters[kind])
 
     # -- pages -----------------------------------------------------------------------------
-    def add_page(self, name: str, page_id: str | None = None, token: str | None = None,
-                 category: str | None = None) -> dict:
+    def add_page(
+        self,
+        name: str,
+        page_id: str | None = None,
+        token: str | None = None,
+        category: str | None = None,
+    ) -> dict:
         """Create a Page with a fresh token (or the given one) and return it."""
         with self.lock:
             if not page_id:
@@ -161,9 +173,16 @@ class State:
                 raise ValueError("token already used by another page")
             # `sponsors`: users whose login handed this token out; `invalid`: why it died.
             self.pages[page_id] = {
-                "id": page_id, "name": name, "category": category or DEFAULT_CATEGORY,
-                "token": token, "valid": True, "invalid": None, "sponsors": [],
-                "subscribed_fields": [], "templates": {}, "usage_percent": None,
+                "id": page_id,
+                "name": name,
+                "category": category or DEFAULT_CATEGORY,
+                "token": token,
+                "valid": True,
+                "invalid": None,
+                "sponsors": [],
+                "subscribed_fields": [],
+                "templates": {},
+                "usage_percent": None,
                 "regain_minutes": 0,
             }
             self.tokens[token] = page_id
@@ -185,20 +204,32 @@ class State:
             page = self.pages[page_id]
             return (page if page["valid"] else None), True
 
-    def add_template(self, page_id: str, name: str, language: str, param_count: int,
-                     status: str = "APPROVED") -> dict[str, Any]:
+    def add_template(
+        self, page_id: str, name: str, language: str, param_count: int, status: str = "APPROVED"
+    ) -> dict[str, Any]:
         """Register a utility template for a Page and return it."""
         with self.lock:
-            template = {"id": self.next_id("template", TEMPLATE_ID_BASE), "name": name,
-                        "language": language, "param_count": int(param_count),
-                        "status": status, "category": "UTILITY"}
+            template = {
+                "id": self.next_id("template", TEMPLATE_ID_BASE),
+                "name": name,
+                "language": language,
+                "param_count": int(param_count),
+                "status": status,
+                "category": "UTILITY",
+            }
             self.pages[page_id]["templates"][(name, language)] = template
             return dict(template)
 
     # -- people ----------------------------------------------------------------------------
-    def add_person(self, page_id: str, psid: str | None = None,
-                   last_interaction_ms: int | None = None, receipts: str = "read",
-                   user_ref: str | None = None, user_id: str | None = None) -> dict[str, Any]:
+    def add_person(
+        self,
+        page_id: str,
+        psid: str | None = None,
+        last_interaction_ms: int | None = None,
+        receipts: str = "read",
+        user_ref: str | None = None,
+        user_id: str | None = None,
+    ) -> dict[str, Any]:
         """Create (or update) a person of a Page and return the record. `user_id` is the same
         human's app-scoped id (Facebook Login), for the ID matching API."""
         if receipts not in RECEIPTS:
@@ -206,8 +237,12 @@ class State:
         with self.lock:
             psid = str(psid) if psid else self.next_id("psid", PSID_BASE)
             person = self.people[page_id].setdefault(psid, {"psid": psid})
-            person.update(last_interaction_ms=last_interaction_ms, receipts=receipts,
-                          user_ref=user_ref, user_id=user_id)
+            person.update(
+                last_interaction_ms=last_interaction_ms,
+                receipts=receipts,
+                user_ref=user_ref,
+                user_id=user_id,
+            )
             if user_ref:
                 info = self.user_refs[page_id].setdefault(user_ref, {"opted_in_ms": None})
                 info["psid"] = psid
@@ -218,9 +253,15 @@ class State:
         with self.lock:
             people = self.people.get(page_id, {})
             if psid not in people and create:
-                return self.people[page_id].setdefault(psid, {
-                    "psid": psid, "last_interaction_ms": None, "receipts": "read",
-                    "user_ref": None})
+                return self.people[page_id].setdefault(
+                    psid,
+                    {
+                        "psid": psid,
+                        "last_interaction_ms": None,
+                        "receipts": "read",
+                        "user_ref": None,
+                    },
+                )
             return people.get(psid)
 
     def touch(self, page_id: str, psid: str, timestamp: int) -> None:
@@ -240,8 +281,11 @@ class State:
         """Return the newest accepted send to a PSID (for default receipt watermarks)."""
         with self.lock:
             for send in reversed(self.sends):
-                if (send["page_id"] == page_id and send["status"] == "accepted"
-                        and send["recipient"].get("id") == psid):
+                if (
+                    send["page_id"] == page_id
+                    and send["status"] == "accepted"
+                    and send["recipient"].get("id") == psid
+                ):
                     return send
             return None
 

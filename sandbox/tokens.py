@@ -4,6 +4,7 @@ Codes are one-time, bound to the redirect_uri of the dialog and live ten minutes
 simulator clock. User tokens (`sbx-user-...`, never `EAA...`) live 60 days on that clock, so a
 clock offset can expire them (190/463). Every refusal is the Graph error the service would get.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -17,18 +18,26 @@ CODE_TTL_MS = 10 * 60 * 1000
 TOKEN_TTL_S = 5183944  # what Facebook's code exchange answers in expires_in (~60 days)
 DATA_ACCESS_S = 90 * 24 * 3600
 UNPARSEABLE = "Invalid OAuth access token - Cannot parse access token"
-REDIRECT_MISMATCH = ("Error validating verification code. Please make sure your redirect_uri is "
-                     "identical to the one you used in the OAuth dialog request")
+REDIRECT_MISMATCH = (
+    "Error validating verification code. Please make sure your redirect_uri is "
+    "identical to the one you used in the OAuth dialog request"
+)
 
 
-def issue_code(state: State, user_id: str, client_id: str, redirect_uri: str,
-               scopes: list[str]) -> str:
+def issue_code(
+    state: State, user_id: str, client_id: str, redirect_uri: str, scopes: list[str]
+) -> str:
     """Return a fresh one-time code for a user who just logged in."""
     code = "sbx-code-" + secrets.token_urlsafe(24)
     with state.lock:
-        state.codes[code] = {"user_id": user_id, "client_id": client_id,
-                             "redirect_uri": redirect_uri, "scopes": list(scopes),
-                             "expires_ms": state.now_ms() + CODE_TTL_MS, "used": False}
+        state.codes[code] = {
+            "user_id": user_id,
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scopes": list(scopes),
+            "expires_ms": state.now_ms() + CODE_TTL_MS,
+            "used": False,
+        }
     return code
 
 
@@ -54,9 +63,13 @@ def issue_user_token(state: State, user_id: str, long_lived: bool) -> str:
     token = "sbx-user-" + secrets.token_urlsafe(24)
     now = state.now_ms()
     with state.lock:
-        state.user_tokens[token] = {"user_id": user_id, "long_lived": long_lived,
-                                    "issued_ms": now, "expires_ms": now + TOKEN_TTL_S * 1000,
-                                    "invalid": None}
+        state.user_tokens[token] = {
+            "user_id": user_id,
+            "long_lived": long_lived,
+            "issued_ms": now,
+            "expires_ms": now + TOKEN_TTL_S * 1000,
+            "invalid": None,
+        }
     return token
 
 
@@ -103,8 +116,7 @@ def user_for_token(state: State, token: str | None) -> dict[str, Any]:
 def page_token_error(state: State, token: str | None) -> GraphError:
     """Return the refusal of a token that is not a working Page token."""
     if is_user_token(state, token) and problem(state, token) is None:
-        return GraphError(210, "(#210) A page access token is required to request this "
-                               "resource.")
+        return GraphError(210, "(#210) A page access token is required to request this resource.")
     return token_error(state, token)
 
 
@@ -137,8 +149,9 @@ def _debug_page(state: State, token: str, page_id: str) -> dict[str, Any]:
     return _validity(state, token, info, state.users.get(sponsor) if sponsor else None)
 
 
-def _validity(state: State, token: str, info: dict[str, Any],
-              user: dict[str, Any] | None) -> dict[str, Any]:
+def _validity(
+    state: State, token: str, info: dict[str, Any], user: dict[str, Any] | None
+) -> dict[str, Any]:
     """Add is_valid, error, scopes and user_id to a token description."""
     why = problem(state, token)
     info["is_valid"] = why is None
@@ -148,8 +161,9 @@ def _validity(state: State, token: str, info: dict[str, Any],
     scopes = users.granted_scopes(user) if user else ["public_profile", *users.DEFAULT_SCOPES]
     info["scopes"] = scopes
     targets = list(user["pages"]) if user else [info.get("profile_id")]
-    info["granular_scopes"] = [{"scope": s, "target_ids": targets} if _per_page(s)
-                               else {"scope": s} for s in scopes]
+    info["granular_scopes"] = [
+        {"scope": s, "target_ids": targets} if _per_page(s) else {"scope": s} for s in scopes
+    ]
     if user is not None:
         info["user_id"] = user["id"]
     return info
@@ -163,5 +177,9 @@ def _per_page(scope: str) -> bool:
 def _head(state: State, kind: str) -> dict[str, Any]:
     """Start a token description in Graph's field order."""
     # data_access_expires_at: the 90-day data-access window, counted from now.
-    return {"app_id": state.cfg("app_id"), "type": kind, "application": "Sandbox app",
-            "data_access_expires_at": state.now_ms() // 1000 + DATA_ACCESS_S}
+    return {
+        "app_id": state.cfg("app_id"),
+        "type": kind,
+        "application": "Sandbox app",
+        "data_access_expires_at": state.now_ms() // 1000 + DATA_ACCESS_S,
+    }

@@ -7,6 +7,7 @@ its sponsors. When the last sponsor goes (app removed, password changed, role lo
 dies with that cause's subcode, as every Page token derived from a session does on Facebook; the
 next /me/accounts then hands out a fresh token, like a new login would.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,24 +23,32 @@ ROLES = {
     "analyst": ["ANALYZE"],
 }
 # What Facebook Login for Business grants when a config_id replaces `scope` (MESSENGER.md).
-DEFAULT_SCOPES = ["pages_show_list", "pages_manage_metadata", "pages_messaging",
-                  "pages_read_engagement", "business_management", "page_utility_messaging"]
+DEFAULT_SCOPES = [
+    "pages_show_list",
+    "pages_manage_metadata",
+    "pages_messaging",
+    "pages_read_engagement",
+    "business_management",
+    "page_utility_messaging",
+]
 # Subcodes of error 190 for a dead session, worded as Graph words them ({app_id} filled in).
 # 492 is our reading of Graph's "user no longer has a role on the Page" session error.
 INVALID_MESSAGES = {
     458: "Error validating access token: The user has not authorized application {app_id}.",
     460: "Error validating access token: The session has been invalidated because the user "
-         "changed their password or Facebook has changed the session for security reasons.",
+    "changed their password or Facebook has changed the session for security reasons.",
     463: "Error validating access token: Session has expired.",
     492: "Error validating access token: The user is not an administrator, editor, or "
-         "moderator of the Page.",
+    "moderator of the Page.",
 }
 
 
 def reason(state: State, subcode: int) -> dict[str, Any]:
     """Return why a token died: its 190 subcode and Facebook's message."""
-    return {"subcode": subcode,
-            "message": INVALID_MESSAGES[subcode].format(app_id=state.cfg("app_id"))}
+    return {
+        "subcode": subcode,
+        "message": INVALID_MESSAGES[subcode].format(app_id=state.cfg("app_id")),
+    }
 
 
 def tasks_of(spec: dict[str, Any]) -> list[str]:
@@ -68,16 +77,24 @@ def add_user(state: State, spec: dict[str, Any]) -> dict[str, Any]:
         user_id = str(spec["id"]) if spec.get("id") else new_user_id(state)
         if user_id in state.users:
             raise KeyError(f"user {user_id} already exists")
-        user = {"id": user_id, "name": str(spec.get("name") or f"Sandbox User {user_id}"),
-                "pages": {}, "authorized": False, "declined": list(spec.get("declined") or []),
-                "grants": {}}
+        user = {
+            "id": user_id,
+            "name": str(spec.get("name") or f"Sandbox User {user_id}"),
+            "pages": {},
+            "authorized": False,
+            "declined": list(spec.get("declined") or []),
+            "grants": {},
+        }
         state.users[user_id] = user
         for page_spec, tasks in roles:
             page = ensure_page(state, page_spec)
             if tasks:
                 user["pages"][page["id"]] = tasks
-        return {"id": user_id, "name": user["name"],
-                "pages": [page_summary(state, pid) for pid in user["pages"]]}
+        return {
+            "id": user_id,
+            "name": user["name"],
+            "pages": [page_summary(state, pid) for pid in user["pages"]],
+        }
 
 
 def new_user_id(state: State) -> str:
@@ -93,8 +110,12 @@ def ensure_page(state: State, spec: dict[str, Any]) -> dict[str, Any]:
     """Return the Page a spec names, creating it when it is new to the simulator."""
     page = state.page(str(spec["id"])) if spec.get("id") else None
     if page is None:
-        page = state.add_page(str(spec.get("name") or "Sandbox Page"), spec.get("id"),
-                              spec.get("token"), spec.get("category"))
+        page = state.add_page(
+            str(spec.get("name") or "Sandbox Page"),
+            spec.get("id"),
+            spec.get("token"),
+            spec.get("category"),
+        )
     return page
 
 
@@ -107,18 +128,26 @@ def page_summary(state: State, page_id: str) -> dict[str, Any]:
 def public_user(state: State, user: dict[str, Any]) -> dict[str, Any]:
     """Return a user as the control API shows it."""
     with state.lock:
-        pages = [{"id": pid, "name": state.pages[pid]["name"], "tasks": list(tasks)}
-                 for pid, tasks in user["pages"].items()]
-        return {"id": user["id"], "name": user["name"], "pages": pages,
-                "authorized": user["authorized"], "declined": list(user["declined"]),
-                "permissions": permissions(user)}
+        pages = [
+            {"id": pid, "name": state.pages[pid]["name"], "tasks": list(tasks)}
+            for pid, tasks in user["pages"].items()
+        ]
+        return {
+            "id": user["id"],
+            "name": user["name"],
+            "pages": pages,
+            "authorized": user["authorized"],
+            "declined": list(user["declined"]),
+            "permissions": permissions(user),
+        }
 
 
 def permissions(user: dict[str, Any]) -> list[dict[str, str]]:
     """Return /me/permissions rows: public_profile always, then each scope asked at login."""
     rows = [{"permission": "public_profile", "status": "granted"}]
-    return rows + [{"permission": p, "status": s} for p, s in user["grants"].items()
-                   if p != "public_profile"]
+    return rows + [
+        {"permission": p, "status": s} for p, s in user["grants"].items() if p != "public_profile"
+    ]
 
 
 def granted_scopes(user: dict[str, Any]) -> list[str]:
@@ -193,8 +222,9 @@ def end_sessions(state: State, user_id: str, subcode: int, pages: bool = True) -
         return drop_sponsor(state, user_id, list(state.pages), subcode)
 
 
-def set_tasks(state: State, user_id: str, page_id: str, tasks: list[str],
-              name: str | None = None) -> list[str]:
+def set_tasks(
+    state: State, user_id: str, page_id: str, tasks: list[str], name: str | None = None
+) -> list[str]:
     """Give the user these tasks on a Page (no tasks: no role); return Pages whose token died."""
     tasks = tasks_of({"tasks": tasks})
     with state.lock:
@@ -220,6 +250,13 @@ def accounts(state: State, user_id: str) -> list[dict[str, Any]]:
                 renew_page_token(state, page_id)
             if user_id not in page["sponsors"]:
                 page["sponsors"].append(user_id)
-            listed.append({"id": page_id, "name": page["name"], "access_token": page["token"],
-                           "category": page["category"], "tasks": list(tasks)})
+            listed.append(
+                {
+                    "id": page_id,
+                    "name": page["name"],
+                    "access_token": page["token"],
+                    "category": page["category"],
+                    "tasks": list(tasks),
+                }
+            )
         return listed

@@ -1,9 +1,11 @@
 """Deliver signed webhooks to the configured URL, with Facebook-like retries and a log."""
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -40,36 +42,57 @@ class WebhookSender:
         # Used only from the scheduler thread, so keep-alive works without locking.
         self.session = requests.Session()
 
-    def attempt(self, kind: str, payload: dict[str, Any], session: requests.Session,
-                attempt: int = 1, signature: str | None = None) -> int | None:
+    def attempt(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        session: requests.Session,
+        attempt: int = 1,
+        signature: str | None = None,
+    ) -> int | None:
         """POST once, log it, and return the HTTP status (None if nothing answered)."""
         url = self.state.cfg("webhook_url")
         body = events.encode(payload)
-        entry: dict[str, Any] = {"kind": kind, "body": body.decode("ascii"), "status": None,
-                                 "attempt": attempt, "at_ms": self.state.now_ms(),
-                                 "page_id": payload["entry"][0]["id"]}
+        entry: dict[str, Any] = {
+            "kind": kind,
+            "body": body.decode("ascii"),
+            "status": None,
+            "attempt": attempt,
+            "at_ms": self.state.now_ms(),
+            "page_id": payload["entry"][0]["id"],
+        }
         if not url:
             entry["error"] = "webhook_url is not configured"
             self.state.log_webhook(entry)
             return None
         try:
             response = events.post_webhook(
-                url, payload, self.state.cfg("app_secret"), session,
+                url,
+                payload,
+                self.state.cfg("app_secret"),
+                session,
                 signature=signature_override(body, signature),
-                timeout=float(self.state.cfg("webhook_timeout_s")))
+                timeout=float(self.state.cfg("webhook_timeout_s")),
+            )
             entry["status"] = response.status_code
             response.close()
         except requests.RequestException as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"
         if not _ok(entry["status"]):
             # One line per failure so a demo shows why the service saw no receipt.
-            log.warning("webhook %s attempt %d to %s failed: %s", kind, attempt, url,
-                        entry["status"] or entry.get("error"))
+            log.warning(
+                "webhook %s attempt %d to %s failed: %s",
+                kind,
+                attempt,
+                url,
+                entry["status"] or entry.get("error"),
+            )
         self.state.log_webhook(entry)
         return entry["status"]
 
-    def deliver_now(self, kind: str, payload: dict[str, Any],
-                    signature: str | None = None) -> int | None:
+    def deliver_now(
+        self, kind: str, payload: dict[str, Any], signature: str | None = None
+    ) -> int | None:
         """POST with retries in the calling thread and return the final status."""
         retries = int(self.state.cfg("webhook_retries"))
         status = None
@@ -81,8 +104,9 @@ class WebhookSender:
                 time.sleep(int(self.state.cfg("webhook_retry_delay_ms")) / 1000)
         return status
 
-    def deliver_later(self, kind: str, build: Callable[[], dict[str, Any]],
-                      delay_ms: int = 0) -> None:
+    def deliver_later(
+        self, kind: str, build: Callable[[], dict[str, Any]], delay_ms: int = 0
+    ) -> None:
         """Build the payload when due (its timestamps are then current) and POST it."""
         self.scheduler.schedule(delay_ms / 1000, lambda: self._run(kind, build(), 1))
 

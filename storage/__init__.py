@@ -4,6 +4,7 @@
 RQ gets its own bytes client (`rq_redis`). `init_app` puts the Storage on
 `app.extensions["storage"]`; `get_storage()` reads it inside a request or job.
 """
+
 from __future__ import annotations
 
 from zoneinfo import ZoneInfo
@@ -34,8 +35,16 @@ def connect(url: str, *, decode: bool = True) -> redis.Redis:
 class Storage:
     """All aggregates over one Redis client."""
 
-    def __init__(self, client: redis.Redis, *, cipher, tz: str = "UTC", clock_skew_ms: int = 1000,
-                 send_rate: float = 20.0, run_retention_days: int = 30):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        cipher,
+        tz: str = "UTC",
+        clock_skew_ms: int = 1000,
+        send_rate: float = 20.0,
+        run_retention_days: int = 30,
+    ):
         self.redis = client
         self.tz = ZoneInfo(tz)
         self.profiles = Profiles(client, cipher)
@@ -58,13 +67,19 @@ class Storage:
 
 
 def init_app(app, settings, cipher) -> Storage:
-    store = Storage(connect(settings.redis_url), cipher=cipher, tz=settings.stats_timezone,
-                    clock_skew_ms=settings.receipt_clock_skew_ms, send_rate=settings.send_rate_per_page,
-                    run_retention_days=settings.run_retention_days)
+    store = Storage(
+        connect(settings.redis_url),
+        cipher=cipher,
+        tz=settings.stats_timezone,
+        clock_skew_ms=settings.receipt_clock_skew_ms,
+        send_rate=settings.send_rate_per_page,
+        run_retention_days=settings.run_retention_days,
+    )
     app.extensions["storage"] = store
     return store
 
 
 def get_storage() -> Storage:
     from flask import current_app
+
     return current_app.extensions["storage"]

@@ -3,6 +3,7 @@
 Keys: contact:{cid}. Opt-in fields are written only by opt-ins (storage/inbound.py), so a
 contact update never touches them.
 """
+
 from __future__ import annotations
 
 from redis.exceptions import WatchError
@@ -41,7 +42,9 @@ class Contacts:
             for _ in range(_WATCH_ATTEMPTS):  # optimistic: retried if an opt-in lands meanwhile
                 try:
                     pipe.watch(key)
-                    stale = [f for f in pipe.hkeys(key) if not is_optin_field(f) and f not in fields]
+                    stale = [
+                        f for f in pipe.hkeys(key) if not is_optin_field(f) and f not in fields
+                    ]
                     pipe.multi()
                     if stale:
                         pipe.hdel(key, *stale)
@@ -61,4 +64,3 @@ class Contacts:
                 pipe.hset(keys.contact(cid), mapping=fields)
         if pipeline is None:
             pipe.execute()
-

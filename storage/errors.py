@@ -1,4 +1,5 @@
 """Errors the storage layer raises for its callers to turn into answers."""
+
 from __future__ import annotations
 
 
@@ -33,5 +34,7 @@ class ProfileInUse(StorageError):
     """The profile is used by active programs: [(program id, name)]."""
 
     def __init__(self, programs: list[tuple[str, str]]):
-        super().__init__("profile used by active programs: " + ", ".join(name for _, name in programs))
+        super().__init__(
+            "profile used by active programs: " + ", ".join(name for _, name in programs)
+        )
         self.programs = programs

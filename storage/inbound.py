@@ -6,6 +6,7 @@ interaction times, unmatched opt-ins and receipts. Every kind is idempotent. The
 `Inbound.apply_shared`: webhooks arriving together in one process share a call (SharedWrites).
 Keys touched: page, contact, p:{pid}:recipients/seen/unmatched/marketing/await/day...
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,20 @@ from storage.stats import day_of, day_score
 
 UNMATCHED_KEPT = 1000  # per profile, newest first; the operator reviews them
 EVENTS_PER_SHARED_CALL = 500  # a shared write takes waiting callers up to this many events
-KINDS = frozenset({"seen", "optin", "unmatched", "marketing", "link", "delivery", "read", "echo", "block", "unblock"})
+KINDS = frozenset(
+    {
+        "seen",
+        "optin",
+        "unmatched",
+        "marketing",
+        "link",
+        "delivery",
+        "read",
+        "echo",
+        "block",
+        "unblock",
+    }
+)
 
 
 # What an event may carry besides kind, page, recipient and time.
@@ -35,11 +49,13 @@ EVENT_FIELDS = {
     "wm": "delivery/read: the watermark (epoch ms)",
     "mids": "delivery: message ids (tuple)",
     "user_ref": "link: the checkbox user_ref a PSID now replaces",
-    "status": "marketing: opt-in status", "expiry": "marketing: token expiry",
+    "status": "marketing: opt-in status",
+    "expiry": "marketing: token expiry",
     "reason": "block: Facebook's reason",
     "mid": "echo: the message id Facebook gave our send",
     "run": "echo: the run our metadata named (and `contact` the contact)",
-    "day": "echo: the stats day of the send (filled in by Inbound.apply)", "score": "echo: that day as YYYYMMDD",
+    "day": "echo: the stats day of the send (filled in by Inbound.apply)",
+    "score": "echo: that day as YYYYMMDD",
 }
 
 
@@ -60,7 +76,9 @@ class Event:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         if not _FIELD_NAMES.issuperset(fields):
-            raise TypeError(f"unknown event fields: {', '.join(sorted(set(fields) - _FIELD_NAMES))}")
+            raise TypeError(
+                f"unknown event fields: {', '.join(sorted(set(fields) - _FIELD_NAMES))}"
+            )
         data = {"k": kind, "page": page, "ts": ts}
         if rcpt:
             data["rcpt"] = rcpt
@@ -89,7 +107,7 @@ class Event:
     def __repr__(self) -> str:
         return f"Event({self.kind!r}, {self.page!r}, {self.rcpt!r}, {self.ts!r}, **{self.fields!r})"
 
-    def with_fields(self, **fields) -> "Event":
+    def with_fields(self, **fields) -> Event:
         return Event(self.kind, self.page, self.rcpt, self.ts, **{**self.fields, **fields})
 
     def to_lua(self) -> dict:
@@ -117,7 +135,9 @@ class ApplyEvents:
         events = [self._dated(e) if e.kind == "echo" else e for e in events]
         payload = orjson.dumps([e.data for e in events])
         counted = orjson.dumps(dict(kinds or {}))
-        return Applied(*map(int, self.script(args=[payload, self.clock_skew_ms, UNMATCHED_KEPT, counted])))
+        return Applied(
+            *map(int, self.script(args=[payload, self.clock_skew_ms, UNMATCHED_KEPT, counted]))
+        )
 
     def _dated(self, event: Event) -> Event:
         day = day_of(event.ts, self.tz)
@@ -224,7 +244,9 @@ class SharedWrites:
         """Write the oldest waiting callers, then hand the next write to the first left waiting."""
         with self._lock:
             batch, size = [], 0
-            while self._waiting and (not batch or size + len(self._waiting[0].events) <= EVENTS_PER_SHARED_CALL):
+            while self._waiting and (
+                not batch or size + len(self._waiting[0].events) <= EVENTS_PER_SHARED_CALL
+            ):
                 batch.append(self._waiting.pop(0))
                 size += len(batch[-1].events)
         try:

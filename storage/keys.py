@@ -43,6 +43,7 @@ Key families (all under PREFIX):
 Lua scripts receive key *templates* made by calling these functions with "%s" placeholders
 (`lua_templates`), so a key's shape is still written only once.
 """
+
 from __future__ import annotations
 
 PREFIX = "msgr:"
@@ -195,21 +196,43 @@ def deletion(code: str) -> str:
 
 def profile_scoped(pid: str) -> list[str]:
     """Keys of one profile that do not depend on a day (deleted with the profile)."""
-    return [recipients(pid), seen(pid), unmatched(pid), marketing(pid), awaiting(pid), stat_days(pid),
-            profile_programs(pid), rows_trimmed_until(pid)]
+    return [
+        recipients(pid),
+        seen(pid),
+        unmatched(pid),
+        marketing(pid),
+        awaiting(pid),
+        stat_days(pid),
+        profile_programs(pid),
+        rows_trimmed_until(pid),
+    ]
 
 
 def lua_templates() -> dict[str, str]:
     """Key templates for Lua scripts (string.format with the same arguments, in order)."""
     s = "%s"
     return {
-        "profile": profile(s), "profiles": profiles(), "page": page_owner(s), "contact": contact(s),
-        "recipients": recipients(s), "seen": seen(s), "unmatched": unmatched(s),
-        "marketing": marketing(s), "await": awaiting(s), "days": stat_days(s),
-        "day": day_counters(s, s), "rows": day_rows(s, s, s),
-        "run": run(s), "run_outcomes": run_outcomes(s), "runs_active": runs_active(),
-        "deadlines": deadlines(), "program": program(s), "programs": programs(),
-        "ready": runs_ready(), "run_lease": run_lease(s, s),
-        "profile_programs": profile_programs(s), "metric": metric(s),
+        "profile": profile(s),
+        "profiles": profiles(),
+        "page": page_owner(s),
+        "contact": contact(s),
+        "recipients": recipients(s),
+        "seen": seen(s),
+        "unmatched": unmatched(s),
+        "marketing": marketing(s),
+        "await": awaiting(s),
+        "days": stat_days(s),
+        "day": day_counters(s, s),
+        "rows": day_rows(s, s, s),
+        "run": run(s),
+        "run_outcomes": run_outcomes(s),
+        "runs_active": runs_active(),
+        "deadlines": deadlines(),
+        "program": program(s),
+        "programs": programs(),
+        "ready": runs_ready(),
+        "run_lease": run_lease(s, s),
+        "profile_programs": profile_programs(s),
+        "metric": metric(s),
         "optin_field": OPTIN_FIELD_PREFIX + "%03d",
     }

@@ -5,6 +5,7 @@ entries separated by RS; state s = sent, d = delivered) plus the day counters an
 storage/stats.py. Receipts (storage/inbound.py) consume the awaiting entries, which is what
 makes a receipt count once however often Facebook repeats it.
 """
+
 from __future__ import annotations
 
 from zoneinfo import ZoneInfo
@@ -28,12 +29,24 @@ class Messages:
         self.tz = tz
         self._record_sent = scripts.register(redis, "record_sent")
 
-    def record_sent(self, pid: str, contact: str, rcpt: str, message_id: str, sent_ms: int,
-                    pipeline=None) -> None:
+    def record_sent(
+        self, pid: str, contact: str, rcpt: str, message_id: str, sent_ms: int, pipeline=None
+    ) -> None:
         """Count a message Facebook accepted and keep it awaiting receipts when they can come."""
         day = day_of(sent_ms, self.tz)
-        self._record_sent(args=[pid, rcpt, message_id, day, day_score(day), contact, sent_ms,
-                                "1" if expects_receipts(rcpt) else "0"], client=pipeline)
+        self._record_sent(
+            args=[
+                pid,
+                rcpt,
+                message_id,
+                day,
+                day_score(day),
+                contact,
+                sent_ms,
+                "1" if expects_receipts(rcpt) else "0",
+            ],
+            client=pipeline,
+        )
 
     def awaiting(self, pid: str, rcpt: str) -> list[dict]:
         """Messages to one recipient still awaiting a delivery or read receipt."""
@@ -43,6 +56,13 @@ class Messages:
         entries = []
         for entry in packed.split(RS):
             mid, day, index, sent_ms, state = entry.split(US)
-            entries.append({"message_id": mid, "day": day, "row": int(index),
-                            "sent_ms": int(sent_ms), "delivered": state == "d"})
+            entries.append(
+                {
+                    "message_id": mid,
+                    "day": day,
+                    "row": int(index),
+                    "sent_ms": int(sent_ms),
+                    "delivered": state == "d",
+                }
+            )
         return entries

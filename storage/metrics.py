@@ -5,6 +5,7 @@ horses) come and go, so /metrics reads these Redis hashes instead, and the numbe
 whichever process serves the scrape. Hot paths add to them inside scripts they already run
 (finish, apply_events), so metrics cost no extra round trip there.
 """
+
 from __future__ import annotations
 
 from storage import keys
@@ -29,7 +30,9 @@ class Metrics:
             client.execute()
 
     def read(self, name: str) -> dict[str, float]:
-        return {label: float(value) for label, value in self.redis.hgetall(keys.metric(name)).items()}
+        return {
+            label: float(value) for label, value in self.redis.hgetall(keys.metric(name)).items()
+        }
 
     def gauges(self) -> dict[str, int]:
         """Sizes worth watching: runs not finished, sends awaiting Facebook's echo."""
@@ -42,7 +45,9 @@ class Metrics:
 
 def latency_counts(seconds: list[float]) -> dict[str, float]:
     """Histogram fields (cumulative buckets, sum, count) for some observed latencies."""
-    counts: dict[str, float] = {f"le:{b}": sum(1 for s in seconds if s <= b) for b in LATENCY_BUCKETS}
+    counts: dict[str, float] = {
+        f"le:{b}": sum(1 for s in seconds if s <= b) for b in LATENCY_BUCKETS
+    }
     counts["sum"] = float(sum(seconds))
     counts["count"] = len(seconds)
     return counts

@@ -3,6 +3,7 @@
 Keys: profile:{pid}, page:{page_id}, profiles, seq:profile (see storage/keys.py).
 The Page token is stored only encrypted; `page_token` is the one place that decrypts it.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,18 +29,23 @@ class Profile:
     health_reason: str
     health_checked_at: int | None
     created_at: int
-    connected_by: str = ""      # app-scoped id of the Facebook user whose login gave the token
+    connected_by: str = ""  # app-scoped id of the Facebook user whose login gave the token
 
     @classmethod
-    def from_redis(cls, data: dict[str, str]) -> "Profile":
+    def from_redis(cls, data: dict[str, str]) -> Profile:
         checked = data.get("health_checked_at")
         return cls(
-            id=data["id"], name=data["name"], page_id=data["page_id"],
-            page_name=data.get("page_name", ""), status=data["status"],
-            optin_field=keys.optin_field(data["id"]), health=data.get("health", "ok"),
+            id=data["id"],
+            name=data["name"],
+            page_id=data["page_id"],
+            page_name=data.get("page_name", ""),
+            status=data["status"],
+            optin_field=keys.optin_field(data["id"]),
+            health=data.get("health", "ok"),
             health_reason=data.get("health_reason", ""),
             health_checked_at=int(checked) if checked else None,
-            created_at=int(data["created_at"]), connected_by=data.get("connected_by", ""),
+            created_at=int(data["created_at"]),
+            connected_by=data.get("connected_by", ""),
         )
 
     @property
@@ -56,16 +62,41 @@ class Profiles:
         self._create = scripts.register(redis, "create_profile")
         self._status = scripts.register(redis, "profile_status")
 
-    def create(self, *, name: str, page_id: str, page_name: str, page_token: str,
-               status: str = "enabled", connected_by: str = "", now: float | None = None) -> Profile:
+    def create(
+        self,
+        *,
+        name: str,
+        page_id: str,
+        page_name: str,
+        page_token: str,
+        status: str = "enabled",
+        connected_by: str = "",
+        now: float | None = None,
+    ) -> Profile:
         """Store a new profile; raise PageTaken when the Page already has one."""
         created_at = int(now if now is not None else time.time())
-        fields = ["name", name, "page_id", page_id, "page_name", page_name, "status", status,
-                  "health", "ok", "token", self.cipher.encrypt(page_token),
-                  "health_checked_at", str(created_at), "connected_by", connected_by]
+        fields = [
+            "name",
+            name,
+            "page_id",
+            page_id,
+            "page_name",
+            page_name,
+            "status",
+            status,
+            "health",
+            "ok",
+            "token",
+            self.cipher.encrypt(page_token),
+            "health_checked_at",
+            str(created_at),
+            "connected_by",
+            connected_by,
+        ]
         outcome, ident = self._create(
             keys=[keys.page_owner(page_id), keys.profile_seq(), keys.profiles()],
-            args=[keys.profile("%s"), created_at, *fields])
+            args=[keys.profile("%s"), created_at, *fields],
+        )
         if outcome == "taken":
             raise PageTaken(page_id, ident)
         return self.get(ident)
@@ -96,21 +127,38 @@ class Profiles:
         """Move a healthy profile to `health`; False if it was already flagged (so it flips once)."""
         if health not in HEALTH:
             raise ValueError(f"unknown health {health!r}")
-        script = ("if redis.call('HGET', KEYS[1], 'health') ~= 'ok' then return 0 end "
-                  "redis.call('HSET', KEYS[1], 'health', ARGV[1], 'health_reason', ARGV[2], "
-                  "'health_checked_at', ARGV[3]) return 1")
-        return bool(self.redis.eval(script, 1, keys.profile(pid), health, reason[:500],
-                                    int(now if now is not None else time.time())))
+        script = (
+            "if redis.call('HGET', KEYS[1], 'health') ~= 'ok' then return 0 end "
+            "redis.call('HSET', KEYS[1], 'health', ARGV[1], 'health_reason', ARGV[2], "
+            "'health_checked_at', ARGV[3]) return 1"
+        )
+        return bool(
+            self.redis.eval(
+                script,
+                1,
+                keys.profile(pid),
+                health,
+                reason[:500],
+                int(now if now is not None else time.time()),
+            )
+        )
 
     def touch_checked(self, pid: str, now: float | None = None) -> None:
-        self.redis.hset(keys.profile(pid), "health_checked_at", int(now if now is not None else time.time()))
+        self.redis.hset(
+            keys.profile(pid), "health_checked_at", int(now if now is not None else time.time())
+        )
 
     def set_health(self, pid: str, health: str, reason: str = "", now: float | None = None) -> None:
         if health not in HEALTH:
             raise ValueError(f"unknown health {health!r}")
-        self.redis.hset(keys.profile(pid), mapping={
-            "health": health, "health_reason": reason,
-            "health_checked_at": int(now if now is not None else time.time())})
+        self.redis.hset(
+            keys.profile(pid),
+            mapping={
+                "health": health,
+                "health_reason": reason,
+                "health_checked_at": int(now if now is not None else time.time()),
+            },
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -133,11 +181,20 @@ class Profiles:
             raise ProfileInUse(list(zip(result[1::2], result[2::2])))
         return result[0] == "ok"
 
-    def replace_token(self, pid: str, page_token: str, connected_by: str, now: float | None = None) -> None:
+    def replace_token(
+        self, pid: str, page_token: str, connected_by: str, now: float | None = None
+    ) -> None:
         """A new token after reauthorisation: the profile is healthy again."""
-        self.redis.hset(keys.profile(pid), mapping={
-            "token": self.cipher.encrypt(page_token), "connected_by": connected_by, "health": "ok",
-            "health_reason": "", "health_checked_at": int(now if now is not None else time.time())})
+        self.redis.hset(
+            keys.profile(pid),
+            mapping={
+                "token": self.cipher.encrypt(page_token),
+                "connected_by": connected_by,
+                "health": "ok",
+                "health_reason": "",
+                "health_checked_at": int(now if now is not None else time.time()),
+            },
+        )
 
     def forget_connector(self, pid: str) -> None:
         self.redis.hset(keys.profile(pid), "connected_by", "")
@@ -174,14 +231,29 @@ class Profiles:
         doomed = []
         for day in days:
             counters = self.redis.hkeys(keys.day_counters(pid, day))
-            kinds = set(DAY_KINDS) | {name for name in counters if ":" in name}  # per-reason lists too
-            doomed += [keys.day_counters(pid, day)] + [keys.day_rows(pid, day, kind) for kind in kinds]
+            kinds = set(DAY_KINDS) | {
+                name for name in counters if ":" in name
+            }  # per-reason lists too
+            doomed += [keys.day_counters(pid, day)] + [
+                keys.day_rows(pid, day, kind) for kind in kinds
+            ]
         run_index, old_run_index = keys.profile_runs(pid), keys.profile_runs_v1(pid)
         for run_id in set(self.redis.zrange(run_index, 0, -1)) | self.redis.smembers(old_run_index):
-            doomed += [keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),
-                       keys.run_batches(run_id)]
+            doomed += [
+                keys.run(run_id),
+                keys.run_contacts(run_id),
+                keys.run_outcomes(run_id),
+                keys.run_batches(run_id),
+            ]
         page_id = data.get("page_id", "")
-        doomed += keys.profile_scoped(pid) + [run_index, old_run_index, keys.rate(page_id), keys.rate_rest(page_id)]
+        doomed += keys.profile_scoped(pid) + [
+            run_index,
+            old_run_index,
+            keys.rate(page_id),
+            keys.rate_rest(page_id),
+        ]
         for start in range(0, len(doomed), chunk):
-            self.redis.unlink(*doomed[start:start + chunk])  # UNLINK: big lists are freed in the background
+            self.redis.unlink(
+                *doomed[start : start + chunk]
+            )  # UNLINK: big lists are freed in the background
         self.redis.unlink(keys.profile(pid))

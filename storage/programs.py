@@ -3,6 +3,7 @@
 Keys: program:{id} (name, status, nodes JSON, updated_at), programs, p:{pid}:programs (which
 programs use a profile: the "in use by an active program" rule reads it).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,20 @@ class Node:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Node":
+    def from_dict(cls, data: dict) -> Node:
         template = data.get("utility_template")
-        return cls(id=data["id"], profile_id=str(data["profile_id"]), tag=data["tag"], message=data["message"],
-                   type=data.get("type", "messenger"),
-                   utility_template=UtilityTemplate(template["name"], template["language"],
-                                                    tuple(template.get("parameters", ())))
-                   if template else None)
+        return cls(
+            id=data["id"],
+            profile_id=str(data["profile_id"]),
+            tag=data["tag"],
+            message=data["message"],
+            type=data.get("type", "messenger"),
+            utility_template=UtilityTemplate(
+                template["name"], template["language"], tuple(template.get("parameters", ()))
+            )
+            if template
+            else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,11 +95,17 @@ class Programs:
         data = self.redis.hgetall(keys.program(prog_id))
         if not data:
             return None
-        return Program(id=prog_id, name=data["name"], status=data["status"],
-                       nodes=tuple(Node.from_dict(n) for n in json.loads(data["nodes"])),
-                       updated_at=int(data["updated_at"]))
+        return Program(
+            id=prog_id,
+            name=data["name"],
+            status=data["status"],
+            nodes=tuple(Node.from_dict(n) for n in json.loads(data["nodes"])),
+            updated_at=int(data["updated_at"]),
+        )
 
     def using_profile(self, pid: str) -> list[Program]:
         """Programs with a node that uses the profile."""
-        programs = [self.get(prog_id) for prog_id in sorted(self.redis.smembers(keys.profile_programs(pid)))]
+        programs = [
+            self.get(prog_id) for prog_id in sorted(self.redis.smembers(keys.profile_programs(pid)))
+        ]
         return [p for p in programs if p is not None]

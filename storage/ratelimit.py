@@ -5,6 +5,7 @@ Facebook allows 300 calls/s per Page, but above ~40 messages/s a Page's inbox st
 rest (`rest`): no new slot before the rest ends, and senders holding earlier slots check
 `resting_ms` before they send.
 """
+
 from __future__ import annotations
 
 from storage import keys, scripts

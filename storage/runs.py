@@ -6,6 +6,7 @@ run:{rid}:lease:{n}, runs:active, runs:deadlines. Outcomes move inflight -> unkn
 outcome once, with its run counts and day statistics, so a retried job or a late echo cannot
 count anything twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,12 +40,12 @@ def sent_as_code(kind: str, name: str = "") -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    state: str                 # inflight, unknown, sent, warning, failed
+    state: str  # inflight, unknown, sent, warning, failed
     reason: str = ""
     message_id: str = ""
     at_ms: int = 0
     detail: str = ""
-    sent_as_code: str = ""     # see SENT_AS_KINDS; "" if not sent (or recorded before it was kept)
+    sent_as_code: str = ""  # see SENT_AS_KINDS; "" if not sent (or recorded before it was kept)
 
     @property
     def final(self) -> bool:
@@ -60,12 +61,18 @@ class Outcome:
         return {"kind": kind, name: self.sent_as_code[1:]} if name else {"kind": kind}
 
     @classmethod
-    def from_redis(cls, raw: str | None) -> "Outcome | None":
+    def from_redis(cls, raw: str | None) -> Outcome | None:
         if raw is None:
             return None
         o = json.loads(raw)
-        return cls(o["s"], o.get("r") or "", o.get("m") or "", int(o.get("t") or 0), o.get("d") or "",
-                   o.get("k") or "")
+        return cls(
+            o["s"],
+            o.get("r") or "",
+            o.get("m") or "",
+            int(o.get("t") or 0),
+            o.get("d") or "",
+            o.get("k") or "",
+        )
 
 
 @dataclass(frozen=True)
@@ -87,12 +94,20 @@ class Run:
         return self.total - sum(self.counts.get(k, 0) for k in FINAL)
 
     @classmethod
-    def from_redis(cls, data: dict[str, str]) -> "Run":
-        return cls(run_id=data["run_id"], program_id=data["program_id"], node_id=data["node_id"],
-                   profile_id=data["profile_id"], node=Node.from_dict(json.loads(data["node"])),
-                   total=int(data["total"]), batch_size=int(data["batch_size"]), batches=int(data["batches"]),
-                   state=data["state"], created_at_ms=int(data["created_at"]),
-                   counts={k: int(data.get(k, 0)) for k in FINAL})
+    def from_redis(cls, data: dict[str, str]) -> Run:
+        return cls(
+            run_id=data["run_id"],
+            program_id=data["program_id"],
+            node_id=data["node_id"],
+            profile_id=data["profile_id"],
+            node=Node.from_dict(json.loads(data["node"])),
+            total=int(data["total"]),
+            batch_size=int(data["batch_size"]),
+            batches=int(data["batches"]),
+            state=data["state"],
+            created_at_ms=int(data["created_at"]),
+            counts={k: int(data.get(k, 0)) for k in FINAL},
+        )
 
 
 class Runs:
@@ -112,8 +127,14 @@ class Runs:
 
     # -- creating and reading -------------------------------------------------------------------
 
-    def create(self, run_id: str, program_id: str, node: Node, contacts: dict[str, dict[str, str]],
-               batch_size: int) -> tuple[Run, bool]:
+    def create(
+        self,
+        run_id: str,
+        program_id: str,
+        node: Node,
+        contacts: dict[str, dict[str, str]],
+        batch_size: int,
+    ) -> tuple[Run, bool]:
         """Store a run and merge the contacts' fields, unless `run_id` exists: (run, created)."""
         meta_key = keys.run(run_id)
         with self.redis.pipeline() as pipe:
@@ -134,13 +155,26 @@ class Runs:
     def _write_new(self, pipe, run_id, program_id, node, contacts, batch_size) -> None:
         ids = list(contacts)
         now_ms = int(time.time() * 1000)
-        pipe.hset(keys.run(run_id), mapping={
-            "run_id": run_id, "program_id": program_id, "node_id": node.id, "profile_id": node.profile_id,
-            "node": json.dumps(node.to_dict()), "total": len(ids), "batch_size": batch_size,
-            "batches": -(-len(ids) // batch_size), "state": "queued" if ids else "done",
-            "created_at": now_ms, "sent": 0, "warning": 0, "failed": 0})
+        pipe.hset(
+            keys.run(run_id),
+            mapping={
+                "run_id": run_id,
+                "program_id": program_id,
+                "node_id": node.id,
+                "profile_id": node.profile_id,
+                "node": json.dumps(node.to_dict()),
+                "total": len(ids),
+                "batch_size": batch_size,
+                "batches": -(-len(ids) // batch_size),
+                "state": "queued" if ids else "done",
+                "created_at": now_ms,
+                "sent": 0,
+                "warning": 0,
+                "failed": 0,
+            },
+        )
         for start in range(0, len(ids), 1000):
-            pipe.rpush(keys.run_contacts(run_id), *ids[start:start + 1000])
+            pipe.rpush(keys.run_contacts(run_id), *ids[start : start + 1000])
         Contacts(self.redis).merge_many(contacts, pipeline=pipe)
         # The index forgets runs past retention (their keys have expired) as new ones come.
         run_index = keys.profile_runs(node.profile_id)
@@ -148,8 +182,12 @@ class Runs:
         pipe.zremrangebyscore(run_index, "-inf", now_ms - self.retention_s * 1000)
         if ids:
             pipe.zadd(keys.runs_active(), {run_id: now_ms})
-        for key in (keys.run(run_id), keys.run_contacts(run_id), keys.run_outcomes(run_id),
-                    keys.run_batches(run_id)):
+        for key in (
+            keys.run(run_id),
+            keys.run_contacts(run_id),
+            keys.run_outcomes(run_id),
+            keys.run_batches(run_id),
+        ):
             pipe.expire(key, self.retention_s)
 
     def get(self, run_id: str) -> Run | None:
@@ -166,7 +204,9 @@ class Runs:
         raw = self.redis.hmget(keys.run_outcomes(run_id), contact_ids)
         return {cid: Outcome.from_redis(value) for cid, value in zip(contact_ids, raw)}
 
-    def page(self, run_id: str, cursor: int, limit: int) -> tuple[list[tuple[str, Outcome | None]], int | None]:
+    def page(
+        self, run_id: str, cursor: int, limit: int
+    ) -> tuple[list[tuple[str, Outcome | None]], int | None]:
         """Contacts in hand-over order with their outcomes, from `cursor`; and the next cursor."""
         ids = self.redis.lrange(keys.run_contacts(run_id), cursor, cursor + limit - 1)
         outcomes = self.outcomes(run_id, ids)
@@ -179,8 +219,12 @@ class Runs:
         return self.redis.zrange(keys.runs_active(), 0, -1)
 
     def mark_running(self, run_id: str) -> None:
-        self.redis.eval("if redis.call('HGET', KEYS[1], 'state') == 'queued' then "
-                        "redis.call('HSET', KEYS[1], 'state', 'running') end", 1, keys.run(run_id))
+        self.redis.eval(
+            "if redis.call('HGET', KEYS[1], 'state') == 'queued' then "
+            "redis.call('HSET', KEYS[1], 'state', 'running') end",
+            1,
+            keys.run(run_id),
+        )
 
     # -- batches and leases ---------------------------------------------------------------------
 
@@ -193,17 +237,28 @@ class Runs:
             mapping[f"job:{batch}"] = job_id
         self.redis.hset(keys.run_batches(run_id), mapping=mapping)
 
-    def mark_ready(self, run: "Run", batch: int, from_ms: int) -> None:
+    def mark_ready(self, run: Run, batch: int, from_ms: int) -> None:
         """A queued batch any sending worker may take from `from_ms` (see take_ready)."""
-        self.redis.zadd(keys.runs_ready(), {f"{run.profile_id}{US}{run.run_id}{US}{batch}": from_ms})
+        self.redis.zadd(
+            keys.runs_ready(), {f"{run.profile_id}{US}{run.run_id}{US}{batch}": from_ms}
+        )
 
-    def unmark_ready(self, run: "Run", batch: int) -> None:
+    def unmark_ready(self, run: Run, batch: int) -> None:
         self.redis.zrem(keys.runs_ready(), f"{run.profile_id}{US}{run.run_id}{US}{batch}")
 
-    def take_ready(self, how_many: int, token: str, lease_ms: int, skip_profiles: set[str]) -> list[tuple[str, int]]:
+    def take_ready(
+        self, how_many: int, token: str, lease_ms: int, skip_profiles: set[str]
+    ) -> list[tuple[str, int]]:
         """Lease up to `how_many` ready batches of profiles not in `skip_profiles`: [(run id, batch)]."""
-        taken = self._take_ready(args=[int(time.time() * 1000), how_many, lease_ms, token,
-                                       json.dumps(sorted(skip_profiles))])
+        taken = self._take_ready(
+            args=[
+                int(time.time() * 1000),
+                how_many,
+                lease_ms,
+                token,
+                json.dumps(sorted(skip_profiles)),
+            ]
+        )
         return [(taken[i], int(taken[i + 1])) for i in range(0, len(taken), 2)]
 
     def claim_batch(self, run_id: str, batch: int) -> bool:
@@ -230,18 +285,31 @@ class Runs:
 
     # -- per-contact outcomes -----------------------------------------------------------------------
 
-    def claim(self, run_id: str, contact: str, deadline_ms: int, pace=None, sent_as: str = "") -> float | None:
+    def claim(
+        self, run_id: str, contact: str, deadline_ms: int, pace=None, sent_as: str = ""
+    ) -> float | None:
         """Mark a contact in flight before its send leaves; None if it already has an outcome.
         With `pace` = (PageRateLimiter, page id), also reserves the Page's next send slot in the
         same round trip and returns the ms to wait for it (else 0). `sent_as` (see
         SENT_AS_KINDS) stays with the claim, for an echo that settles a send whose answer was lost."""
         # The claim's own id lets a call made again after a lost reply find the claim still its own.
-        record = json.dumps({"s": "inflight", "t": int(time.time() * 1000), "c": os.urandom(6).hex(), "k": sent_as})
+        record = json.dumps(
+            {"s": "inflight", "t": int(time.time() * 1000), "c": os.urandom(6).hex(), "k": sent_as}
+        )
         limiter, page_id = pace if pace else (None, "")
         timeline = limiter.keys(page_id) if limiter else [keys.rate("-"), keys.rate_rest("-")]
-        wait_us = int(self._claim(keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline],
-                                  args=[contact, record, deadline_ms, f"{run_id}{US}{contact}",
-                                        limiter.interval_us if limiter else 0]))
+        wait_us = int(
+            self._claim(
+                keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline],
+                args=[
+                    contact,
+                    record,
+                    deadline_ms,
+                    f"{run_id}{US}{contact}",
+                    limiter.interval_us if limiter else 0,
+                ],
+            )
+        )
         if wait_us < 0:
             return None
         return wait_us / 1000 if limiter else 0.0
@@ -261,8 +329,12 @@ class Runs:
     def _set_pending(self, run_id: str, source: str, target: str, contacts: list[str]) -> int:
         if not contacts:
             return 0
-        return int(self._pending_state(keys=[keys.run_outcomes(run_id), keys.deadlines()],
-                                       args=[source, target, run_id, *contacts]))
+        return int(
+            self._pending_state(
+                keys=[keys.run_outcomes(run_id), keys.deadlines()],
+                args=[source, target, run_id, *contacts],
+            )
+        )
 
     def finish(self, run_id: str, contact: str, state: str, **details) -> bool:
         """Record the contact's final outcome once (run counts, day statistics, receipts); False
@@ -273,15 +345,38 @@ class Runs:
         """Record many outcomes (from `outcome`) in one round trip; returns how many were new."""
         return int(self._finish(args=outcomes)) if outcomes else 0
 
-    def outcome(self, run_id: str, contact: str, state: str, *, reason: str = "", message_id: str = "",
-                detail: str = "", recipient: str = "", at_ms: int | None = None, sent_as: str = "") -> str:
+    def outcome(
+        self,
+        run_id: str,
+        contact: str,
+        state: str,
+        *,
+        reason: str = "",
+        message_id: str = "",
+        detail: str = "",
+        recipient: str = "",
+        at_ms: int | None = None,
+        sent_as: str = "",
+    ) -> str:
         """One final outcome as `finish_many` takes it (`sent_as`: see SENT_AS_KINDS)."""
         at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
         day = day_of(at_ms, self.tz)
-        return json.dumps({"run": run_id, "contact": contact, "state": state, "reason": reason, "mid": message_id,
-                           "at": at_ms, "detail": detail[:500], "day": day, "score": day_score(day),
-                           "rcpt": recipient, "k": sent_as,
-                           "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient)})
+        return json.dumps(
+            {
+                "run": run_id,
+                "contact": contact,
+                "state": state,
+                "reason": reason,
+                "mid": message_id,
+                "at": at_ms,
+                "detail": detail[:500],
+                "day": day,
+                "score": day_score(day),
+                "rcpt": recipient,
+                "k": sent_as,
+                "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient),
+            }
+        )
 
     def expire_unknown(self, now_ms: int | None = None, limit: int = 500) -> int:
         """Sends in flight or unknown past their deadline become failed/interrupted."""

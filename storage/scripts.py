@@ -5,12 +5,13 @@ The key templates (storage/keys.py:lua_templates) are written into each script a
 when it is loaded, so a key's shape is still written once, in Python, and no call has to send
 or decode them (that was a fifth of the webhook script's time).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import threading
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from redis import exceptions
@@ -24,11 +25,14 @@ _USES_TEMPLATES = _USES_LIB | {"forget_recipient", "profile_status", "put_progra
 
 def templates_table() -> str:
     """`local T = {name = "msgr:...%s...", ...}` (JSON strings are valid Lua strings here)."""
-    entries = ", ".join(f"{name} = {json.dumps(template)}" for name, template in sorted(keys.lua_templates().items()))
+    entries = ", ".join(
+        f"{name} = {json.dumps(template)}"
+        for name, template in sorted(keys.lua_templates().items())
+    )
     return f"local T = {{{entries}}}\n"
 
 
-@lru_cache(maxsize=None)
+@cache
 def source(name: str) -> str:
     parts = [templates_table()] if name in _USES_TEMPLATES else []
     if name in _USES_LIB:

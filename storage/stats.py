@@ -4,9 +4,10 @@ Keys: p:{pid}:days, p:{pid}:day:{day}, p:{pid}:day:{day}:{kind}. Days are calend
 STATS_TIMEZONE; a message counts on the day it was sent, and so do its delivery and read.
 Pages read these counters; they never scan messages.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -27,7 +28,7 @@ def day_of(ms: int, tz: ZoneInfo) -> str:
 def _day_of_minute(minute: int, tz: ZoneInfo) -> str:
     # Zone offsets are whole minutes, so every instant of a minute has the same day; the cache
     # spares each recorded outcome a timezone conversion.
-    return datetime.fromtimestamp(minute * 60, timezone.utc).astimezone(tz).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(minute * 60, UTC).astimezone(tz).strftime("%Y-%m-%d")
 
 
 def day_score(day: str) -> int:
@@ -44,7 +45,7 @@ class Stats:
     def day(self, pid: str, day: str) -> dict[str, int]:
         """Counters of one day: sent, delivered, read, warning, failed and <kind>:<reason>."""
         raw = self.redis.hgetall(keys.day_counters(pid, day))
-        counts = {kind: 0 for kind in KINDS}
+        counts = dict.fromkeys(KINDS, 0)
         counts.update({k: int(v) for k, v in raw.items()})
         return counts
 
@@ -56,7 +57,7 @@ class Stats:
             pipe.hgetall(keys.day_counters(pid, day))
         result = []
         for day, raw in zip(days, pipe.execute()):
-            counts = {kind: 0 for kind in KINDS}
+            counts = dict.fromkeys(KINDS, 0)
             counts.update({k: int(v) for k, v in raw.items()})
             result.append((day, counts))
         return result
@@ -64,6 +65,7 @@ class Stats:
     def trim_rows(self, pid: str, keep_days: int, today: str) -> int:
         """Drop the per-contact rows of days older than `keep_days` (counters stay). Returns days trimmed."""
         from datetime import date, timedelta
+
         cutoff = day_score((date.fromisoformat(today) - timedelta(days=keep_days)).isoformat())
         done_until = int(self.redis.get(keys.rows_trimmed_until(pid)) or 0)
         days = self.redis.zrangebyscore(keys.stat_days(pid), done_until + 1, cutoff)
@@ -74,8 +76,15 @@ class Stats:
         self.redis.set(keys.rows_trimmed_until(pid), cutoff)
         return len(days)
 
-    def rows(self, pid: str, day: str, kind: str, start: int = 0, count: int = 100,
-             reason: str | None = None) -> list[dict]:
+    def rows(
+        self,
+        pid: str,
+        day: str,
+        kind: str,
+        start: int = 0,
+        count: int = 100,
+        reason: str | None = None,
+    ) -> list[dict]:
         """The contacts behind one number (optionally one reason), in the order recorded."""
         list_kind = f"{kind}:{reason}" if reason and kind in NOT_SENT else kind
         raw = self.redis.lrange(keys.day_rows(pid, day, list_kind), start, start + count - 1)
@@ -96,7 +105,15 @@ class Stats:
         rows = []
         for (at_ms, _), sent in zip(pairs, pipe.execute()):
             row = _row("sent", sent) if sent else {"contact_id": "", "message_id": "", "sent_ms": 0}
-            rows.append({**row, "at_ms": int(at_ms), "sent_ms": row.get("at_ms", 0), "reason_code": "", "detail": ""})
+            rows.append(
+                {
+                    **row,
+                    "at_ms": int(at_ms),
+                    "sent_ms": row.get("at_ms", 0),
+                    "reason_code": "",
+                    "detail": "",
+                }
+            )
         return rows
 
 
@@ -104,6 +121,18 @@ def _row(kind: str, line: str) -> dict:
     parts = line.split(US)
     if kind == "sent":
         at_ms, contact, message_id = (parts + ["", ""])[:3]
-        return {"at_ms": int(at_ms), "contact_id": contact, "message_id": message_id, "reason_code": "", "detail": ""}
+        return {
+            "at_ms": int(at_ms),
+            "contact_id": contact,
+            "message_id": message_id,
+            "reason_code": "",
+            "detail": "",
+        }
     at_ms, contact, reason, detail = (parts + ["", "", ""])[:4]
-    return {"at_ms": int(at_ms), "contact_id": contact, "message_id": "", "reason_code": reason, "detail": detail}
+    return {
+        "at_ms": int(at_ms),
+        "contact_id": contact,
+        "message_id": "",
+        "reason_code": reason,
+        "detail": detail,
+    }

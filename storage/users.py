@@ -4,6 +4,7 @@ Keys: user:{fb_user_id} (name, Pages with their tasks — never a token), login:
 Pages and encrypted Page tokens of one Facebook login, for 15 minutes, until a Page is
 chosen), deletion:{code} (the outcome of a data deletion request, shown at its status URL).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,24 +25,46 @@ class Users:
 
     def save(self, fb_user_id: str, name: str, pages: list[dict]) -> None:
         """Remember who they are and which Pages they have which tasks on (no tokens)."""
-        slim = [{"id": p["id"], "name": p.get("name", ""), "tasks": list(p.get("tasks", []))} for p in pages]
-        self.redis.hset(keys.user(fb_user_id), mapping={"id": fb_user_id, "name": name,
-                                                        "pages": json.dumps(slim), "updated_at": int(time.time())})
+        slim = [
+            {"id": p["id"], "name": p.get("name", ""), "tasks": list(p.get("tasks", []))}
+            for p in pages
+        ]
+        self.redis.hset(
+            keys.user(fb_user_id),
+            mapping={
+                "id": fb_user_id,
+                "name": name,
+                "pages": json.dumps(slim),
+                "updated_at": int(time.time()),
+            },
+        )
 
     def get(self, fb_user_id: str) -> dict | None:
         data = self.redis.hgetall(keys.user(fb_user_id))
         if not data:
             return None
-        return {"id": data["id"], "name": data.get("name", ""), "pages": json.loads(data.get("pages", "[]"))}
+        return {
+            "id": data["id"],
+            "name": data.get("name", ""),
+            "pages": json.loads(data.get("pages", "[]")),
+        }
 
     def forget(self, fb_user_id: str) -> bool:
         return bool(self.redis.delete(keys.user(fb_user_id)))
 
     def start_login(self, nonce: str, fb_user_id: str, pages: list[dict]) -> None:
         """Keep a login's Pages with their tokens, encrypted, until the user picks one."""
-        sealed = [{**{k: p.get(k) for k in ("id", "name", "tasks")}, "token": self.cipher.encrypt(p["access_token"])}
-                  for p in pages if p.get("access_token")]
-        self.redis.set(keys.login(nonce), json.dumps({"user": fb_user_id, "pages": sealed}), ex=LOGIN_TTL_S)
+        sealed = [
+            {
+                **{k: p.get(k) for k in ("id", "name", "tasks")},
+                "token": self.cipher.encrypt(p["access_token"]),
+            }
+            for p in pages
+            if p.get("access_token")
+        ]
+        self.redis.set(
+            keys.login(nonce), json.dumps({"user": fb_user_id, "pages": sealed}), ex=LOGIN_TTL_S
+        )
 
     def login_pages(self, nonce: str) -> tuple[str, list[dict]] | None:
         """(user id, Pages without tokens) of a login still pending."""

@@ -5,13 +5,14 @@ test. The simulator is `sandbox.SandboxServer` in a process of its own (`Sandbox
 that this process's pauses never bunch its answers) on a free port; the app is served over real
 HTTP too when a test needs Facebook to post webhooks to it.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import redis as redis_lib
@@ -74,12 +75,22 @@ def fb(sandbox_server) -> SandboxControl:
 
 def service_env(redis_url: str, graph_url: str, **overrides: str) -> dict[str, str]:
     """The environment of a test app or worker process."""
-    return {"REDIS_URL": redis_url, "SANDBOX": "0", "SECRET_KEY": "test-secret-key",
-            "API_TOKEN": API_TOKEN, "ADMIN_PASSWORD": "test-admin", "FB_APP_ID": "100000000000001",
-            "FB_APP_SECRET": APP_SECRET, "FB_VERIFY_TOKEN": VERIFY_TOKEN,
-            "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
-            "GRAPH_API_URL": graph_url, "FB_LOGIN_URL": graph_url, "LOG_LEVEL": "WARNING", "SEND_MAX_ATTEMPTS": "3",
-            **overrides}
+    return {
+        "REDIS_URL": redis_url,
+        "SANDBOX": "0",
+        "SECRET_KEY": "test-secret-key",
+        "API_TOKEN": API_TOKEN,
+        "ADMIN_PASSWORD": "test-admin",
+        "FB_APP_ID": "100000000000001",
+        "FB_APP_SECRET": APP_SECRET,
+        "FB_VERIFY_TOKEN": VERIFY_TOKEN,
+        "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
+        "GRAPH_API_URL": graph_url,
+        "FB_LOGIN_URL": graph_url,
+        "LOG_LEVEL": "WARNING",
+        "SEND_MAX_ATTEMPTS": "3",
+        **overrides,
+    }
 
 
 def make_settings(redis_url: str, graph_url: str, **overrides: str) -> Settings:
@@ -118,9 +129,11 @@ def store(app):
 @pytest.fixture
 def api(client):
     """Call the JSON API with the bearer token: api("post", "/profiles", json=...)."""
+
     def call(method: str, path: str, **kwargs):
         headers = {"Authorization": f"Bearer {API_TOKEN}", **kwargs.pop("headers", {})}
         return client.open(f"/api/v1{path}", method=method.upper(), headers=headers, **kwargs)
+
     return call
 
 
@@ -146,11 +159,16 @@ def signer() -> WebhookSignature:
 @pytest.fixture
 def post_webhook(client, signer) -> Callable:
     """POST a payload (dict or bytes) to /webhook signed like Facebook does."""
+
     def post(payload, signature: str | None = None, **headers):
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sig = signer.sign(body) if signature is None else signature
-        return client.post("/webhook", data=body, headers={"X-Hub-Signature-256": sig,
-                                                           "Content-Type": "application/json", **headers})
+        return client.post(
+            "/webhook",
+            data=body,
+            headers={"X-Hub-Signature-256": sig, "Content-Type": "application/json", **headers},
+        )
+
     return post
 
 
@@ -181,7 +199,9 @@ def drain(app):
 
     def run() -> None:
         SimpleWorker(queues, connection=queues[0].connection, job_class=job_class(app)).work(
-            burst=True, logging_level="WARNING")
+            burst=True, logging_level="WARNING"
+        )
+
     return run
 
 
@@ -193,13 +213,24 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 def browser():
     """Headless Debian chromium driven by Playwright (never a downloaded browser build)."""
     from playwright.sync_api import sync_playwright
+
     if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+        pytest.fail(
+            "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+        )
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                  "--disable-background-networking", "--disable-component-update"])
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-sync",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
         yield launched
         launched.close()
 
@@ -208,7 +239,9 @@ def browser():
 def page_in_browser(browser):
     """A fresh browser context (cookies, clipboard permission) and page."""
     ARTIFACTS.mkdir(exist_ok=True)
-    context_ = browser.new_context(permissions=["clipboard-read", "clipboard-write"], viewport={"width": 1200, "height": 900})
+    context_ = browser.new_context(
+        permissions=["clipboard-read", "clipboard-write"], viewport={"width": 1200, "height": 900}
+    )
     page = context_.new_page()
     page.set_default_timeout(10_000)
     yield page
@@ -218,8 +251,13 @@ def page_in_browser(browser):
 @pytest.fixture
 def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
     port = free_port()
-    env = {**os.environ, **service_env(redis_server.url, sandbox_server.url), "PORT": str(port),
-           "WEB_CONCURRENCY": "3", "ACCESS_LOG": ""}
+    env = {
+        **os.environ,
+        **service_env(redis_server.url, sandbox_server.url),
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "3",
+        "ACCESS_LOG": "",
+    }
     process = start_gunicorn(env, tmp_path / "gunicorn.log")
     url = f"http://127.0.0.1:{port}"
 
@@ -230,6 +268,7 @@ def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
             return requests.get(f"{url}/healthz", timeout=1).status_code == 200
         except (requests.ConnectionError, requests.Timeout):  # refused, or workers still booting
             return False
+
     try:  # stopped even when it never came up, so no gunicorn outlives the test
         wait_until(up, timeout=30)
         yield Gunicorn(process, url, env)

@@ -1,4 +1,5 @@
 """The app over real HTTP: in a background thread (werkzeug), or as production runs it (gunicorn)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,7 +24,7 @@ class LiveServer:
         self.url = f"http://{host}:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self._thread.start()
         return self
 
@@ -44,5 +45,10 @@ class Gunicorn(NamedTuple):
 
 def start_gunicorn(env: dict, log_path: Path) -> subprocess.Popen:
     with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

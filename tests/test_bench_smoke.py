@@ -1,4 +1,5 @@
 """The benchmarks run end to end at their smoke sizes and print their ratios."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_send_throughput_benchmark_quick_run_prints_the_ratio():
-    done = subprocess.run([sys.executable, "-m", "bench.send_throughput", "--quick"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.send_throughput", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ratio service/baseline: " in done.stdout, done.stdout[-3000:]
     assert "ratio service/ideal: " in done.stdout
@@ -23,8 +29,14 @@ def test_send_throughput_benchmark_quick_run_prints_the_ratio():
 def test_webhook_ingest_benchmark_quick_run_prints_the_ratios():
     """wrk against the app and a bare Flask app under gunicorn.conf.py; every answer 2xx and the
     events landed in Redis (the benchmark exits 1 otherwise); targets are not asserted."""
-    done = subprocess.run([sys.executable, "-m", "bench.webhook_ingest", "--quick"], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.webhook_ingest", "--quick"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ratio app/baseline requests/s, 1-event POSTs: " in done.stdout, done.stdout[-3000:]
     assert "ratio app events/s, 100-event / 1-event POSTs: " in done.stdout
@@ -35,5 +47,6 @@ def test_webhook_ingest_benchmark_quick_run_prints_the_ratios():
 def test_machine_speed_figures_are_measured():
     """`make bench` prints the day's speed: a Python loop's time and a process round trip."""
     from bench._harness import python_speed_s, wakeup_round_trip_us
+
     assert 0 < python_speed_s(additions=200_000, tries=2) < 10
     assert 0 < wakeup_round_trip_us(round_trips=200) < 100_000  # returns once its child has exited

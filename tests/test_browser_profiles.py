@@ -1,5 +1,6 @@
 """In headless Chromium: sign in, connect a Page through (simulated) Facebook Login, copy the
 opt-in code. Screenshots go to tests/artifacts/ for a reviewer."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,9 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.mark.parametrize("settings_overrides", [{"SESSION_COOKIE_SECURE": "0"}])
-def test_sign_in_create_a_profile_and_copy_the_optin_code(page_in_browser, live_app, fb, store, settings_overrides):
+def test_sign_in_create_a_profile_and_copy_the_optin_code(
+    page_in_browser, live_app, fb, store, settings_overrides
+):
     page = page_in_browser
     ann = fb.create_user("Ann", pages=[{"name": "Ann's Bakery", "role": "admin"}])
     page.goto(f"{live_app.url}/profiles")
@@ -36,7 +39,11 @@ def test_sign_in_create_a_profile_and_copy_the_optin_code(page_in_browser, live_
     expect(page.locator("#copy-status")).to_have_text("Copied.")
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == page.input_value("#optin-code")
-    assert "fb-send-to-messenger" in copied and ann["pages"][0]["id"] in copied and "@FBOPTINREF_001@" in copied
+    assert (
+        "fb-send-to-messenger" in copied
+        and ann["pages"][0]["id"] in copied
+        and "@FBOPTINREF_001@" in copied
+    )
     page.screenshot(path=str(ARTIFACTS / "profile-page.png"), full_page=True)
     (profile,) = store.profiles.list()
     assert profile.connected_by == ann["id"]

@@ -1,5 +1,6 @@
 """In headless Chromium: the profile page, its 7-day link, the warnings filter, a drill-down
 list and its CSV. One screenshot of each page goes to tests/artifacts/."""
+
 from __future__ import annotations
 
 import csv
@@ -17,12 +18,17 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.mark.parametrize("settings_overrides", [{"SESSION_COOKIE_SECURE": "0"}])
-def test_profile_page_to_details_to_warnings_to_contacts_to_csv(page_in_browser, live_app, fb, store,
-                                                               settings_overrides):
+def test_profile_page_to_details_to_warnings_to_contacts_to_csv(
+    page_in_browser, live_app, fb, store, settings_overrides
+):
     page = page_in_browser
     fb_page = fb.create_page(name="Bakery")
-    profile = store.profiles.create(name="Bakery <updates>", page_id=fb_page["id"], page_name="Bakery",
-                                    page_token=fb_page["token"])
+    profile = store.profiles.create(
+        name="Bakery <updates>",
+        page_id=fb_page["id"],
+        page_name="Bakery",
+        page_token=fb_page["token"],
+    )
     seed = Seeder(store, fb_page["id"], profile.id)
     now = int(time.time() * 1000)
     three_days_ago_noon = (now // 86_400_000 - 3) * 86_400_000 + 12 * 3_600_000
@@ -35,7 +41,13 @@ def test_profile_page_to_details_to_warnings_to_contacts_to_csv(page_in_browser,
     store.contacts.merge_many({"w1": {"FIRSTNAME": "<b>Wanda</b>", "EMAIL": "wanda@example.com"}})
     seed.not_sent("w1", "warning", "no_optin", now - 30_000)
     seed.not_sent("w2", "warning", "outside_window_no_template", now - 20_000)
-    seed.not_sent("f1", "failed", "recipient_unavailable", now - 10_000, detail="#551 This person isn't available")
+    seed.not_sent(
+        "f1",
+        "failed",
+        "recipient_unavailable",
+        now - 10_000,
+        detail="#551 This person isn't available",
+    )
 
     page.goto(f"{live_app.url}/login")
     page.fill("#password", "test-admin")
@@ -58,7 +70,9 @@ def test_profile_page_to_details_to_warnings_to_contacts_to_csv(page_in_browser,
 
     page.click("#stats-table tbody tr a.warning")
     expect(page.locator("#contacts-table tbody tr")).to_have_count(2)
-    expect(page.locator("#contacts-table")).to_contain_text("FIRSTNAME: <b>Wanda</b>")  # shown as text, not markup
+    expect(page.locator("#contacts-table")).to_contain_text(
+        "FIRSTNAME: <b>Wanda</b>"
+    )  # shown as text, not markup
     page.screenshot(path=str(ARTIFACTS / "stats-contacts.png"), full_page=True)
 
     with page.expect_download() as download:

@@ -1,4 +1,5 @@
 """Configuration: sandbox defaults, required secrets outside sandbox, one message per problem."""
+
 from __future__ import annotations
 
 import base64
@@ -12,9 +13,16 @@ import pytest
 from bot.config import PROCESS_SETTINGS, SETTINGS, Settings, settings_table
 from bot.errors import ConfigError
 
-PRODUCTION = {"REDIS_URL": "redis://127.0.0.1:7777/0", "SECRET_KEY": "s", "API_TOKEN": "a",
-              "ADMIN_PASSWORD": "p", "FB_APP_ID": "1", "FB_APP_SECRET": "x", "FB_VERIFY_TOKEN": "v",
-              "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA="}
+PRODUCTION = {
+    "REDIS_URL": "redis://127.0.0.1:7777/0",
+    "SECRET_KEY": "s",
+    "API_TOKEN": "a",
+    "ADMIN_PASSWORD": "p",
+    "FB_APP_ID": "1",
+    "FB_APP_SECRET": "x",
+    "FB_VERIFY_TOKEN": "v",
+    "TOKEN_ENCRYPTION_KEY": "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA=",
+}
 
 
 def test_sandbox_mode_works_with_only_a_redis_url():
@@ -35,19 +43,38 @@ def test_live_mode_lists_every_missing_secret_once():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"REDIS_URL": "redis://h:1/0", "FB_APP_ID": "1"}, dotenv=False)
     problems = caught.value.problems
-    for name in ("SECRET_KEY", "API_TOKEN", "ADMIN_PASSWORD", "FB_APP_SECRET", "FB_VERIFY_TOKEN",
-                 "TOKEN_ENCRYPTION_KEY"):
+    for name in (
+        "SECRET_KEY",
+        "API_TOKEN",
+        "ADMIN_PASSWORD",
+        "FB_APP_SECRET",
+        "FB_VERIFY_TOKEN",
+        "TOKEN_ENCRYPTION_KEY",
+    ):
         assert sum(p.startswith(name) for p in problems) == 1, (name, problems)
 
 
 def test_malformed_values_are_each_named():
-    env = {**PRODUCTION, "REDIS_URL": "http://nope", "GRAPH_API_VERSION": "26", "STATS_TIMEZONE": "Mars/Base",
-           "WEBHOOK_MAX_BYTES": "lots", "TOKEN_ENCRYPTION_KEY": "not-a-key", "SANDBOX": "maybe"}
+    env = {
+        **PRODUCTION,
+        "REDIS_URL": "http://nope",
+        "GRAPH_API_VERSION": "26",
+        "STATS_TIMEZONE": "Mars/Base",
+        "WEBHOOK_MAX_BYTES": "lots",
+        "TOKEN_ENCRYPTION_KEY": "not-a-key",
+        "SANDBOX": "maybe",
+    }
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env, dotenv=False)
     text = "\n".join(caught.value.problems)
-    for name in ("REDIS_URL", "GRAPH_API_VERSION", "STATS_TIMEZONE", "WEBHOOK_MAX_BYTES",
-                 "TOKEN_ENCRYPTION_KEY", "SANDBOX"):
+    for name in (
+        "REDIS_URL",
+        "GRAPH_API_VERSION",
+        "STATS_TIMEZONE",
+        "WEBHOOK_MAX_BYTES",
+        "TOKEN_ENCRYPTION_KEY",
+        "SANDBOX",
+    ):
         assert name in text
     assert len(caught.value.problems) == 6
 
@@ -71,8 +98,14 @@ def test_a_malformed_value_is_named_once_and_its_default_used_meanwhile():
 
 
 def test_range_date_choice_and_url_problems_say_what_is_expected():
-    env = {**PRODUCTION, "SEND_CONCURRENCY": "500", "TAG_RETIREMENT_DATE": "27/04/2026", "LOG_LEVEL": "loud",
-           "PUBLIC_URL": "example.com", "GRAPH_TIMEOUT_SECONDS": "0"}
+    env = {
+        **PRODUCTION,
+        "SEND_CONCURRENCY": "500",
+        "TAG_RETIREMENT_DATE": "27/04/2026",
+        "LOG_LEVEL": "loud",
+        "PUBLIC_URL": "example.com",
+        "GRAPH_TIMEOUT_SECONDS": "0",
+    }
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env, dotenv=False)
     assert caught.value.problems == [
@@ -88,38 +121,64 @@ def test_range_date_choice_and_url_problems_say_what_is_expected():
 def test_a_time_zone_that_is_no_zone_is_a_problem_not_a_crash(zone):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**PRODUCTION, "STATS_TIMEZONE": zone}, dotenv=False)
-    assert caught.value.problems == [f"STATS_TIMEZONE must be an IANA time zone such as Europe/Paris (got {zone!r})"]
+    assert caught.value.problems == [
+        f"STATS_TIMEZONE must be an IANA time zone such as Europe/Paris (got {zone!r})"
+    ]
 
 
 def test_each_bad_encryption_key_gets_its_line_and_an_empty_list_is_refused():
     good = PRODUCTION["TOKEN_ENCRYPTION_KEY"]
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({**PRODUCTION, "TOKEN_ENCRYPTION_KEY": f"bad, {good}, worse"}, dotenv=False)
+        Settings.from_env(
+            {**PRODUCTION, "TOKEN_ENCRYPTION_KEY": f"bad, {good}, worse"}, dotenv=False
+        )
     assert [p.split(" is ")[0] for p in caught.value.problems] == [
-        "TOKEN_ENCRYPTION_KEY key #1", "TOKEN_ENCRYPTION_KEY key #3"]
+        "TOKEN_ENCRYPTION_KEY key #1",
+        "TOKEN_ENCRYPTION_KEY key #3",
+    ]
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**PRODUCTION, "TOKEN_ENCRYPTION_KEY": " , "}, dotenv=False)
     assert caught.value.problems == ["TOKEN_ENCRYPTION_KEY must list at least one Fernet key"]
-    keys = Settings.from_env({**PRODUCTION, "TOKEN_ENCRYPTION_KEY": f" {good} ,{good}"}, dotenv=False)
+    keys = Settings.from_env(
+        {**PRODUCTION, "TOKEN_ENCRYPTION_KEY": f" {good} ,{good}"}, dotenv=False
+    )
     assert keys.token_encryption_keys == (good, good)
 
 
 def test_sandbox_defaults_follow_the_simulator_port_and_the_secret_key():
-    settings = Settings.from_env({"REDIS_URL": "redis://h:1/0", "SANDBOX_PORT": "9001", "SECRET_KEY": "k"},
-                                 dotenv=False)
+    settings = Settings.from_env(
+        {"REDIS_URL": "redis://h:1/0", "SANDBOX_PORT": "9001", "SECRET_KEY": "k"}, dotenv=False
+    )
     assert settings.graph_api_url == settings.fb_login_url == "http://127.0.0.1:9001"
     assert settings.session_cookie_secure is False and settings.secret_key == "k"
     # the same key every start, so Page tokens stored in sandbox mode stay readable
-    assert settings.token_encryption_keys == (base64.urlsafe_b64encode(hashlib.sha256(b"k").digest()).decode(),)
+    assert settings.token_encryption_keys == (
+        base64.urlsafe_b64encode(hashlib.sha256(b"k").digest()).decode(),
+    )
 
 
 def test_live_defaults_and_explicit_urls():
     live = Settings.from_env(PRODUCTION, dotenv=False)
-    assert (live.fb_login_url, live.session_cookie_secure, live.public_url) == ("https://www.facebook.com", True, "")
-    given = Settings.from_env({**PRODUCTION, "GRAPH_API_URL": "http://graph.test:81/", "SANDBOX": "1",
-                               "SESSION_COOKIE_SECURE": "no", "PUBLIC_URL": "https://bot.example/"}, dotenv=False)
-    assert (given.sandbox, given.graph_api_url, given.fb_login_url) == (True, "http://graph.test:81",
-                                                                        "http://graph.test:81")
+    assert (live.fb_login_url, live.session_cookie_secure, live.public_url) == (
+        "https://www.facebook.com",
+        True,
+        "",
+    )
+    given = Settings.from_env(
+        {
+            **PRODUCTION,
+            "GRAPH_API_URL": "http://graph.test:81/",
+            "SANDBOX": "1",
+            "SESSION_COOKIE_SECURE": "no",
+            "PUBLIC_URL": "https://bot.example/",
+        },
+        dotenv=False,
+    )
+    assert (given.sandbox, given.graph_api_url, given.fb_login_url) == (
+        True,
+        "http://graph.test:81",
+        "http://graph.test:81",
+    )
     assert (given.session_cookie_secure, given.public_url) == (False, "https://bot.example")
 
 
@@ -127,14 +186,24 @@ def test_sandbox_0_without_credentials_asks_for_every_secret():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"REDIS_URL": "redis://h:1/0", "SANDBOX": "0"}, dotenv=False)
     assert [p.split(" ")[0] for p in caught.value.problems] == [
-        "SECRET_KEY", "API_TOKEN", "ADMIN_PASSWORD", "FB_APP_ID", "FB_APP_SECRET", "FB_VERIFY_TOKEN",
-        "TOKEN_ENCRYPTION_KEY"]
+        "SECRET_KEY",
+        "API_TOKEN",
+        "ADMIN_PASSWORD",
+        "FB_APP_ID",
+        "FB_APP_SECRET",
+        "FB_VERIFY_TOKEN",
+        "TOKEN_ENCRYPTION_KEY",
+    ]
     assert caught.value.problems[0] == f"SECRET_KEY is not set: {SETTINGS['SECRET_KEY'].meaning}"
 
 
 def test_typed_values_come_from_the_declared_defaults():
     settings = Settings.from_env(PRODUCTION, dotenv=False)
-    assert (settings.graph_timeout_seconds, settings.send_rate_per_page, settings.port) == (10.0, 20.0, 8000)
+    assert (settings.graph_timeout_seconds, settings.send_rate_per_page, settings.port) == (
+        10.0,
+        20.0,
+        8000,
+    )
     assert settings.tag_retirement_date == date(2026, 4, 27) and settings.log_level == "INFO"
     assert {f.name for f in fields(Settings)} == {s.attribute for s in SETTINGS.values()}
 
@@ -146,8 +215,10 @@ def test_settings_table_has_one_row_per_setting_with_its_default_and_meaning():
     assert names == [f"`{name}`" for name in [*SETTINGS, *PROCESS_SETTINGS]]
     port = SETTINGS["PORT"]
     assert f"| `PORT` | `{port.default}` | {port.meaning} |" in rows
-    assert "| `SECRET_KEY` | required outside sandbox (sandbox: `sandbox-secret-key-not-for-production`) |" in (
-        settings_table())
+    assert (
+        "| `SECRET_KEY` | required outside sandbox (sandbox: `sandbox-secret-key-not-for-production`) |"
+        in (settings_table())
+    )
 
 
 def test_a_pipe_in_a_meaning_cannot_break_the_table(monkeypatch):

@@ -1,6 +1,7 @@
 """Faults, with real processes: Redis restarted during a webhook burst and during a run, the
 simulator failing mid-run, a worker stopped with SIGTERM mid-batch. Nothing acknowledged may be
 lost, nobody may get a message twice, every contact ends with one outcome."""
+
 from __future__ import annotations
 
 import json
@@ -32,27 +33,55 @@ class Deployment:
         self.client = self.app.test_client()
         self.live = LiveServer(self.app).__enter__()
         fb.configure(webhook_url=f"{self.live.url}/webhook")
-        self.workers = WorkerProcesses(service_env(redis.url, sandbox_url, LOG_LEVEL="INFO", **overrides), log_dir)
+        self.workers = WorkerProcesses(
+            service_env(redis.url, sandbox_url, LOG_LEVEL="INFO", **overrides), log_dir
+        )
 
     def api(self, method: str, path: str, **kwargs):
-        return self.client.open(f"/api/v1{path}", method=method.upper(),
-                                headers={"Authorization": f"Bearer {API_TOKEN}"}, **kwargs)
+        return self.client.open(
+            f"/api/v1{path}",
+            method=method.upper(),
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            **kwargs,
+        )
 
     def page_with_people(self, n: int, name: str = "Page") -> tuple[dict, dict, list[str]]:
         page = self.fb.create_page(name=name)
-        profile = self.api("post", "/profiles", json={"name": name, "page_id": page["id"],
-                                                      "page_access_token": page["token"]}).get_json()
+        profile = self.api(
+            "post",
+            "/profiles",
+            json={"name": name, "page_id": page["id"], "page_access_token": page["token"]},
+        ).get_json()
         now = int(time.time() * 1000)
         psids = self.fb.add_people(page["id"], [{"last_interaction_ms": now} for _ in range(n)])
         contacts = [f"{name}-{i:04d}" for i in range(n)]
-        self.store.inbound.apply([Event("optin", page["id"], p, now, profile=profile["id"], contact=c)
-                                  for c, p in zip(contacts, psids)])
-        node = {"id": "n1", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "Hi"}
-        assert self.api("put", f"/programs/{name}", json={"name": name, "status": "active", "nodes": [node]}).status_code == 201
+        self.store.inbound.apply(
+            [
+                Event("optin", page["id"], p, now, profile=profile["id"], contact=c)
+                for c, p in zip(contacts, psids)
+            ]
+        )
+        node = {
+            "id": "n1",
+            "type": "messenger",
+            "profile_id": profile["id"],
+            "tag": "ACCOUNT_UPDATE",
+            "message": "Hi",
+        }
+        assert (
+            self.api(
+                "put", f"/programs/{name}", json={"name": name, "status": "active", "nodes": [node]}
+            ).status_code
+            == 201
+        )
         return page, profile, contacts
 
     def start_run(self, program: str, contacts: list[str]) -> str:
-        answer = self.api("post", f"/programs/{program}/nodes/n1/runs", json={"contacts": [{"id": c} for c in contacts]})
+        answer = self.api(
+            "post",
+            f"/programs/{program}/nodes/n1/runs",
+            json={"contacts": [{"id": c} for c in contacts]},
+        )
         assert answer.status_code == 202, answer.get_json()
         return answer.get_json()["run_id"]
 
@@ -90,12 +119,15 @@ def deploy(own_redis, sandbox_server, fb, tmp_path):
     def make(**overrides: str) -> Deployment:
         made.append(Deployment(own_redis, sandbox_server.url, fb, tmp_path, **overrides))
         return made[-1]
+
     yield make
     for deployment in made:
         deployment.close()
 
 
-def test_webhooks_refused_while_redis_restarts_are_accepted_on_retry_and_none_is_lost(deploy, own_redis, fb):
+def test_webhooks_refused_while_redis_restarts_are_accepted_on_retry_and_none_is_lost(
+    deploy, own_redis, fb
+):
     d = deploy()
     fb.configure(webhook_retries=20, webhook_retry_delay_ms=100)
     page, profile, _ = d.page_with_people(1)
@@ -105,7 +137,9 @@ def test_webhooks_refused_while_redis_restarts_are_accepted_on_retry_and_none_is
 
     def burst():
         for i, psid in enumerate(psids):
-            results[i] = fb.post_event("optin", page_id=page["id"], psid=psid, ref=refs.sign(profile["id"], f"b{i}"))
+            results[i] = fb.post_event(
+                "optin", page_id=page["id"], psid=psid, ref=refs.sign(profile["id"], f"b{i}")
+            )
 
     poster = threading.Thread(target=burst)
     poster.start()
@@ -122,7 +156,12 @@ def test_webhooks_refused_while_redis_restarts_are_accepted_on_retry_and_none_is
 
 
 def test_redis_restart_during_a_run_loses_no_outcome_and_sends_nobody_twice(deploy, own_redis, fb):
-    d = deploy(SEND_RATE_PER_PAGE="50", RUN_BATCH_SIZE="100", RUN_LEASE_SECONDS="3", UNKNOWN_DEADLINE_SECONDS="5")
+    d = deploy(
+        SEND_RATE_PER_PAGE="50",
+        RUN_BATCH_SIZE="100",
+        RUN_LEASE_SECONDS="3",
+        UNKNOWN_DEADLINE_SECONDS="5",
+    )
     runs = []
     for name in ("A", "B", "C", "D"):
         _, _, contacts = d.page_with_people(100, name)
@@ -140,14 +179,34 @@ def test_redis_restart_during_a_run_loses_no_outcome_and_sends_nobody_twice(depl
     assert sent == len(per_recipient)  # every message Facebook accepted is counted as sent
 
 
-def test_facebook_failing_mid_run_retries_within_the_cap_keeps_the_pace_and_flips_health_once(deploy, fb):
-    d = deploy(SEND_RATE_PER_PAGE="50", RUN_BATCH_SIZE="100", GRAPH_TIMEOUT_SECONDS="1", UNKNOWN_DEADLINE_SECONDS="3",
-               SEND_MAX_ATTEMPTS="3")
+def test_facebook_failing_mid_run_retries_within_the_cap_keeps_the_pace_and_flips_health_once(
+    deploy, fb
+):
+    d = deploy(
+        SEND_RATE_PER_PAGE="50",
+        RUN_BATCH_SIZE="100",
+        GRAPH_TIMEOUT_SECONDS="1",
+        UNKNOWN_DEADLINE_SECONDS="3",
+        SEND_MAX_ATTEMPTS="3",
+    )
     page, profile, contacts = d.page_with_people(200)
-    fb.add_faults([{"code": 2, "http_status": 500, "message": "An unexpected error has occurred.", "rate": 0.1},
-                   {"code": 1, "delay_ms": 1500, "rate": 0.03},  # times out: ambiguous, never resent
-                   {"code": 613, "subcode": 2534040, "message": "(#613) Calls to this api have exceeded the rate limit.",
-                    "times": 3}])
+    fb.add_faults(
+        [
+            {
+                "code": 2,
+                "http_status": 500,
+                "message": "An unexpected error has occurred.",
+                "rate": 0.1,
+            },
+            {"code": 1, "delay_ms": 1500, "rate": 0.03},  # times out: ambiguous, never resent
+            {
+                "code": 613,
+                "subcode": 2534040,
+                "message": "(#613) Calls to this api have exceeded the rate limit.",
+                "times": 3,
+            },
+        ]
+    )
     run_id = d.start_run("Page", contacts)
     d.workers.start()
     wait_until(lambda: len(fb.sends(status="accepted")) >= 80, timeout=60)
@@ -156,14 +215,18 @@ def test_facebook_failing_mid_run_retries_within_the_cap_keeps_the_pace_and_flip
     sends = fb.sends()
     per_recipient = Counter(s["recipient"]["id"] for s in sends)
     assert max(per_recipient.values()) <= 3, "more attempts than SEND_MAX_ATTEMPTS"
-    assert max(Counter(s["recipient"]["id"] for s in sends if s["status"] == "accepted").values()) == 1
+    assert (
+        max(Counter(s["recipient"]["id"] for s in sends if s["status"] == "accepted").values()) == 1
+    )
     assert max(fb.rates(page["id"]).values()) <= 50
     outcomes = d.outcomes(run_id)
     assert set(outcomes.values()) <= {"sent", "failed"} and len(outcomes) == 200
     assert d.store.profiles.get(profile["id"]).health == "needs_reauth"
     flips = re.findall(r"profile \d+ marked needs_reauth", d.workers.logs())
     assert len(flips) == 1, flips
-    reasons = Counter(c["reason_code"] for c in d.run(run_id)["contacts"] if c["outcome"] == "failed")
+    reasons = Counter(
+        c["reason_code"] for c in d.run(run_id)["contacts"] if c["outcome"] == "failed"
+    )
     assert reasons["token_invalid"] > 0
 
 
@@ -176,11 +239,16 @@ def test_sigterm_lets_the_worker_finish_its_batch_and_nothing_is_lost(deploy, fb
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     states = Counter(d.outcomes(run_id).values())
-    assert states["sent"] == 100 and states.get("unknown", 0) == 0  # its batch finished, the next not begun
+    assert (
+        states["sent"] == 100 and states.get("unknown", 0) == 0
+    )  # its batch finished, the next not begun
     assert d.run(run_id)["state"] == "running"
     d.workers.start()
     wait_until(lambda: d.run(run_id)["state"] == "done", timeout=60)
     assert d.run(run_id)["counts"] == {"sent": 250, "warning": 0, "failed": 0, "pending": 0}
     assert len({s["recipient"]["id"] for s in fb.sends()}) == len(fb.sends()) == 250
-    assert any(json.loads(line).get("id", "").startswith("run:") for line in d.workers.logs().splitlines()
-               if line.startswith("{"))  # the job's log lines name the run
+    assert any(
+        json.loads(line).get("id", "").startswith("run:")
+        for line in d.workers.logs().splitlines()
+        if line.startswith("{")
+    )  # the job's log lines name the run

@@ -4,6 +4,7 @@ in a request, an egress proxy, TLS.
 
 A send that may have reached Facebook is ambiguous (never resent); one that certainly did not
 is retryable; a read (idempotent) is always safe to retry."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,14 @@ PAGE_JSON = b'{"id": "42", "name": "Shop"}'
 def complete(request: bytes) -> bool:
     """Whether `request` holds a whole HTTP request (head and Content-Length bytes of body)."""
     head, found, body = request.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
     return bool(found) and len(body) >= length
 
 
@@ -38,7 +45,9 @@ class ScriptedServer:
     needs, then hangs up; `requests` holds every whole request it read, `closed` counts the
     connections it has closed."""
 
-    def __init__(self, answer: Callable[[socket.socket, bytes], None], tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, answer: Callable[[socket.socket, bytes], None], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.answer, self.tls = answer, tls
         self.requests: list[bytes] = []
         self.closed = 0
@@ -71,7 +80,9 @@ class ScriptedServer:
 def serve() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
 
-    def start(answer: Callable[[socket.socket, bytes], None], tls: ssl.SSLContext | None = None) -> ScriptedServer:
+    def start(
+        answer: Callable[[socket.socket, bytes], None], tls: ssl.SSLContext | None = None
+    ) -> ScriptedServer:
         servers.append(ScriptedServer(answer, tls))
         return servers[-1]
 
@@ -81,8 +92,10 @@ def serve() -> Iterator[Callable[..., ScriptedServer]]:
 
 
 def cut_off(conn: socket.socket, _request: bytes) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n"
-                 b'{"recipient_id": "1", "mess')
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n"
+        b'{"recipient_id": "1", "mess'
+    )
 
 
 def reset(conn: socket.socket, _request: bytes) -> None:
@@ -92,9 +105,13 @@ def reset(conn: socket.socket, _request: bytes) -> None:
 
 def json_answer(body: bytes) -> Callable[[socket.socket, bytes], None]:
     """A 200 with `body`, kept alive as far as HTTP/1.1 goes (no Connection: close)."""
+
     def answer(conn: socket.socket, _request: bytes) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(body), body))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+
     return answer
 
 
@@ -171,7 +188,9 @@ def test_a_refused_connection_never_sent_anything_so_a_send_is_retryable():
     client.close()
 
 
-@pytest.mark.parametrize("token", ["page\r\nX-Injected: 1", "pâge-tøken-€"], ids=["newline", "not-latin-1"])
+@pytest.mark.parametrize(
+    "token", ["page\r\nX-Injected: 1", "pâge-tøken-€"], ids=["newline", "not-latin-1"]
+)
 def test_a_token_that_cannot_go_in_a_header_fails_before_anything_is_sent(serve, token):
     server = serve(page_json)
     client = client_for(server.url)
@@ -195,9 +214,19 @@ def test_the_token_travels_in_the_authorization_header_never_in_the_url(serve):
     client.close()
 
 
-def test_an_egress_proxy_from_the_environment_is_used_unless_no_proxy_names_the_host(serve, monkeypatch):
+def test_an_egress_proxy_from_the_environment_is_used_unless_no_proxy_names_the_host(
+    serve, monkeypatch
+):
     proxy = serve(page_json)
-    for name in ("http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+    for name in (
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     client = client_for("http://graph.facebook.invalid")
@@ -207,7 +236,9 @@ def test_an_egress_proxy_from_the_environment_is_used_unless_no_proxy_names_the_
 
     monkeypatch.setenv("NO_PROXY", "graph.facebook.invalid")
     bypassing = client_for("http://graph.facebook.invalid")
-    with pytest.raises(graph.RetryableError, match="could not be reached"):  # .invalid never resolves
+    with pytest.raises(
+        graph.RetryableError, match="could not be reached"
+    ):  # .invalid never resolves
         bypassing.page("42", "page-token")
     assert len(proxy.requests) == 1
     bypassing.close()
@@ -222,18 +253,31 @@ def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graph.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(hours=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = directory / "cert.pem", directory / "key.pem"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context, cert_file
@@ -249,7 +293,9 @@ def test_tls_is_verified_against_certifi_or_the_named_ca_bundle(serve, monkeypat
     untrusting = client_for(server.url)
     with pytest.raises(graph.RetryableError, match="certificate was not trusted") as caught:
         untrusting.send("42", "page-token", BODY)
-    assert not isinstance(caught.value, graph.AmbiguousError)  # refused at the handshake: never sent
+    assert not isinstance(
+        caught.value, graph.AmbiguousError
+    )  # refused at the handshake: never sent
     assert server.requests == []
     untrusting.close()
 

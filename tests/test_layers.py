@@ -11,6 +11,7 @@ and libraries; the web app hands work to the workers by the job's dotted name, n
 module-level imports are errors too; a package's `__init__` importing its own submodules (a
 blueprint registering its routes) is not.
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,7 +20,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "jobs", "storage", "sandbox")
-ENTRY_POINTS = {"wsgi", "jobs.worker", "bot.launch", "bot.rotate_tokens", "bot.engine", "sandbox.__main__"}
+ENTRY_POINTS = {
+    "wsgi",
+    "jobs.worker",
+    "bot.launch",
+    "bot.rotate_tokens",
+    "bot.engine",
+    "sandbox.__main__",
+}
 WEB = {"bot.app", "bot.webhook", "bot.handlers", "bot.health", "bot.facebook_callbacks"}
 WEB_PACKAGES = ("bot.api", "bot.pages")
 MAY_IMPORT = {
@@ -63,15 +71,23 @@ class Import:
 def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import]:
     """The project modules `module` imports (`from a import b` counts b if it is a module)."""
     tree = ast.parse(path.read_text(), str(path))
-    nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-              for n in ast.walk(f)}
+    nested = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(f)
+    }
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
-                     for alias in node.names]
+            names = [
+                f"{node.module}.{alias.name}"
+                if f"{node.module}.{alias.name}" in modules
+                else node.module
+                for alias in node.names
+            ]
         else:
             continue
         for name in names:
@@ -84,7 +100,9 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import
 
 def all_imports() -> list[Import]:
     modules = project_modules()
-    return [i for module, path in sorted(modules.items()) for i in imports_of(module, path, modules)]
+    return [
+        i for module, path in sorted(modules.items()) for i in imports_of(module, path, modules)
+    ]
 
 
 def violations() -> set[tuple[str, str, str]]:
@@ -109,7 +127,7 @@ def cycles() -> list[list[str]]:
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                found.append(path[path.index(nxt):] + [nxt])
+                found.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = "done"
@@ -122,7 +140,9 @@ def cycles() -> list[list[str]]:
 
 def test_dependencies_run_one_way():
     found = sorted(violations())
-    assert found == [], "imports against the layers (see this module's docstring):\n" + "\n".join(map(str, found))
+    assert found == [], "imports against the layers (see this module's docstring):\n" + "\n".join(
+        map(str, found)
+    )
 
 
 def test_no_module_level_import_cycle():
@@ -130,12 +150,27 @@ def test_no_module_level_import_cycle():
 
 
 def test_the_layers_are_told_apart():
-    assert [layer(m) for m in ("storage.runs", "bot.policy", "bot.graph", "bot.api.runs", "bot.pages.stats",
-                               "bot.app", "jobs.runs", "jobs.worker", "wsgi")] == [
-        "storage", "domain", "domain", "web", "web", "web", "jobs", "entry", "entry"]
+    assert [
+        layer(m)
+        for m in (
+            "storage.runs",
+            "bot.policy",
+            "bot.graph",
+            "bot.api.runs",
+            "bot.pages.stats",
+            "bot.app",
+            "jobs.runs",
+            "jobs.worker",
+            "wsgi",
+        )
+    ] == ["storage", "domain", "domain", "web", "web", "web", "jobs", "entry", "entry"]
     assert ("storage.x", "bot.errors", "upward") in _violations_of({"storage.x": ["bot.errors"]})
 
 
 def _violations_of(edges: dict[str, list[str]]) -> set[tuple[str, str, str]]:
-    return {(a, b, "upward") for a, targets in edges.items() for b in targets
-            if layer(b) not in MAY_IMPORT[layer(a)]}
+    return {
+        (a, b, "upward")
+        for a, targets in edges.items()
+        for b in targets
+        if layer(b) not in MAY_IMPORT[layer(a)]
+    }

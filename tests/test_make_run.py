@@ -1,5 +1,6 @@
 """The README's `make run`: embedded Redis, web, worker and simulator; one per checkout; Ctrl-C
 stops all in order, the worker finishing its batch; data, and the simulator's logins, kept."""
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,22 @@ from tests.test_sandbox_login import DialogPage
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": "Bearer sandbox-api-token"}
-DEMO_OWNER, DEMO_CAFE = "900000000000001", "104857600000998"  # bot/demo.py's Login user and second Page
+DEMO_OWNER, DEMO_CAFE = (
+    "900000000000001",
+    "104857600000998",
+)  # bot/demo.py's Login user and second Page
 
 
 def start(env: dict) -> subprocess.Popen:
-    return subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # its own process group, like a terminal's job
+    return subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # its own process group, like a terminal's job
 
 
 def interrupt(process: subprocess.Popen) -> str:
@@ -62,7 +72,9 @@ def follow_the_walkthrough(port: int) -> list[object]:
         script = f"export AUTH='Authorization: Bearer sandbox-api-token'\n{command}"
 
         def run(script=script):
-            done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10)
+            done = subprocess.run(
+                ["bash", "-c", script], capture_output=True, text=True, timeout=10
+            )
             assert done.returncode == 0, done.stderr
             return json.loads(done.stdout) if done.stdout.strip() else None
 
@@ -71,7 +83,11 @@ def follow_the_walkthrough(port: int) -> list[object]:
             return output if abridged_match(expected, output) else None
 
         output = run()
-        if step.expected is not None and " -d " not in command and not abridged_match(step.expected, output):
+        if (
+            step.expected is not None
+            and " -d " not in command
+            and not abridged_match(step.expected, output)
+        ):
             output = wait_until(run_until_as_shown, timeout=30)
         assert step.expected is None or abridged_match(step.expected, output), (command, output)
         printed.append(output)
@@ -79,8 +95,16 @@ def follow_the_walkthrough(port: int) -> list[object]:
 
 
 def outcomes(url: str, run_id: str) -> dict:
-    run = wait_until(lambda: (r := requests.get(f"{url}/api/v1/runs/{run_id}", headers=AUTH, timeout=5).json())
-                     ["state"] == "done" and r, timeout=30)
+    run = wait_until(
+        lambda: (
+            (r := requests.get(f"{url}/api/v1/runs/{run_id}", headers=AUTH, timeout=5).json())[
+                "state"
+            ]
+            == "done"
+            and r
+        ),
+        timeout=30,
+    )
     return {c["id"]: (c["outcome"], c["reason_code"]) for c in run["contacts"]}
 
 
@@ -92,19 +116,32 @@ def connect_demo_cafe(url: str, simulator_url: str) -> str:
     """A newcomer's New profile: operator sign-in, the simulator's Facebook Login, the Page picked."""
     with requests.Session() as browser:
         csrf = csrf_token(browser.get(f"{url}/login", timeout=5).text)
-        assert browser.post(f"{url}/login", data={"password": "sandbox", "csrf_token": csrf}, timeout=5).ok
+        assert browser.post(
+            f"{url}/login", data={"password": "sandbox", "csrf_token": csrf}, timeout=5
+        ).ok
         csrf = csrf_token(browser.get(f"{url}/profiles/new", timeout=5).text)
-        to_facebook = browser.post(f"{url}/profiles/new", data={"name": "Café", "csrf_token": csrf},
-                                   allow_redirects=False, timeout=5)
+        to_facebook = browser.post(
+            f"{url}/profiles/new",
+            data={"name": "Café", "csrf_token": csrf},
+            allow_redirects=False,
+            timeout=5,
+        )
         dialog_url = to_facebook.headers["Location"]
         assert dialog_url.startswith(simulator_url)
         dialog = DialogPage(browser.get(dialog_url, timeout=5).text)
-        back = browser.post(f"{simulator_url}{dialog.action}", data={**dialog.hidden, "user_id": DEMO_OWNER},
-                            allow_redirects=False, timeout=5)
+        back = browser.post(
+            f"{simulator_url}{dialog.action}",
+            data={**dialog.hidden, "user_id": DEMO_OWNER},
+            allow_redirects=False,
+            timeout=5,
+        )
         assert browser.get(back.headers["Location"], timeout=5).url.endswith("/profiles/new")
-        saved = browser.post(f"{url}/profiles/new/save", data={"page_id": DEMO_CAFE, "name": "Café",
-                                                                "status": "enabled", "csrf_token": csrf},
-                             allow_redirects=False, timeout=5)
+        saved = browser.post(
+            f"{url}/profiles/new/save",
+            data={"page_id": DEMO_CAFE, "name": "Café", "status": "enabled", "csrf_token": csrf},
+            allow_redirects=False,
+            timeout=5,
+        )
         assert saved.status_code == 302 and "/profiles/" in saved.headers["Location"], saved.text
         return saved.headers["Location"].rsplit("/", 1)[1]
 
@@ -123,29 +160,61 @@ def checked_since(url: str, profile_id: str, since: float) -> dict | None:
 def test_make_run_serves_refuses_a_second_stops_in_order_and_keeps_data(tmp_path):
     port, sandbox_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "FB_APP_ID", "SANDBOX")}
-    env.update(VAR_DIR=str(tmp_path / "var"), PORT=str(port), SANDBOX_PORT=str(sandbox_port),
-               WEB_CONCURRENCY="1", ACCESS_LOG="", LOG_LEVEL="WARNING")
+    env.update(
+        VAR_DIR=str(tmp_path / "var"),
+        PORT=str(port),
+        SANDBOX_PORT=str(sandbox_port),
+        WEB_CONCURRENCY="1",
+        ACCESS_LOG="",
+        LOG_LEVEL="WARNING",
+    )
     url, simulator_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sandbox_port}"
     socket_path = tmp_path / "var" / "redis" / "redis.sock"
 
     first = start(env)
     try:
-        assert wait_until(lambda: healthy(url, first), timeout=60) == {"status": "ok", "redis": "ok"}
+        assert wait_until(lambda: healthy(url, first), timeout=60) == {
+            "status": "ok",
+            "redis": "ok",
+        }
         follow_the_walkthrough(port)  # the README's steps print what it says they print
         assert outcomes(url, "demo-1") == {
-            "ann": ("sent", ""), "ben": ("sent", ""), "cara": ("sent", ""),
-            "dan": ("warning", "template_field_missing"), "eve": ("warning", "no_optin")}
-        assert requests.put(f"{url}/api/v1/contacts/c-1", json={"fields": {"FIRSTNAME": "Ann"}},
-                            headers=AUTH, timeout=5).status_code == 200
+            "ann": ("sent", ""),
+            "ben": ("sent", ""),
+            "cara": ("sent", ""),
+            "dan": ("warning", "template_field_missing"),
+            "eve": ("warning", "no_optin"),
+        }
+        assert (
+            requests.put(
+                f"{url}/api/v1/contacts/c-1",
+                json={"fields": {"FIRSTNAME": "Ann"}},
+                headers=AUTH,
+                timeout=5,
+            ).status_code
+            == 200
+        )
 
         # A second `make run` in the same checkout refuses at once and touches nothing.
-        launcher = next(p for p in psutil.Process(first.pid).children() if "bot.launch" in " ".join(p.cmdline()))
-        second = subprocess.run(["make", "--no-print-directory", "run"], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=30)
+        launcher = next(
+            p for p in psutil.Process(first.pid).children() if "bot.launch" in " ".join(p.cmdline())
+        )
+        second = subprocess.run(
+            ["make", "--no-print-directory", "run"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert second.returncode != 0
-        assert f"make run is already running (pid {launcher.pid})" in second.stderr, second.stdout + second.stderr
+        assert f"make run is already running (pid {launcher.pid})" in second.stderr, (
+            second.stdout + second.stderr
+        )
         assert "embedded Redis" not in second.stdout and socket_path.exists()
-        assert requests.get(f"{url}/api/v1/contacts/c-1", headers=AUTH, timeout=5).status_code == 200
+        assert (
+            requests.get(f"{url}/api/v1/contacts/c-1", headers=AUTH, timeout=5).status_code == 200
+        )
 
         cafe = connect_demo_cafe(url, simulator_url)
         assert profile(url, cafe)["health"] == "ok"
@@ -153,9 +222,16 @@ def test_make_run_serves_refuses_a_second_stops_in_order_and_keeps_data(tmp_path
         # A send Facebook answers only after 7 s, in flight when Ctrl-C comes (honcho killed at 5 s).
         with SandboxControl(simulator_url) as control:
             control.configure(latency_ms=7000)
-            requests.post(f"{url}/api/v1/programs/demo/nodes/welcome/runs", headers=AUTH, timeout=5,
-                          json={"run_id": "slow-1", "contacts": [{"id": "ann"}]}).raise_for_status()
-            wait_until(lambda: control.sends(page_id=PAGE["id"], recipient="6543210987600101")[1:], timeout=30)
+            requests.post(
+                f"{url}/api/v1/programs/demo/nodes/welcome/runs",
+                headers=AUTH,
+                timeout=5,
+                json={"run_id": "slow-1", "contacts": [{"id": "ann"}]},
+            ).raise_for_status()
+            wait_until(
+                lambda: control.sends(page_id=PAGE["id"], recipient="6543210987600101")[1:],
+                timeout=30,
+            )
     finally:
         output = interrupt(first)
     assert "launch: stopping: worker finishing its batch (up to 15 s" in output, output
@@ -172,7 +248,9 @@ def test_make_run_serves_refuses_a_second_stops_in_order_and_keeps_data(tmp_path
         wait_until(lambda: healthy(url, again), timeout=60)
         contact = requests.get(f"{url}/api/v1/contacts/c-1", headers=AUTH, timeout=5).json()
         assert contact["fields"] == {"FIRSTNAME": "Ann"}
-        assert outcomes(url, "slow-1") == {"ann": ("sent", "")}  # its answer came before the worker stopped
+        assert outcomes(url, "slow-1") == {
+            "ann": ("sent", "")
+        }  # its answer came before the worker stopped
         # The worker checks every token at start; the simulator still honours the Café's token.
         checked = wait_until(lambda: checked_since(url, cafe, restarted_at), timeout=60)
         assert (checked["health"], checked["health_reason"]) == ("ok", "")
@@ -186,7 +264,9 @@ def test_the_lock_refuses_a_second_holder_and_ignores_a_stale_file(tmp_path):
     held = lock_var_dir(tmp_path)
     try:
         assert (tmp_path / "make-run.pid").read_text() == f"{os.getpid()}\n"
-        with pytest.raises(AlreadyRunning, match=f"make run is already running \\(pid {os.getpid()}\\)"):
+        with pytest.raises(
+            AlreadyRunning, match=f"make run is already running \\(pid {os.getpid()}\\)"
+        ):
             lock_var_dir(tmp_path)
     finally:
         held.close()
@@ -197,7 +277,9 @@ def test_a_second_embedded_redis_on_the_same_data_refuses_and_leaves_the_first_a
     """It used to delete the running server's socket and open the same append-only file."""
     with EmbeddedRedis(tmp_path / "redis") as first:
         assert first.socket_path, "the path is too long for a unix socket"
-        with pytest.raises(RuntimeError, match=f"a redis-server \\(pid {first.process.pid}\\) already serves"):
+        with pytest.raises(
+            RuntimeError, match=f"a redis-server \\(pid {first.process.pid}\\) already serves"
+        ):
             EmbeddedRedis(tmp_path / "redis").start()
         assert first.socket_path.exists()
         first.kill()  # as when its launcher was killed: the socket file stays, nothing answers there

@@ -1,4 +1,5 @@
 """The README documents what the code reads: every setting, both commands."""
+
 from __future__ import annotations
 
 import itertools
@@ -14,7 +15,7 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 def readme_settings_table() -> str:
     """The Markdown table of the README's Configuration section."""
-    section = README[README.index("\n## Configuration\n"):]
+    section = README[README.index("\n## Configuration\n") :]
     lines = section.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = itertools.takewhile(lambda line: line.startswith("|"), lines[first:])
@@ -24,7 +25,8 @@ def readme_settings_table() -> str:
 def test_readme_settings_table_is_the_one_generated_from_the_settings():
     assert readme_settings_table() == settings_table(), (
         "regenerate the README's table: .venv/bin/python -c "
-        "'from bot.config import settings_table; print(settings_table())'")
+        "'from bot.config import settings_table; print(settings_table())'"
+    )
 
 
 def test_readme_gives_the_two_commands():
@@ -38,14 +40,14 @@ WALKTHROUGH_HEADING = "## Try it in sandbox mode"
 
 @dataclass(frozen=True)
 class Step:
-    command: str               # a shell command, as the README shows it (localhost:8000)
-    expected: object = None    # the JSON the README says it prints (abridged), if it says
+    command: str  # a shell command, as the README shows it (localhost:8000)
+    expected: object = None  # the JSON the README says it prints (abridged), if it says
 
 
 def walkthrough_steps() -> list[Step]:
     """The walkthrough's shell blocks, each with the JSON block that follows it, if any."""
-    section = README[README.index(WALKTHROUGH_HEADING):]
-    section = section[:section.index("\n## ", 1)]
+    section = README[README.index(WALKTHROUGH_HEADING) :]
+    section = section[: section.index("\n## ", 1)]
     steps: list[Step] = []
     for kind, body in re.findall(r"```(sh|json)\n(.*?)```", section, re.S):
         if kind == "sh":
@@ -60,11 +62,15 @@ def abridged_match(expected: object, actual: object) -> bool:
     """True if `actual` has everything `expected` shows: dict keys may be left out of
     `expected`, list items may not (a list shown is the whole list, in order)."""
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(k in actual and abridged_match(v, actual[k])
-                                                for k, v in expected.items())
+        return isinstance(actual, dict) and all(
+            k in actual and abridged_match(v, actual[k]) for k, v in expected.items()
+        )
     if isinstance(expected, list):
-        return (isinstance(actual, list) and len(actual) == len(expected)
-                and all(abridged_match(e, a) for e, a in zip(expected, actual)))
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(abridged_match(e, a) for e, a in zip(expected, actual))
+        )
     return expected == actual
 
 
@@ -72,7 +78,9 @@ def test_the_walkthrough_goes_step_by_step_with_what_each_prints():
     steps = walkthrough_steps()
     commands = [s.command for s in steps]
     assert any("/preview" in c for c in commands) and any("/runs/demo-1" in c for c in commands)
-    assert all(s.expected is not None for s in steps if "curl" in s.command), "a step without its output"
+    assert all(s.expected is not None for s in steps if "curl" in s.command), (
+        "a step without its output"
+    )
     assert all(c.count("curl") <= 1 for c in commands), "one command per step"
 
 

@@ -1,4 +1,5 @@
 """Opt-in refs and webhook signatures: the two checks that keep strangers out."""
+
 from __future__ import annotations
 
 import base64
@@ -10,8 +11,11 @@ from hypothesis import strategies as st
 from bot.refs import OptinRefs
 from bot.signature import WebhookSignature
 
-CONTACT_IDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@-",
-                      min_size=1, max_size=128)
+CONTACT_IDS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@-",
+    min_size=1,
+    max_size=128,
+)
 
 
 @given(profile=st.integers(1, 10**9), contact=CONTACT_IDS)
@@ -28,7 +32,7 @@ def test_ref_from_another_secret_or_edited_is_refused():
     assert theirs.verify(ref) is None
     tampered = ref[:-2] + ("AA" if ref[-2:] != "AA" else "BB")
     assert ours.verify(tampered) is None
-    assert ours.verify("contact-1") is None       # a raw contact id is not a ref
+    assert ours.verify("contact-1") is None  # a raw contact id is not a ref
     assert ours.verify(None) is None and ours.verify(123) is None and ours.verify("") is None
     assert ours.verify("a" * 251) is None
 
@@ -49,8 +53,11 @@ def test_only_the_canonical_base64_spelling_of_a_ref_is_accepted(profile, contac
     refs = OptinRefs("secret")
     ref = refs.sign(str(profile), contact)
     for spelling in other_spellings(ref):
-        assert base64.urlsafe_b64decode(spelling + "=" * (-len(spelling) % 4)) == \
-            base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4))  # the same bytes, signature and all
+        assert base64.urlsafe_b64decode(
+            spelling + "=" * (-len(spelling) % 4)
+        ) == base64.urlsafe_b64decode(
+            ref + "=" * (-len(ref) % 4)
+        )  # the same bytes, signature and all
         assert refs.verify(spelling) is None
 
 
@@ -64,9 +71,11 @@ def test_signature_accepts_only_the_exact_body():
     body = b'{"object":"page","entry":[]}'
     header = sig.sign(body)
     assert sig.is_valid(body, header)
-    assert sig.is_valid(body, header.upper().replace("SHA256=", "sha256="))  # hex case does not matter
+    assert sig.is_valid(
+        body, header.upper().replace("SHA256=", "sha256=")
+    )  # hex case does not matter
     assert not sig.is_valid(body + b" ", header)
     assert not sig.is_valid(body, None)
-    assert not sig.is_valid(body, header[7:])          # missing the sha256= prefix
+    assert not sig.is_valid(body, header[7:])  # missing the sha256= prefix
     assert not sig.is_valid(body, "sha1=" + header[7:])
     assert not sig.is_valid(body, header + "00")

@@ -1,4 +1,5 @@
 """The two requirements files: the service runs on requirements.txt alone, everything is pinned."""
+
 from __future__ import annotations
 
 import ast
@@ -58,7 +59,9 @@ def test_the_service_imports_only_what_requirements_txt_installs():
             dists = {normalise(d) for d in owners[name]}
             if not dists & runtime.keys():
                 outside.setdefault(name, []).append(str(path.relative_to(ROOT)))
-    assert outside == {}, f"imported by the service but only in requirements-dev.txt or nowhere: {outside}"
+    assert outside == {}, (
+        f"imported by the service but only in requirements-dev.txt or nowhere: {outside}"
+    )
 
 
 def test_dev_requirements_add_the_test_tools_to_the_runtime_ones():
@@ -72,5 +75,9 @@ def test_everything_installed_is_pinned_at_its_installed_version():
     """The venv of `make test` holds exactly what requirements-dev.txt pins (nothing drifts in)."""
     dev = pins("requirements-dev.txt")
     installed = {normalise(d.metadata["Name"]): d.version for d in distributions()}
-    installed = {name: version for name, version in installed.items() if name not in ("pip", "setuptools", "wheel")}
+    installed = {
+        name: version
+        for name, version in installed.items()
+        if name not in ("pip", "setuptools", "wheel")
+    }
     assert installed == dev

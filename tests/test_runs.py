@@ -4,6 +4,7 @@ Jobs run in this process through RQ's SimpleWorker (`drain`) against the real Re
 Facebook simulator over HTTP; the app is served live so the simulator's echoes and receipts
 reach the webhook.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,34 +34,55 @@ def page(fb, live_app):
 
 @pytest.fixture
 def profile(api, page):
-    answer = api("post", "/profiles", json={"name": "Shop", "page_id": page["id"], "page_access_token": page["token"]})
+    answer = api(
+        "post",
+        "/profiles",
+        json={"name": "Shop", "page_id": page["id"], "page_access_token": page["token"]},
+    )
     return answer.get_json()
 
 
 @pytest.fixture
 def opted_in(fb, store, page, profile):
     """Create a person on the Page and opt a contact in (window open unless `last` says when)."""
+
     def make(contact: str, last_interaction_ms: int | None = 0, **fields) -> str:
         last = now_ms() if last_interaction_ms == 0 else last_interaction_ms
         psid = fb.add_person(page["id"], last_interaction_ms=last)
-        store.inbound.apply([Event("optin", page["id"], psid, last or 1, profile=profile["id"], contact=contact)])
+        store.inbound.apply(
+            [Event("optin", page["id"], psid, last or 1, profile=profile["id"], contact=contact)]
+        )
         if last is None:  # never interacted: forget the opt-in's interaction time too
             store.redis.hdel(keys.seen(profile["id"]), psid)
         store.contacts.merge_many({contact: fields})
         return psid
+
     return make
 
 
 @pytest.fixture
 def program(api, profile):
-    def save(message="Hi @FIRSTNAME|there@, order @ORDER_ID@ shipped.", template=None, status="active", node_id="n1"):
-        node = {"id": node_id, "type": "messenger", "profile_id": profile["id"], "tag": "POST_PURCHASE_UPDATE",
-                "message": message}
+    def save(
+        message="Hi @FIRSTNAME|there@, order @ORDER_ID@ shipped.",
+        template=None,
+        status="active",
+        node_id="n1",
+    ):
+        node = {
+            "id": node_id,
+            "type": "messenger",
+            "profile_id": profile["id"],
+            "tag": "POST_PURCHASE_UPDATE",
+            "message": message,
+        }
         if template:
             node["utility_template"] = template
-        answer = api("put", "/programs/p1", json={"name": "Orders", "status": status, "nodes": [node]})
+        answer = api(
+            "put", "/programs/p1", json={"name": "Orders", "status": status, "nodes": [node]}
+        )
         assert answer.status_code in (200, 201), answer.get_json()
         return answer.get_json()
+
     return save
 
 
@@ -85,6 +107,7 @@ def run_to_end(api, drain, contacts, **kwargs) -> tuple[str, dict]:
 
 # -- programs ---------------------------------------------------------------------------------
 
+
 def test_program_round_trip(api, program, profile):
     saved = program(template=TEMPLATE)
     assert api("get", "/programs/p1").get_json() == saved
@@ -94,15 +117,59 @@ def test_program_round_trip(api, program, profile):
 
 
 def test_invalid_nodes_are_each_listed_with_their_reasons(api, store, profile, fb):
-    disabled = store.profiles.create(name="Off", page_id="77", page_name="Off", page_token="t", status="disabled")
+    disabled = store.profiles.create(
+        name="Off", page_id="77", page_name="Off", page_token="t", status="disabled"
+    )
     nodes = [
-        {"id": "ok", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "Hi"},
-        {"id": "ghost", "type": "messenger", "profile_id": "999", "tag": "ACCOUNT_UPDATE", "message": "Hi"},
-        {"id": "off", "type": "messenger", "profile_id": disabled.id, "tag": "ACCOUNT_UPDATE", "message": "Hi"},
-        {"id": "tag", "type": "messenger", "profile_id": profile["id"], "tag": "HUMAN_AGENT", "message": "Hi"},
-        {"id": "empty", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "  "},
-        {"id": "long", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "x" * 2001},
-        {"id": "bad", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "Hi @name@"},
+        {
+            "id": "ok",
+            "type": "messenger",
+            "profile_id": profile["id"],
+            "tag": "ACCOUNT_UPDATE",
+            "message": "Hi",
+        },
+        {
+            "id": "ghost",
+            "type": "messenger",
+            "profile_id": "999",
+            "tag": "ACCOUNT_UPDATE",
+            "message": "Hi",
+        },
+        {
+            "id": "off",
+            "type": "messenger",
+            "profile_id": disabled.id,
+            "tag": "ACCOUNT_UPDATE",
+            "message": "Hi",
+        },
+        {
+            "id": "tag",
+            "type": "messenger",
+            "profile_id": profile["id"],
+            "tag": "HUMAN_AGENT",
+            "message": "Hi",
+        },
+        {
+            "id": "empty",
+            "type": "messenger",
+            "profile_id": profile["id"],
+            "tag": "ACCOUNT_UPDATE",
+            "message": "  ",
+        },
+        {
+            "id": "long",
+            "type": "messenger",
+            "profile_id": profile["id"],
+            "tag": "ACCOUNT_UPDATE",
+            "message": "x" * 2001,
+        },
+        {
+            "id": "bad",
+            "type": "messenger",
+            "profile_id": profile["id"],
+            "tag": "ACCOUNT_UPDATE",
+            "message": "Hi @name@",
+        },
     ]
     answer = api("put", "/programs/p1", json={"name": "P", "status": "active", "nodes": nodes})
     assert answer.status_code == 422
@@ -115,47 +182,86 @@ def test_invalid_nodes_are_each_listed_with_their_reasons(api, store, profile, f
 
 
 def node(ident, profile_id, **changes) -> dict:
-    return {"id": ident, "type": "messenger", "profile_id": profile_id, "tag": "ACCOUNT_UPDATE", "message": "Hi",
-            **changes}
+    return {
+        "id": ident,
+        "type": "messenger",
+        "profile_id": profile_id,
+        "tag": "ACCOUNT_UPDATE",
+        "message": "Hi",
+        **changes,
+    }
 
 
 def test_shape_and_rule_problems_of_every_node_come_in_one_answer(api, profile, redis_client):
     before = set(redis_client.keys("*"))
     shape = node("shape", profile["id"], colour="red")
     del shape["message"]
-    nodes = [node("ok", profile["id"]), shape, node("ghost", "999"), node("tag", profile["id"], tag="HUMAN_AGENT")]
+    nodes = [
+        node("ok", profile["id"]),
+        shape,
+        node("ghost", "999"),
+        node("tag", profile["id"], tag="HUMAN_AGENT"),
+    ]
     answer = api("put", "/programs/p1", json={"name": "P", "status": "active", "nodes": nodes})
     assert answer.status_code == 422
     error = answer.get_json()["error"]
     assert error["code"] == "invalid_nodes" and error["details"]["fields"] == {}
     problems = error["details"]["nodes"]
-    assert problems == {"shape": ["message is missing", "colour is not a known field"],
-                        "ghost": ["profile '999' does not exist"],
-                        "tag": [f"tag must be one of {', '.join(policy.TAGS)} (got 'HUMAN_AGENT')"]}
+    assert problems == {
+        "shape": ["message is missing", "colour is not a known field"],
+        "ghost": ["profile '999' does not exist"],
+        "tag": [f"tag must be one of {', '.join(policy.TAGS)} (got 'HUMAN_AGENT')"],
+    }
     assert set(redis_client.keys("*")) == before  # nothing saved
 
 
-def test_nodes_without_a_usable_id_are_named_by_position_with_the_programs_own_problems(api, profile):
-    nodes = [node("a", profile["id"]), node("bad id", "999", message=" "), node("a", profile["id"]),
-             "not a node", node("b", profile["id"], utility_template={"name": "t", "language": "english"})]
+def test_nodes_without_a_usable_id_are_named_by_position_with_the_programs_own_problems(
+    api, profile
+):
+    nodes = [
+        node("a", profile["id"]),
+        node("bad id", "999", message=" "),
+        node("a", profile["id"]),
+        "not a node",
+        node("b", profile["id"], utility_template={"name": "t", "language": "english"}),
+    ]
     answer = api("put", "/programs/p1", json={"name": "", "status": "live", "nodes": nodes})
     error = answer.get_json()["error"]
     assert answer.status_code == 422 and error["code"] == "invalid_nodes"
     assert error["details"]["nodes"] == {
-        "#2": ["id: 1-128 letters, digits or . _ : @ -", "profile '999' does not exist", "the message is empty"],
+        "#2": [
+            "id: 1-128 letters, digits or . _ : @ -",
+            "profile '999' does not exist",
+            "the message is empty",
+        ],
         "#3": ["another node has the id 'a'"],
         "#4": ["the node must be a JSON object"],
-        "b": ["utility_template.language: a language code like en or en_US"]}
-    assert error["details"]["fields"] == {"name": ["name: Length must be between 1 and 200."],
-                                          "status": ["status: Must be one of: draft, active, paused."]}
+        "b": ["utility_template.language: a language code like en or en_US"],
+    }
+    assert error["details"]["fields"] == {
+        "name": ["name: Length must be between 1 and 200."],
+        "status": ["status: Must be one of: draft, active, paused."],
+    }
 
 
-@pytest.mark.parametrize("body,fields", [
-    ({"name": "P", "status": "active"}, {"nodes": ["nodes is missing"]}),
-    ({"name": "P", "status": "active", "nodes": {"id": "n1"}}, {"nodes": ["nodes must be a list"]}),
-    ({"status": "active", "nodes": [], "extra": 1}, {"name": ["name is missing"], "extra": ["extra is not a known field"]}),
-    ({"name": "P", "status": "active", "nodes": [{}] * 201}, {"nodes": ["at most 200 nodes (got 201)"]}),
-])
+@pytest.mark.parametrize(
+    "body,fields",
+    [
+        ({"name": "P", "status": "active"}, {"nodes": ["nodes is missing"]}),
+        (
+            {"name": "P", "status": "active", "nodes": {"id": "n1"}},
+            {"nodes": ["nodes must be a list"]},
+        ),
+        (
+            {"status": "active", "nodes": [], "extra": 1},
+            {"name": ["name is missing"], "extra": ["extra is not a known field"]},
+        ),
+        (
+            {"name": "P", "status": "active", "nodes": [{}] * 201},
+            {"nodes": ["at most 200 nodes (got 201)"]},
+        ),
+    ],
+)
 def test_program_field_problems_alone_are_validation_failed(api, body, fields):
     answer = api("put", "/programs/p1", json=body)
     assert answer.status_code == 422
@@ -173,16 +279,25 @@ def test_programs_index_the_profiles_they_use(api, store, program, profile):
 
 # -- outcomes -----------------------------------------------------------------------------------
 
-def test_each_contact_gets_one_outcome_with_a_reason(api, fb, drain, store, program, opted_in, profile):
+
+def test_each_contact_gets_one_outcome_with_a_reason(
+    api, fb, drain, store, program, opted_in, profile
+):
     program(template=TEMPLATE)
     opted_in("inside", FIRSTNAME="Ann", ORDER_ID="1")
     opted_in("outside", last_interaction_ms=now_ms() - 30 * 3600_000, ORDER_ID="2")
     opted_in("outside_no_order", last_interaction_ms=now_ms() - 30 * 3600_000)
     store.contacts.merge_many({"not_opted": {"FIRSTNAME": "Bo"}})
-    run_id, result = run_to_end(api, drain, ["inside", "outside", "outside_no_order", "not_opted", "stranger"])
+    run_id, result = run_to_end(
+        api, drain, ["inside", "outside", "outside_no_order", "not_opted", "stranger"]
+    )
     assert {cid: (o["outcome"], o["reason_code"]) for cid, o in result.items()} == {
-        "inside": ("sent", ""), "outside": ("sent", ""), "outside_no_order": ("warning", "template_field_missing"),
-        "not_opted": ("warning", "no_optin"), "stranger": ("warning", "contact_unknown")}
+        "inside": ("sent", ""),
+        "outside": ("sent", ""),
+        "outside_no_order": ("warning", "template_field_missing"),
+        "not_opted": ("warning", "no_optin"),
+        "stranger": ("warning", "contact_unknown"),
+    }
     sends = {s["metadata"]: s for s in fb.sends(status="accepted")}
     inside = next(s for s in sends.values() if s["messaging_type"] == "UPDATE")
     assert inside["text"] == "Hi Ann, order 1 shipped."
@@ -190,7 +305,12 @@ def test_each_contact_gets_one_outcome_with_a_reason(api, fb, drain, store, prog
     assert utility["template"]["components"][0]["parameters"] == [{"type": "text", "text": "2"}]
     assert result["inside"]["message_id"] == inside["message_id"]
     run = api("get", f"/runs/{run_id}").get_json()
-    assert run["state"] == "done" and run["counts"] == {"sent": 2, "warning": 3, "failed": 0, "pending": 0}
+    assert run["state"] == "done" and run["counts"] == {
+        "sent": 2,
+        "warning": 3,
+        "failed": 0,
+        "pending": 0,
+    }
     today = store.stats.day(profile["id"], day_of(now_ms(), store.tz))
     assert (today["sent"], today["warning"], today["warning:no_optin"]) == (2, 3, 1)
 
@@ -204,14 +324,20 @@ def test_each_sent_outcome_says_what_went_out(api, drain, program, opted_in):
     assert {cid: (o["outcome"], o["sent_as"]) for cid, o in result.items()} == {
         "inside": ("sent", {"kind": "text"}),
         "outside": ("sent", {"kind": "utility_template", "template": "order_update"}),
-        "outside_no_order": ("warning", None)}
+        "outside_no_order": ("warning", None),
+    }
 
 
-def test_outside_window_without_template_is_a_warning_and_nothing_is_sent(api, fb, drain, program, opted_in):
+def test_outside_window_without_template_is_a_warning_and_nothing_is_sent(
+    api, fb, drain, program, opted_in
+):
     program()
     opted_in("c1", last_interaction_ms=now_ms() - 25 * 3600_000)
     _, result = run_to_end(api, drain, ["c1"])
-    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("warning", "outside_window_no_template")
+    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == (
+        "warning",
+        "outside_window_no_template",
+    )
     assert fb.sends() == []
 
 
@@ -223,19 +349,26 @@ def test_disabled_profile_sends_nothing(api, fb, drain, store, program, opted_in
     assert result["c1"]["reason_code"] == "profile_disabled" and fb.sends() == []
 
 
-def test_receipts_turn_sent_into_delivered_and_read_on_the_send_day(api, fb, drain, store, program, opted_in, profile):
+def test_receipts_turn_sent_into_delivered_and_read_on_the_send_day(
+    api, fb, drain, store, program, opted_in, profile
+):
     program()
     opted_in("c1", FIRSTNAME="Ann")
     run_to_end(api, drain, ["c1"])
     fb.flush()
-    counts = wait_until(lambda: (c := store.stats.day(profile["id"], day_of(now_ms(), store.tz)))["read"] and c)
+    counts = wait_until(
+        lambda: (c := store.stats.day(profile["id"], day_of(now_ms(), store.tz)))["read"] and c
+    )
     assert (counts["sent"], counts["delivered"], counts["read"]) == (1, 1, 1)
 
 
 # -- before and after the tag retirement date ------------------------------------------------------
 
+
 @pytest.mark.parametrize("settings_overrides", [{"TAG_RETIREMENT_DATE": "2099-01-01"}])
-def test_before_the_date_tagged_messages_reach_people_outside_the_window(api, fb, drain, program, opted_in):
+def test_before_the_date_tagged_messages_reach_people_outside_the_window(
+    api, fb, drain, program, opted_in
+):
     fb.configure(tags_retired_on="2099-01-01")
     program()
     opted_in("c1", last_interaction_ms=now_ms() - 72 * 3600_000, FIRSTNAME="Ann", ORDER_ID="9")
@@ -252,23 +385,55 @@ def test_facebook_refuses_a_retired_tag_with_error_100(api, fb, drain, program, 
     opted_in("c1", FIRSTNAME="Ann", ORDER_ID="9")
     _, result = run_to_end(api, drain, ["c1"])
     assert (result["c1"]["outcome"], result["c1"]["reason_code"], result["c1"]["sent_as"]) == (
-        "failed", "invalid_request", None)
+        "failed",
+        "invalid_request",
+        None,
+    )
     assert result["c1"]["detail"].startswith("#100 ")
     assert len(fb.sends()) == 1  # permanent: not retried
 
 
 # -- Facebook's errors -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rule,reason,attempts", [
-    ({"code": 551, "message": "This person isn't available right now."}, "recipient_unavailable", 1),
-    ({"code": 100, "subcode": 2018001, "message": "No matching user found"}, "invalid_recipient", 1),
-    ({"code": 10, "subcode": 2018108, "message": "They can't receive your messages right now."}, "recipient_unavailable", 1),
-    ({"code": 200, "message": "Cannot message users who are not admins"}, "app_not_reviewed", 1),
-    ({"code": 2, "http_status": 500, "message": "An unexpected error has occurred."}, "facebook_unavailable", 3),
-    ({"code": 0, "http_status": 503}, "facebook_unavailable", 3),
-])
-def test_errors_fail_with_a_named_reason_after_the_right_number_of_attempts(api, fb, drain, program, opted_in,
-                                                                           rule, reason, attempts):
+
+@pytest.mark.parametrize(
+    "rule,reason,attempts",
+    [
+        (
+            {"code": 551, "message": "This person isn't available right now."},
+            "recipient_unavailable",
+            1,
+        ),
+        (
+            {"code": 100, "subcode": 2018001, "message": "No matching user found"},
+            "invalid_recipient",
+            1,
+        ),
+        (
+            {
+                "code": 10,
+                "subcode": 2018108,
+                "message": "They can't receive your messages right now.",
+            },
+            "recipient_unavailable",
+            1,
+        ),
+        (
+            {"code": 200, "message": "Cannot message users who are not admins"},
+            "app_not_reviewed",
+            1,
+        ),
+        (
+            {"code": 2, "http_status": 500, "message": "An unexpected error has occurred."},
+            "facebook_unavailable",
+            3,
+        ),
+        ({"code": 0, "http_status": 503}, "facebook_unavailable", 3),
+    ],
+)
+def test_errors_fail_with_a_named_reason_after_the_right_number_of_attempts(
+    api, fb, drain, program, opted_in, rule, reason, attempts
+):
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
     fb.add_fault(recipient=psid, **rule)
@@ -280,7 +445,9 @@ def test_errors_fail_with_a_named_reason_after_the_right_number_of_attempts(api,
 def test_transient_errors_are_retried_until_sent(api, fb, drain, program, opted_in):
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
-    fb.add_fault(recipient=psid, code=1, http_status=500, message="An unknown error occurred", times=2)
+    fb.add_fault(
+        recipient=psid, code=1, http_status=500, message="An unknown error occurred", times=2
+    )
     _, result = run_to_end(api, drain, ["c1"])
     assert result["c1"]["outcome"] == "sent"
     assert [s["status"] for s in fb.sends(recipient=psid)] == ["refused", "refused", "accepted"]
@@ -289,7 +456,13 @@ def test_transient_errors_are_retried_until_sent(api, fb, drain, program, opted_
 def test_rate_limit_error_slows_the_page_then_sends(api, fb, drain, store, program, opted_in, page):
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
-    fb.add_fault(recipient=psid, code=613, subcode=2534040, message="(#613) Calls to this api have exceeded the rate limit.", times=1)
+    fb.add_fault(
+        recipient=psid,
+        code=613,
+        subcode=2534040,
+        message="(#613) Calls to this api have exceeded the rate limit.",
+        times=1,
+    )
     started = time.monotonic()
     _, result = run_to_end(api, drain, ["c1"])
     assert result["c1"]["outcome"] == "sent"
@@ -305,7 +478,9 @@ def test_template_facebook_does_not_know_is_template_rejected(api, fb, drain, pr
     assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("failed", "template_rejected")
 
 
-def test_high_usage_header_rests_the_page_before_facebook_refuses(api, fb, drain, program, opted_in, page):
+def test_high_usage_header_rests_the_page_before_facebook_refuses(
+    api, fb, drain, program, opted_in, page
+):
     program()
     for cid in ("c1", "c2"):
         opted_in(cid, FIRSTNAME="Ann")
@@ -316,7 +491,9 @@ def test_high_usage_header_rests_the_page_before_facebook_refuses(api, fb, drain
     assert second - first >= 1900  # the usage header made the Page rest ~2 s
 
 
-def test_outside_window_refusal_falls_through_to_the_template_once(api, fb, drain, store, program, opted_in, profile):
+def test_outside_window_refusal_falls_through_to_the_template_once(
+    api, fb, drain, store, program, opted_in, profile
+):
     program(template=TEMPLATE)
     # We think the window is open; Facebook disagrees.
     psid = opted_in("c1", last_interaction_ms=now_ms() - 30 * 3600_000, ORDER_ID="42")
@@ -324,45 +501,77 @@ def test_outside_window_refusal_falls_through_to_the_template_once(api, fb, drai
     _, result = run_to_end(api, drain, ["c1"])
     assert result["c1"]["outcome"] == "sent"
     assert result["c1"]["sent_as"] == {"kind": "utility_template", "template": "order_update"}
-    assert [(s["messaging_type"], s["status"]) for s in fb.sends()] == [("UPDATE", "refused"), ("UTILITY", "accepted")]
+    assert [(s["messaging_type"], s["status"]) for s in fb.sends()] == [
+        ("UPDATE", "refused"),
+        ("UTILITY", "accepted"),
+    ]
 
 
-def test_a_lost_answer_after_the_fall_through_is_settled_as_the_template(api, fb, drain, app, program, opted_in):
+def test_a_lost_answer_after_the_fall_through_is_settled_as_the_template(
+    api, fb, drain, app, program, opted_in
+):
     app.extensions["graph"].timeout = 0.3
     program(template=TEMPLATE)
     psid = opted_in("c1", ORDER_ID="42")
     fb.configure(echo=False)  # the test posts the echo itself
-    fb.add_faults([{"recipient": psid, "code": 10, "subcode": 2018278, "times": 1,
-                    "message": "(#10) This message is sent outside of allowed window."},
-                   {"recipient": psid, "code": 2, "delay_ms": 800, "accept": True, "times": 1}])
+    fb.add_faults(
+        [
+            {
+                "recipient": psid,
+                "code": 10,
+                "subcode": 2018278,
+                "times": 1,
+                "message": "(#10) This message is sent outside of allowed window.",
+            },
+            {"recipient": psid, "code": 2, "delay_ms": 800, "accept": True, "times": 1},
+        ]
+    )
     run_id, result = run_to_end(api, drain, ["c1"])
     assert (result["c1"]["outcome"], result["c1"]["sent_as"]) == ("unknown", None)
     (accepted,) = wait_until(lambda: fb.sends(status="accepted"))
     assert accepted["messaging_type"] == "UTILITY"
-    fb.post_event("echo", page_id=accepted["page_id"], psid=psid, mid=accepted["message_id"],
-                  metadata=accepted["metadata"])
+    fb.post_event(
+        "echo",
+        page_id=accepted["page_id"],
+        psid=psid,
+        mid=accepted["message_id"],
+        metadata=accepted["metadata"],
+    )
     settled = outcomes(api, run_id)["c1"]
-    assert (settled["outcome"], settled["sent_as"]) == ("sent", {"kind": "utility_template", "template": "order_update"})
+    assert (settled["outcome"], settled["sent_as"]) == (
+        "sent",
+        {"kind": "utility_template", "template": "order_update"},
+    )
 
 
-def test_outside_window_refusal_without_template_is_a_warning(api, fb, drain, store, program, opted_in, profile):
+def test_outside_window_refusal_without_template_is_a_warning(
+    api, fb, drain, store, program, opted_in, profile
+):
     program()
     psid = opted_in("c1", last_interaction_ms=now_ms() - 30 * 3600_000)
     store.redis.hset(keys.seen(profile["id"]), psid, now_ms())
     _, result = run_to_end(api, drain, ["c1"])
-    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == ("warning", "outside_window_no_template")
+    assert (result["c1"]["outcome"], result["c1"]["reason_code"]) == (
+        "warning",
+        "outside_window_no_template",
+    )
     assert len(fb.sends()) == 1
 
 
-def test_dead_token_flips_health_once_and_holds_the_pages_other_sends(api, fb, drain, store, program, opted_in,
-                                                                      profile, page):
+def test_dead_token_flips_health_once_and_holds_the_pages_other_sends(
+    api, fb, drain, store, program, opted_in, profile, page
+):
     program()
     for i in range(30):
         opted_in(f"c{i}", FIRSTNAME="Ann")
     fb.invalidate_page(page["id"])
     run_id, result = run_to_end(api, drain, [f"c{i}" for i in range(30)])
-    assert {(o["outcome"], o["reason_code"]) for o in result.values()} == {("failed", "token_invalid")}
-    assert len(fb.sends()) <= 16  # at most the sends already in flight; the rest never called Facebook
+    assert {(o["outcome"], o["reason_code"]) for o in result.values()} == {
+        ("failed", "token_invalid")
+    }
+    assert (
+        len(fb.sends()) <= 16
+    )  # at most the sends already in flight; the rest never called Facebook
     health = api("get", f"/profiles/{profile['id']}").get_json()
     assert health["health"] == "needs_reauth" and "#190" in health["health_reason"]
     # Later runs are held at once, without calling Facebook.
@@ -374,7 +583,12 @@ def test_dead_token_flips_health_once_and_holds_the_pages_other_sends(api, fb, d
 def test_blocked_page_pauses_the_profile(api, fb, drain, store, program, opted_in, profile):
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
-    fb.add_fault(recipient=psid, code=10, subcode=1893063, message="You are temporarily restricted from sending messages")
+    fb.add_fault(
+        recipient=psid,
+        code=10,
+        subcode=1893063,
+        message="You are temporarily restricted from sending messages",
+    )
     _, result = run_to_end(api, drain, ["c1"])
     assert result["c1"]["reason_code"] == "page_blocked"
     assert store.profiles.get(profile["id"]).health == "blocked"
@@ -382,7 +596,10 @@ def test_blocked_page_pauses_the_profile(api, fb, drain, store, program, opted_i
 
 # -- at most once -----------------------------------------------------------------------------------
 
-def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent(api, fb, drain, app, program, opted_in):
+
+def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent(
+    api, fb, drain, app, program, opted_in
+):
     app.extensions["graph"].timeout = 0.3
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
@@ -393,8 +610,14 @@ def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent
     assert api("get", f"/runs/{run_id}").get_json()["state"] == "running"
     wait_until(lambda: fb.sends(status="accepted"))
     (accepted,) = fb.sends(status="accepted")
-    answer = fb.post_event("echo", page_id=accepted["page_id"], psid=psid, mid=accepted["message_id"],
-                           metadata=accepted["metadata"], text=accepted["text"])
+    answer = fb.post_event(
+        "echo",
+        page_id=accepted["page_id"],
+        psid=psid,
+        mid=accepted["message_id"],
+        metadata=accepted["metadata"],
+        text=accepted["text"],
+    )
     assert answer["status"] == 200
     settled = outcomes(api, run_id)["c1"]
     assert (settled["outcome"], settled["message_id"]) == ("sent", accepted["message_id"])
@@ -404,8 +627,9 @@ def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent
 
 
 @pytest.mark.parametrize("settings_overrides", [{"UNKNOWN_DEADLINE_SECONDS": "1"}])
-def test_unknown_without_echo_becomes_failed_interrupted_after_the_deadline(api, fb, drain, app, store, program,
-                                                                          opted_in, profile):
+def test_unknown_without_echo_becomes_failed_interrupted_after_the_deadline(
+    api, fb, drain, app, store, program, opted_in, profile
+):
     app.extensions["graph"].timeout = 0.3
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
@@ -451,6 +675,7 @@ def test_run_id_reused_for_another_node_is_a_conflict(api, program, opted_in):
 
 # -- the run API ------------------------------------------------------------------------------------
 
+
 def test_runs_need_an_active_program_and_a_known_node(api, program):
     program(status="paused")
     answer = start_run(api, ["c1"])
@@ -458,18 +683,21 @@ def test_runs_need_an_active_program_and_a_known_node(api, program):
     assert start_run(api, ["c1"], node="nope").status_code == 404
 
 
-@pytest.mark.parametrize("body,problem", [
-    ({"contacts": []}, "contacts"),
-    ({"contacts": [{"id": "has space"}]}, "contacts"),
-    ({"contacts": [{"id": "c1", "fields": {"FBOPTIN_001": "1"}}]}, "contacts"),
-    ({"contacts": [{"id": f"c{i}"} for i in range(10_001)]}, "contacts"),
-    ({"contacts": [{"id": "c1"}], "run_id": "bad id"}, "run_id"),
-    ({"contacts": [{"id": "c1\n"}]}, "contacts"),  # `$` alone would let a final newline through
-    ({"contacts": [{"id": "c1"}], "run_id": "r1\n"}, "run_id"),
-    ({"contacts": [{"id": "c1"}, {"id": "c2", "fields": {"FIRSTNAME": 1}}]}, "contacts"),
-    ({"contacts": [{"id": "c1"}, {"id": "c2", "extra": "x"}]}, "contacts"),
-    ({"contacts": [{"id": "c1", "fields": None}]}, "contacts"),
-])
+@pytest.mark.parametrize(
+    "body,problem",
+    [
+        ({"contacts": []}, "contacts"),
+        ({"contacts": [{"id": "has space"}]}, "contacts"),
+        ({"contacts": [{"id": "c1", "fields": {"FBOPTIN_001": "1"}}]}, "contacts"),
+        ({"contacts": [{"id": f"c{i}"} for i in range(10_001)]}, "contacts"),
+        ({"contacts": [{"id": "c1"}], "run_id": "bad id"}, "run_id"),
+        ({"contacts": [{"id": "c1\n"}]}, "contacts"),  # `$` alone would let a final newline through
+        ({"contacts": [{"id": "c1"}], "run_id": "r1\n"}, "run_id"),
+        ({"contacts": [{"id": "c1"}, {"id": "c2", "fields": {"FIRSTNAME": 1}}]}, "contacts"),
+        ({"contacts": [{"id": "c1"}, {"id": "c2", "extra": "x"}]}, "contacts"),
+        ({"contacts": [{"id": "c1", "fields": None}]}, "contacts"),
+    ],
+)
 def test_run_validation(api, program, body, problem, redis_client):
     program()
     before = set(redis_client.keys("*"))
@@ -513,12 +741,22 @@ def test_preview_renders_and_sends_nothing(api, fb, program, opted_in, redis_cli
     opted_in("c1", FIRSTNAME="Ann", ORDER_ID="7")
     opted_in("c2", last_interaction_ms=now_ms() - 30 * 3600_000, ORDER_ID="8")
     before = {k: redis_client.type(k) for k in redis_client.keys("*")}
-    answer = api("post", "/programs/p1/nodes/n1/preview",
-                 json={"contacts": [{"id": "c1", "fields": {"FIRSTNAME": "Annie"}}, {"id": "c2"}, {"id": "c3"}]})
+    answer = api(
+        "post",
+        "/programs/p1/nodes/n1/preview",
+        json={
+            "contacts": [{"id": "c1", "fields": {"FIRSTNAME": "Annie"}}, {"id": "c2"}, {"id": "c3"}]
+        },
+    )
     assert answer.status_code == 200
     preview = {c["id"]: c for c in answer.get_json()["contacts"]}
-    assert (preview["c1"]["outcome"], preview["c1"]["text"]) == ("send", "Hi Annie, order 7 shipped.")
-    assert preview["c2"]["messaging_type"] == "UTILITY" and preview["c2"]["template"]["parameters"] == ["8"]
+    assert (preview["c1"]["outcome"], preview["c1"]["text"]) == (
+        "send",
+        "Hi Annie, order 7 shipped.",
+    )
+    assert preview["c2"]["messaging_type"] == "UTILITY" and preview["c2"]["template"][
+        "parameters"
+    ] == ["8"]
     assert preview["c3"]["reason_code"] == "contact_unknown"
     assert fb.sends() == []
     assert {k: redis_client.type(k) for k in redis_client.keys("*")} == before
@@ -528,26 +766,40 @@ def test_preview_renders_and_sends_nothing(api, fb, program, opted_in, redis_cli
 def test_preview_takes_a_runs_body_and_records_nothing_under_its_run_id(api, program, opted_in):
     program()
     opted_in("c1", FIRSTNAME="Ann")
-    answer = api("post", "/programs/p1/nodes/n1/preview", json={"run_id": "order-1", "contacts": [{"id": "c1"}]})
+    answer = api(
+        "post",
+        "/programs/p1/nodes/n1/preview",
+        json={"run_id": "order-1", "contacts": [{"id": "c1"}]},
+    )
     assert answer.status_code == 200 and answer.get_json()["contacts"][0]["outcome"] == "send"
     assert api("get", "/runs/order-1").status_code == 404
-    bad = api("post", "/programs/p1/nodes/n1/preview", json={"run_id": "bad id", "contacts": [{"id": "c1"}]})
+    bad = api(
+        "post",
+        "/programs/p1/nodes/n1/preview",
+        json={"run_id": "bad id", "contacts": [{"id": "c1"}]},
+    )
     assert bad.status_code == 422 and "run_id" in bad.get_json()["error"]["details"]["fields"]
 
 
 def test_preview_limit_is_said_plainly(api, program):
     program()
     contacts = [{"id": f"c{i}"} for i in range(1000)]
-    assert api("post", "/programs/p1/nodes/n1/preview", json={"contacts": contacts}).status_code == 200
-    answer = api("post", "/programs/p1/nodes/n1/preview", json={"contacts": contacts + [{"id": "one-more"}]})
+    assert (
+        api("post", "/programs/p1/nodes/n1/preview", json={"contacts": contacts}).status_code == 200
+    )
+    answer = api(
+        "post", "/programs/p1/nodes/n1/preview", json={"contacts": contacts + [{"id": "one-more"}]}
+    )
     assert answer.status_code == 422
     assert answer.get_json()["error"]["details"]["fields"] == {
-        "contacts": ["at most 1000 contacts per preview; a run takes up to 10 000"]}
+        "contacts": ["at most 1000 contacts per preview; a run takes up to 10 000"]
+    }
 
 
 def test_python_entry_point_for_the_program_engine(app, fb, drain, program, opted_in):
     from bot.engine import enqueue_run
     from bot.errors import Invalid
+
     program()
     opted_in("c1", FIRSTNAME="Ann")
     accepted = enqueue_run("p1", "n1", [{"id": "c1"}], run_id="py-1", app=app)
@@ -559,12 +811,16 @@ def test_python_entry_point_for_the_program_engine(app, fb, drain, program, opte
     assert caught.value.code == "validation_failed" and "contacts" in caught.value.details["fields"]
 
 
-def test_jobs_run_inside_the_app_and_flush_what_they_measured(api, store, fb, drain, program, opted_in):
+def test_jobs_run_inside_the_app_and_flush_what_they_measured(
+    api, store, fb, drain, program, opted_in
+):
     """Each job runs as jobs.job.AppJob: inside the app (storage, the Graph client) and adding the
     Graph latencies it measured to the shared metrics when it ends (read here straight from
     Redis: a request to /metrics would flush this process's gatherings itself)."""
+
     def graph_calls() -> float:
         return store.metrics.read("graph_latency").get("count", 0.0)
+
     program()
     opted_in("c1", ORDER_ID="1")
     opted_in("c2", ORDER_ID="2")
@@ -575,21 +831,40 @@ def test_jobs_run_inside_the_app_and_flush_what_they_measured(api, store, fb, dr
 
 
 @pytest.mark.parametrize("settings_overrides", [{"SEND_RATE_PER_PAGE": "5"}])
-def test_one_worker_sends_for_several_pages_at_once(api, fb, drain, store, settings_overrides, live_app):
+def test_one_worker_sends_for_several_pages_at_once(
+    api, fb, drain, store, settings_overrides, live_app
+):
     """Each Page is paced on its own; a worker sending one Page's batch takes other Pages'
     queued batches too instead of letting them wait behind that pace."""
     now = now_ms()
     pages = []
     for name in ("A", "B"):
         page = fb.create_page(name=f"Page {name}")
-        profile = api("post", "/profiles", json={"name": name, "page_id": page["id"],
-                                                 "page_access_token": page["token"]}).get_json()
-        node = {"id": "n1", "type": "messenger", "profile_id": profile["id"], "tag": "ACCOUNT_UPDATE", "message": "Hi"}
+        profile = api(
+            "post",
+            "/profiles",
+            json={"name": name, "page_id": page["id"], "page_access_token": page["token"]},
+        ).get_json()
+        node = {
+            "id": "n1",
+            "type": "messenger",
+            "profile_id": profile["id"],
+            "tag": "ACCOUNT_UPDATE",
+            "message": "Hi",
+        }
         api("put", f"/programs/p{name}", json={"name": name, "status": "active", "nodes": [node]})
         psids = fb.add_people(page["id"], [{"last_interaction_ms": now} for _ in range(5)])
-        store.inbound.apply([Event("optin", page["id"], psid, now, profile=profile["id"], contact=f"{name}{i}")
-                             for i, psid in enumerate(psids)])
-        api("post", f"/programs/p{name}/nodes/n1/runs", json={"contacts": [{"id": f"{name}{i}"} for i in range(5)]})
+        store.inbound.apply(
+            [
+                Event("optin", page["id"], psid, now, profile=profile["id"], contact=f"{name}{i}")
+                for i, psid in enumerate(psids)
+            ]
+        )
+        api(
+            "post",
+            f"/programs/p{name}/nodes/n1/runs",
+            json={"contacts": [{"id": f"{name}{i}"} for i in range(5)]},
+        )
         pages.append(page["id"])
     drain()
     times = {p: sorted(s["received_ms"] for s in fb.sends(page_id=p)) for p in pages}
@@ -602,10 +877,14 @@ def test_one_worker_sends_for_several_pages_at_once(api, fb, drain, store, setti
 
 # -- how a shift spreads its threads over Pages ---------------------------------------------------
 
+
 @pytest.fixture
 def shift(store, settings):
     from jobs.shift import Shift
-    made = Shift(store, settings, graph=None, token="t", lease_ms=60_000, on_batch_end=lambda *a: "done")
+
+    made = Shift(
+        store, settings, graph=None, token="t", lease_ms=60_000, on_batch_end=lambda *a: "done"
+    )
     yield made
     made.recorder.close()
     made.leases.stop()
@@ -616,15 +895,31 @@ def open_batch(name: str, in_flight: int = 0, pending: int = 3, paused_ms: int =
     from types import SimpleNamespace
 
     from jobs.shift import OpenBatch
-    return OpenBatch(SimpleNamespace(run_id=name, profile_id=name), 0, SimpleNamespace(paused_ms=paused_ms), [],
-                     deque(range(pending)), in_flight)
+
+    return OpenBatch(
+        SimpleNamespace(run_id=name, profile_id=name),
+        0,
+        SimpleNamespace(paused_ms=paused_ms),
+        [],
+        deque(range(pending)),
+        in_flight,
+    )
 
 
-def test_a_shift_sends_first_from_pages_with_nothing_in_flight_then_up_to_the_per_page_limit(shift, store):
-    shift._send_s = 0.05  # 50 ms sends at 20/s (a slot every 52 ms): 2 in flight keep a Page at its pace
+def test_a_shift_sends_first_from_pages_with_nothing_in_flight_then_up_to_the_per_page_limit(
+    shift, store
+):
+    shift._send_s = (
+        0.05  # 50 ms sends at 20/s (a slot every 52 ms): 2 in flight keep a Page at its pace
+    )
     assert store.rates.interval_us == 52_083 and shift._per_page_limit() == 2
-    busy, idle, other, paused, empty = (open_batch("busy", in_flight=1), open_batch("idle"), open_batch("other"),
-                                        open_batch("paused", paused_ms=5_000), open_batch("empty", pending=0))
+    busy, idle, other, paused, empty = (
+        open_batch("busy", in_flight=1),
+        open_batch("idle"),
+        open_batch("other"),
+        open_batch("paused", paused_ms=5_000),
+        open_batch("empty", pending=0),
+    )
     shift.open = [busy, idle, other, paused, empty]
     taken = []
     while (batch := shift._next()) is not None:
@@ -633,7 +928,13 @@ def test_a_shift_sends_first_from_pages_with_nothing_in_flight_then_up_to_the_pe
     # Idle Pages first, then the least recently served; never a paused or empty batch, never a
     # third send on one Page where it would only wait for a slot.
     assert taken == ["idle", "other", "busy", "idle", "other"]
-    assert {b.run.run_id: b.in_flight for b in shift.open} == {"paused": 0, "empty": 0, "busy": 2, "idle": 2, "other": 2}
+    assert {b.run.run_id: b.in_flight for b in shift.open} == {
+        "paused": 0,
+        "empty": 0,
+        "busy": 2,
+        "idle": 2,
+        "other": 2,
+    }
 
 
 def test_the_per_page_limit_follows_the_measured_send_latency(shift):
@@ -646,7 +947,9 @@ def test_the_per_page_limit_follows_the_measured_send_latency(shift):
 def test_outcomes_recorded_together_count_once(store):
     node = Node("n1", "p0", "ACCOUNT_UPDATE", "Hi")
     store.runs.create("r-many", "prog", node, {f"c{i}": {} for i in range(3)}, 10)
-    outcomes = [store.runs.outcome("r-many", f"c{i}", "failed", reason="no_optin") for i in range(3)]
+    outcomes = [
+        store.runs.outcome("r-many", f"c{i}", "failed", reason="no_optin") for i in range(3)
+    ]
     assert store.runs.finish_many(outcomes) == 3
     assert store.runs.finish_many(outcomes[:2]) == 0  # a repeated write changes nothing
     run = store.runs.get("r-many")

@@ -1,4 +1,5 @@
 """Tests of the Facebook simulator over real HTTP, with a local webhook receiver."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,9 @@ class Receiver:
         self.lock = threading.Lock()
         self.hits: list[dict[str, Any]] = []
         self.statuses: list[int] = []
-        self.server = make_server("127.0.0.1", 0, self.wsgi, threaded=True,
-                                  request_handler=QuietHandler)
+        self.server = make_server(
+            "127.0.0.1", 0, self.wsgi, threaded=True, request_handler=QuietHandler
+        )
         self.url = f"http://127.0.0.1:{self.server.server_port}/webhook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -105,9 +107,14 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def sandbox(receiver: Receiver) -> Iterator[SandboxServer]:
-    with SandboxServer(webhook_url=receiver.url, app_secret=SECRET, app_id=APP_ID,
-                       delivery_delay_ms=20, read_delay_ms=40,
-                       webhook_retry_delay_ms=20) as server:
+    with SandboxServer(
+        webhook_url=receiver.url,
+        app_secret=SECRET,
+        app_id=APP_ID,
+        delivery_delay_ms=20,
+        read_delay_ms=40,
+        webhook_retry_delay_ms=20,
+    ) as server:
         yield server
 
 
@@ -133,20 +140,31 @@ def page(control: SandboxControl) -> dict[str, Any]:
 @pytest.fixture()
 def graph(sandbox: SandboxServer, http: requests.Session) -> Callable[..., requests.Response]:
     """Call the Graph API: graph(method, path, token, **requests kwargs)."""
+
     def call(method: str, path: str, token: str | None, **kw: Any) -> requests.Response:
         params = dict(kw.pop("params", {}))
         if token is not None:
             params["access_token"] = token
         return http.request(method, f"{sandbox.url}/v26.0{path}", params=params, timeout=5, **kw)
+
     return call
 
 
-def send(graph: Callable[..., requests.Response], page: dict[str, Any], recipient: dict,
-         text: str | None = "Your order shipped", messaging_type: str = "RESPONSE",
-         **extra: Any) -> requests.Response:
+def send(
+    graph: Callable[..., requests.Response],
+    page: dict[str, Any],
+    recipient: dict,
+    text: str | None = "Your order shipped",
+    messaging_type: str = "RESPONSE",
+    **extra: Any,
+) -> requests.Response:
     """POST /{page}/messages with a JSON body."""
-    body: dict[str, Any] = {"recipient": recipient, "messaging_type": messaging_type,
-                            "message": {"text": text} if text is not None else {}, **extra}
+    body: dict[str, Any] = {
+        "recipient": recipient,
+        "messaging_type": messaging_type,
+        "message": {"text": text} if text is not None else {},
+        **extra,
+    }
     return graph("POST", f"/{page['id']}/messages", page["token"], json=body)
 
 
@@ -166,8 +184,9 @@ def in_window(control: SandboxControl, page: dict[str, Any], **kw: Any) -> str:
 # -- Graph reads -------------------------------------------------------------------------------
 def test_me_and_page_lookup(control, page, graph, sandbox, http):
     assert graph("GET", "/me", page["token"]).json() == {"id": page["id"], "name": "Acme"}
-    bearer = http.get(f"{sandbox.url}/v26.0/me", timeout=5,
-                      headers={"Authorization": f"Bearer {page['token']}"})
+    bearer = http.get(
+        f"{sandbox.url}/v26.0/me", timeout=5, headers={"Authorization": f"Bearer {page['token']}"}
+    )
     assert bearer.json()["id"] == page["id"]
     assert not page["token"].startswith("EAA")
     answer = graph("GET", f"/{page['id']}", page["token"], params={"fields": "id,name"})
@@ -180,7 +199,8 @@ def test_me_and_page_lookup(control, page, graph, sandbox, http):
     bad = graph("GET", "/me", "EAAnotatoken")
     assert error(bad) == (190, None)
     assert bad.json()["error"]["message"] == (
-        "Invalid OAuth access token - Cannot parse access token")
+        "Invalid OAuth access token - Cannot parse access token"
+    )
     control.invalidate_page(page["id"])
     assert error(graph("GET", "/me", page["token"])) == (190, 460)
     assert graph("GET", "/me", other["token"]).status_code == 200
@@ -214,8 +234,13 @@ def test_accepted_send_posts_signed_echo_delivery_read(control, page, graph, rec
     assert b"Hej \\u00e4\\u00f6\\u00e5" in receiver.hits[0]["body"]
     echo, delivery, read = receiver.events()
     assert echo["sender"] == {"id": page["id"]} and echo["recipient"] == {"id": psid}
-    assert echo["message"] == {"is_echo": True, "app_id": int(APP_ID), "metadata": "run:7",
-                               "mid": mid, "text": "Hej äöå"}
+    assert echo["message"] == {
+        "is_echo": True,
+        "app_id": int(APP_ID),
+        "metadata": "run:7",
+        "mid": mid,
+        "text": "Hej äöå",
+    }
     sent_ms = control.sends(status="accepted")[0]["timestamp_ms"]
     assert echo["timestamp"] == sent_ms
     assert delivery["sender"] == {"id": psid} and delivery["recipient"] == {"id": page["id"]}
@@ -237,15 +262,18 @@ def test_receipt_settings_per_person_and_config(control, page, graph, receiver):
     assert delivery["sender"]["id"] == normal and "mids" not in delivery["delivery"]
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("unknown_psid", (100, 2018001)),
-    ("unknown_user_ref", (100, 2018001)),
-    ("text_too_long", (100, None)),
-    ("bad_messaging_type", (100, None)),
-    ("window_closed", (10, 2018278)),
-    ("metadata_too_long", (100, None)),
-    ("token_of_other_page", (100, 33)),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("unknown_psid", (100, 2018001)),
+        ("unknown_user_ref", (100, 2018001)),
+        ("text_too_long", (100, None)),
+        ("bad_messaging_type", (100, None)),
+        ("window_closed", (10, 2018278)),
+        ("metadata_too_long", (100, None)),
+        ("token_of_other_page", (100, 33)),
+    ],
+)
 def test_send_refusals(control, page, graph, case, expected):
     psid = in_window(control, page)
     closed = control.add_person(page["id"], last_interaction_ms=None)
@@ -257,8 +285,9 @@ def test_send_refusals(control, page, graph, case, expected):
         "bad_messaging_type": lambda: send(graph, page, {"id": psid}, messaging_type="PROMO"),
         "window_closed": lambda: send(graph, page, {"id": closed}, messaging_type="UPDATE"),
         "metadata_too_long": lambda: send(graph, page, {"id": psid}, metadata="m" * 1001),
-        "token_of_other_page": lambda: graph("POST", f"/{page['id']}/messages", other["token"],
-                                             json={"recipient": {"id": psid}}),
+        "token_of_other_page": lambda: graph(
+            "POST", f"/{page['id']}/messages", other["token"], json={"recipient": {"id": psid}}
+        ),
     }
     answer = requests_by_case[case]()
     assert error(answer) == expected
@@ -275,8 +304,12 @@ def test_send_refusals(control, page, graph, case, expected):
 
 
 def test_invalid_token_send_is_logged(control, page, graph):
-    answer = graph("POST", f"/{page['id']}/messages", "sbx-page-unknown",
-                   json={"recipient": {"id": "1"}, "messaging_type": "RESPONSE"})
+    answer = graph(
+        "POST",
+        f"/{page['id']}/messages",
+        "sbx-page-unknown",
+        json={"recipient": {"id": "1"}, "messaging_type": "RESPONSE"},
+    )
     assert error(answer) == (190, None)
     assert control.sends()[0]["status"] == "refused"
 
@@ -284,8 +317,11 @@ def test_invalid_token_send_is_logged(control, page, graph):
 def test_longest_text_and_form_encoded_send(control, page, graph):
     psid = in_window(control, page)
     assert send(graph, page, {"id": psid}, text="ä" * 2000).status_code == 200
-    form = {"recipient": json.dumps({"id": psid}), "messaging_type": "UPDATE",
-            "message": json.dumps({"text": "form"})}
+    form = {
+        "recipient": json.dumps({"id": psid}),
+        "messaging_type": "UPDATE",
+        "message": json.dumps({"text": "form"}),
+    }
     answer = graph("POST", f"/{page['id']}/messages", page["token"], data=form)
     assert answer.status_code == 200 and answer.json()["recipient_id"] == psid
     assert control.sends(status="accepted")[1]["text"] == "form"
@@ -311,8 +347,9 @@ def test_tags_work_until_retired(control, page, graph):
     assert answer.json()["error"]["message"] == "(#100) Invalid parameter"
     control.configure(tags_retired_on=None, today="2030-01-01")
     assert send(graph, page, {"id": psid}, **tagged).status_code == 200
-    assert error(send(graph, page, {"id": psid}, messaging_type="MESSAGE_TAG",
-                      tag="PROMOTION")) == (100, None)
+    assert error(
+        send(graph, page, {"id": psid}, messaging_type="MESSAGE_TAG", tag="PROMOTION")
+    ) == (100, None)
 
 
 def test_utility_template_rules(control, page, graph):
@@ -322,15 +359,26 @@ def test_utility_template_rules(control, page, graph):
 
     def utility(name: str, params: int, language: str = "en") -> requests.Response:
         parameters = [{"type": "text", "text": str(i)} for i in range(params)]
-        template = {"name": name, "language": {"code": language},
-                    "components": [{"type": "body", "parameters": parameters}]}
-        return send(graph, page, {"id": psid}, text=None, messaging_type="UTILITY",
-                    message={"template": template})
+        template = {
+            "name": name,
+            "language": {"code": language},
+            "components": [{"type": "body", "parameters": parameters}],
+        }
+        return send(
+            graph,
+            page,
+            {"id": psid},
+            text=None,
+            messaging_type="UTILITY",
+            message={"template": template},
+        )
 
     assert utility("order_update", 2).status_code == 200
-    for answer, problem in [(utility("order_update", 1), "expects 2 body parameters, got 1"),
-                            (utility("order_update", 2, "fr"), "does not exist"),
-                            (utility("pending_one", 0), "not APPROVED")]:
+    for answer, problem in [
+        (utility("order_update", 1), "expects 2 body parameters, got 1"),
+        (utility("order_update", 2, "fr"), "does not exist"),
+        (utility("pending_one", 0), "not APPROVED"),
+    ]:
         assert error(answer) == (100, None)
         assert problem in answer.json()["error"]["error_user_msg"]
     assert control.sends(status="accepted")[0]["template"]["name"] == "order_update"
@@ -372,11 +420,19 @@ def test_fault_rate_is_a_probability(control, page, graph):
 def test_fault_accepting_after_timeout_still_sends(control, page, sandbox, receiver, http):
     psid = in_window(control, page)
     control.add_fault(recipient=psid, code=1, subcode=1357046, delay_ms=800, accept=True)
-    body = {"recipient": {"id": psid}, "messaging_type": "RESPONSE",
-            "message": {"text": "maybe"}, "metadata": "job:42"}
+    body = {
+        "recipient": {"id": psid},
+        "messaging_type": "RESPONSE",
+        "message": {"text": "maybe"},
+        "metadata": "job:42",
+    }
     with pytest.raises(requests.Timeout):
-        http.post(f"{sandbox.url}/v26.0/{page['id']}/messages", json=body, timeout=0.2,
-                  params={"access_token": page["token"]})
+        http.post(
+            f"{sandbox.url}/v26.0/{page['id']}/messages",
+            json=body,
+            timeout=0.2,
+            params={"access_token": page["token"]},
+        )
     accepted = wait_until(lambda: control.sends(status="accepted"))
     echo = wait_until(lambda: [e for e in receiver.events() if kind_of(e) == "echo"])[0]
     assert echo["message"]["metadata"] == "job:42"
@@ -399,7 +455,8 @@ def test_page_rate_limit_answers_613(control, page, graph):
     limited = [a for a in answers if a.status_code == 400]
     assert limited and all(error(a) == (613, 2534040) for a in limited)
     assert limited[0].json()["error"]["message"] == (
-        "(#613) Calls to this api have exceeded the rate limit.")
+        "(#613) Calls to this api have exceeded the rate limit."
+    )
     assert all(count <= 3 for count in control.rates(page["id"]).values())
 
 
@@ -422,8 +479,17 @@ def test_usage_header_and_latency(control, page, graph):
     answer = send(graph, page, {"id": psid})
     assert time.monotonic() - started >= 0.15
     usage = json.loads(answer.headers["X-Business-Use-Case-Usage"])
-    assert usage == {page["id"]: [{"type": "messenger", "call_count": 95, "total_cputime": 95,
-                                   "total_time": 95, "estimated_time_to_regain_access": 7}]}
+    assert usage == {
+        page["id"]: [
+            {
+                "type": "messenger",
+                "call_count": 95,
+                "total_cputime": 95,
+                "total_time": 95,
+                "estimated_time_to_regain_access": 7,
+            }
+        ]
+    }
 
 
 # -- webhook events ----------------------------------------------------------------------------
@@ -431,10 +497,16 @@ def test_inbound_events_shapes_and_window(control, page, graph, receiver):
     psid = control.add_person(page["id"], last_interaction_ms=None)
     shapes = {
         "optin": ({"ref": "c_1"}, "optin", {"ref": "c_1"}),
-        "referral": ({"ref": "c_2"}, "referral",
-                     {"ref": "c_2", "source": "SHORTLINK", "type": "OPEN_THREAD"}),
-        "message": ({"text": "Where is it?", "mid": "m_in1"}, "message",
-                    {"mid": "m_in1", "text": "Where is it?"}),
+        "referral": (
+            {"ref": "c_2"},
+            "referral",
+            {"ref": "c_2", "source": "SHORTLINK", "type": "OPEN_THREAD"},
+        ),
+        "message": (
+            {"text": "Where is it?", "mid": "m_in1"},
+            "message",
+            {"mid": "m_in1", "text": "Where is it?"},
+        ),
     }
     for kind, (fields, key, expected) in shapes.items():
         result = control.post_event(kind, page_id=page["id"], psid=psid, **fields)
@@ -456,11 +528,14 @@ def test_receipt_and_policy_events(control, page, graph):
     sent_ms = control.sends()[0]["timestamp_ms"]
     delivery = control.post_event("delivery", page_id=page["id"], psid=psid, mids=[mid])
     assert delivery["payload"]["entry"][0]["messaging"][0]["delivery"] == {
-        "mids": [mid], "watermark": sent_ms}
+        "mids": [mid],
+        "watermark": sent_ms,
+    }
     read = control.post_event("read", page_id=page["id"], psid=psid, watermark=5)
     assert read["payload"]["entry"][0]["messaging"][0]["read"] == {"watermark": 5}
-    echo = control.post_event("echo", page_id=page["id"], psid=psid, text="by a human",
-                              app_id="263902037430900")
+    echo = control.post_event(
+        "echo", page_id=page["id"], psid=psid, text="by a human", app_id="263902037430900"
+    )
     assert echo["payload"]["entry"][0]["messaging"][0]["message"]["app_id"] == 263902037430900
     block = control.post_event("policy_block", page_id=page["id"])
     event = block["payload"]["entry"][0]["messaging"][0]
@@ -508,8 +583,7 @@ def test_reset_forgets_everything_but_creation_config(control, page, graph):
 def test_control_refuses_unknown_config_and_pages(control, sandbox, http):
     answer = http.post(f"{sandbox.url}/_sandbox/config", json={"colour": "red"}, timeout=5)
     assert answer.status_code == 400 and "colour" in answer.json()["error"]
-    missing = http.post(f"{sandbox.url}/_sandbox/events/message", json={"page_id": "1"},
-                        timeout=5)
+    missing = http.post(f"{sandbox.url}/_sandbox/events/message", json={"page_id": "1"}, timeout=5)
     assert missing.status_code == 404
     custom = control.create_page("Seeded", page_id="104857600009999", token="sbx-page-fixed")
     assert custom == {"id": "104857600009999", "name": "Seeded", "token": "sbx-page-fixed"}
@@ -519,18 +593,30 @@ def test_control_refuses_unknown_config_and_pages(control, sandbox, http):
 def test_events_module_sign_and_encode():
     payload = events.message("1", "2", "m_x", "é", 10)
     body = events.encode(payload)
-    assert body == b'{"object":"page","entry":[{"id":"1","time":10,"messaging":[{"sender":' \
-                   b'{"id":"2"},"recipient":{"id":"1"},"timestamp":10,"message":' \
-                   b'{"mid":"m_x","text":"\\u00e9"}}]}]}'
+    assert (
+        body == b'{"object":"page","entry":[{"id":"1","time":10,"messaging":[{"sender":'
+        b'{"id":"2"},"recipient":{"id":"1"},"timestamp":10,"message":'
+        b'{"mid":"m_x","text":"\\u00e9"}}]}]}'
+    )
     assert events.sign(body, "k") == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
 
 
 def test_seed_file_loads_pages_people_templates():
     state = State()
-    load_seed(state, {"pages": [{"id": "104857600000007", "name": "Demo", "token": "sbx-page-d",
-                                 "templates": [{"name": "t", "language": "en"}],
-                                 "people": [{"psid": "6543210987600042",
-                                             "last_interaction_ago_ms": HOUR_MS}]}]})
+    load_seed(
+        state,
+        {
+            "pages": [
+                {
+                    "id": "104857600000007",
+                    "name": "Demo",
+                    "token": "sbx-page-d",
+                    "templates": [{"name": "t", "language": "en"}],
+                    "people": [{"psid": "6543210987600042", "last_interaction_ago_ms": HOUR_MS}],
+                }
+            ]
+        },
+    )
     assert state.page_for_token("sbx-page-d")[0]["id"] == "104857600000007"
     person = state.person("104857600000007", "6543210987600042")
     assert state.now_ms() - person["last_interaction_ms"] >= HOUR_MS
@@ -540,8 +626,9 @@ def test_seed_file_loads_pages_people_templates():
 @pytest.mark.slow
 def test_standalone_server_starts_and_stops_on_sigterm():
     env = {**os.environ, "SANDBOX_PORT": "0", "FB_APP_SECRET": "s"}
-    proc = subprocess.Popen([sys.executable, "-m", "sandbox"], cwd=ROOT, env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         line = proc.stderr.readline()
         url = line.split(" listening on ")[1].split()[0]
@@ -568,14 +655,24 @@ def test_connections_stay_open_between_requests_and_latency_counts_from_arrival(
     """Like Facebook, the simulator keeps HTTP/1.1 connections alive (clients are measured with
     their pools), and `latency_ms` is the whole time to the answer, its own work included."""
     import http.client
+
     with SandboxServer(app_secret=SECRET, latency_ms=80) as server:
         page = SandboxControl(server.url).create_page(name="Kept")
-        connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=5)
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=5
+        )
         sockets, took = [], []
         for _ in range(2):
             started = time.monotonic()
-            connection.request("POST", f"/v21.0/{page['id']}/messages", body=b"{}",
-                               headers={"Content-Type": "application/json", "Authorization": f"Bearer {page['token']}"})
+            connection.request(
+                "POST",
+                f"/v21.0/{page['id']}/messages",
+                body=b"{}",
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {page['token']}",
+                },
+            )
             answer = connection.getresponse()
             answer.read()
             took.append(time.monotonic() - started)
@@ -590,10 +687,18 @@ def test_process_simulator_serves_from_its_own_process_and_ends_with_its_parent(
     """`SandboxProcess` (the tests' and benchmarks' simulator) answers from a child process, and
     the child ends when its parent dies without stopping it (its stdin closes)."""
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from sandbox.process import SandboxProcess\n"
-                               "p = SandboxProcess(app_secret='s').start()\n"
-                               "print(p.pid, p.url, flush=True)\nsys.stdin.read()"],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sandbox.process import SandboxProcess\n"
+            "p = SandboxProcess(app_secret='s').start()\n"
+            "print(p.pid, p.url, flush=True)\nsys.stdin.read()",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         child_pid, url = parent.stdout.readline().split()
         page = SandboxControl(url).create_page(name="Elsewhere")
@@ -627,7 +732,9 @@ def test_answers_held_for_latency_wait_side_by_side_not_in_turn():
 
         def one() -> None:
             started = time.monotonic()
-            answer = requests.post(url, json={}, headers={"Authorization": f"Bearer {page['token']}"}, timeout=10)
+            answer = requests.post(
+                url, json={}, headers={"Authorization": f"Bearer {page['token']}"}, timeout=10
+            )
             took.append(time.monotonic() - started)
             assert answer.status_code == 400  # no recipient: Facebook's error, after the latency
 
@@ -641,13 +748,19 @@ def test_answers_held_for_latency_wait_side_by_side_not_in_turn():
         assert time.monotonic() - started < 0.2 * 8  # in turn it would take 64 x 0.2 s
 
 
-@pytest.mark.parametrize("raw, status", [
-    (b"NONSENSE\r\n\r\n", b"400"),
-    (b"POST /v21.0/1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", b"411"),
-    (b"POST /v21.0/1/messages HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
-    (b"GET / HTTP/2.0\r\n\r\n", b"505"),
-    (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000, b"431"),
-])
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (
+            b"POST /v21.0/1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"411",
+        ),
+        (b"POST /v21.0/1/messages HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
+        (b"GET / HTTP/2.0\r\n\r\n", b"505"),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000, b"431"),
+    ],
+)
 def test_requests_the_server_cannot_take_get_a_status_and_a_closed_connection(raw, status):
     with SandboxServer(app_secret=SECRET) as server, raw_connection(server) as sock:
         sock.sendall(raw)
@@ -661,8 +774,10 @@ def test_a_client_that_expects_100_continue_is_asked_for_its_body():
     """curl sends `Expect: 100-continue` with bodies over 1 KiB and waits to be asked."""
     body = json.dumps({"name": "x" * 2000}).encode()
     with SandboxServer(app_secret=SECRET) as server, raw_connection(server) as sock:
-        sock.sendall(b"POST /_sandbox/pages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(
+            b"POST /_sandbox/pages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         assert sock.recv(100).startswith(b"HTTP/1.1 201")

@@ -1,4 +1,5 @@
 """Tests of the simulator's Facebook Login over real HTTP: dialog, tokens, accounts, callbacks."""
+
 from __future__ import annotations
 
 import base64
@@ -36,8 +37,9 @@ class CallbackTarget:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.hits: list[dict[str, Any]] = []
-        self.server = make_server("127.0.0.1", 0, self.wsgi, threaded=True,
-                                  request_handler=QuietHandler)
+        self.server = make_server(
+            "127.0.0.1", 0, self.wsgi, threaded=True, request_handler=QuietHandler
+        )
         self.url = f"http://127.0.0.1:{self.server.server_port}/facebook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -46,10 +48,14 @@ class CallbackTarget:
         """Record the request and answer like a data-deletion endpoint."""
         request = Request(environ)
         with self.lock:
-            self.hits.append({"path": request.path, "form": request.form.to_dict(),
-                              "content_type": request.content_type})
-        return Response(json.dumps(DELETION), mimetype="application/json")(environ,
-                                                                            start_response)
+            self.hits.append(
+                {
+                    "path": request.path,
+                    "form": request.form.to_dict(),
+                    "content_type": request.content_type,
+                }
+            )
+        return Response(json.dumps(DELETION), mimetype="application/json")(environ, start_response)
 
     def close(self) -> None:
         """Stop serving and release the socket."""
@@ -98,8 +104,7 @@ def verify_signed_request(signed: str, secret: str) -> dict[str, Any] | None:
     sig = base64.urlsafe_b64decode(pad(sig_b64))
     data = json.loads(base64.urlsafe_b64decode(pad(payload_b64)))
     expected = hmac.new(secret.encode(), payload_b64.encode(), hashlib.sha256).digest()
-    if data.get("algorithm", "").upper() != "HMAC-SHA256" or not hmac.compare_digest(sig,
-                                                                                     expected):
+    if data.get("algorithm", "").upper() != "HMAC-SHA256" or not hmac.compare_digest(sig, expected):
         return None
     return data
 
@@ -133,37 +138,53 @@ def clean(control: SandboxControl, target: CallbackTarget) -> None:
 @pytest.fixture()
 def graph(fb: SandboxServer, http: requests.Session) -> Callable[..., requests.Response]:
     """GET a Graph path: graph(path, token=None, **query)."""
+
     def call(path: str, token: str | None = None, **query: Any) -> requests.Response:
         if token is not None:
             query["access_token"] = token
         return http.get(f"{fb.url}/v26.0{path}", params=query, timeout=5)
+
     return call
 
 
 @pytest.fixture()
 def ann(control: SandboxControl) -> dict[str, Any]:
     """A user who is Admin of a new Page and Moderator of another."""
-    return control.create_user("Ann", [{"name": "Ann's Bakery", "tasks": ADMIN},
-                                       {"name": "Corner Shop", "role": "moderator"}])
+    return control.create_user(
+        "Ann",
+        [{"name": "Ann's Bakery", "tasks": ADMIN}, {"name": "Corner Shop", "role": "moderator"}],
+    )
 
 
 def dialog_query(scope: str = SCOPES, **extra: str) -> dict[str, str]:
     """Return the query string the service builds for the OAuth dialog."""
-    return {"client_id": APP_ID, "redirect_uri": REDIRECT, "state": "csrf-1",
-            "response_type": "code", "scope": scope, **extra}
+    return {
+        "client_id": APP_ID,
+        "redirect_uri": REDIRECT,
+        "state": "csrf-1",
+        "response_type": "code",
+        "scope": scope,
+        **extra,
+    }
 
 
 def open_dialog(fb: SandboxServer, http: requests.Session, **query: str) -> requests.Response:
     """GET the dialog without following redirects."""
-    return http.get(f"{fb.url}/v26.0/dialog/oauth", params=dialog_query(**query), timeout=5,
-                    allow_redirects=False)
+    return http.get(
+        f"{fb.url}/v26.0/dialog/oauth",
+        params=dialog_query(**query),
+        timeout=5,
+        allow_redirects=False,
+    )
 
 
-def choose(fb: SandboxServer, http: requests.Session, page: DialogPage,
-           **pressed: str) -> requests.Response:
+def choose(
+    fb: SandboxServer, http: requests.Session, page: DialogPage, **pressed: str
+) -> requests.Response:
     """Submit the dialog form as a browser does: hidden fields plus the pressed button."""
-    return http.post(f"{fb.url}{page.action}", data={**page.hidden, **pressed}, timeout=5,
-                     allow_redirects=False)
+    return http.post(
+        f"{fb.url}{page.action}", data={**page.hidden, **pressed}, timeout=5, allow_redirects=False
+    )
 
 
 def redirect_query(answer: requests.Response) -> dict[str, str]:
@@ -174,23 +195,33 @@ def redirect_query(answer: requests.Response) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-def login_code(fb: SandboxServer, http: requests.Session, user_id: str,
-               scope: str = SCOPES) -> str:
+def login_code(fb: SandboxServer, http: requests.Session, user_id: str, scope: str = SCOPES) -> str:
     """Log in through the dialog page as a user and return the code."""
     page = DialogPage(open_dialog(fb, http, scope=scope).text)
     return redirect_query(choose(fb, http, page, user_id=user_id))["code"]
 
 
-def exchange(graph: Callable[..., requests.Response], code: str,
-             **changes: str) -> requests.Response:
+def exchange(
+    graph: Callable[..., requests.Response], code: str, **changes: str
+) -> requests.Response:
     """Exchange a code at /oauth/access_token."""
-    query = {"client_id": APP_ID, "client_secret": SECRET, "redirect_uri": REDIRECT,
-             "code": code, **changes}
+    query = {
+        "client_id": APP_ID,
+        "client_secret": SECRET,
+        "redirect_uri": REDIRECT,
+        "code": code,
+        **changes,
+    }
     return graph("/oauth/access_token", **query)
 
 
-def login(fb: SandboxServer, http: requests.Session, graph: Callable[..., requests.Response],
-          user_id: str, scope: str = SCOPES) -> str:
+def login(
+    fb: SandboxServer,
+    http: requests.Session,
+    graph: Callable[..., requests.Response],
+    user_id: str,
+    scope: str = SCOPES,
+) -> str:
     """Log in and return a user token."""
     answer = exchange(graph, login_code(fb, http, user_id, scope))
     assert answer.status_code == 200, answer.text
@@ -205,12 +236,14 @@ def error(response: requests.Response) -> tuple[int, int | None]:
     return err["code"], err.get("error_subcode")
 
 
-def send(fb: SandboxServer, http: requests.Session, page_id: str, token: str,
-         psid: str) -> requests.Response:
+def send(
+    fb: SandboxServer, http: requests.Session, page_id: str, token: str, psid: str
+) -> requests.Response:
     """Send one text through the simulator's Send API."""
     body = {"recipient": {"id": psid}, "messaging_type": "UPDATE", "message": {"text": "hi"}}
-    return http.post(f"{fb.url}/v26.0/{page_id}/messages", params={"access_token": token},
-                     json=body, timeout=5)
+    return http.post(
+        f"{fb.url}/v26.0/{page_id}/messages", params={"access_token": token}, json=body, timeout=5
+    )
 
 
 # -- the dialog --------------------------------------------------------------------------------
@@ -223,7 +256,10 @@ def test_dialog_lists_users_and_redirects_with_code_and_state(fb, http, control,
     page = DialogPage(answer.text)
     users = [b for b in page.buttons if b.get("name") == "user_id"]
     assert [(b["value"], b["data-user-id"], b["text"]) for b in users][0] == (
-        ann["id"], ann["id"], "Log in as Ann")
+        ann["id"],
+        ann["id"],
+        "Log in as Ann",
+    )
     assert users[1]["text"] == 'Log in as <b>Bob & "Co"</b>'
     assert {"login-form", "login-users", "login-cancel", f"login-as-{ann['id']}"} <= page.ids
     assert page.hidden == dialog_query() and page.action == "/v26.0/dialog/oauth"
@@ -234,13 +270,22 @@ def test_dialog_lists_users_and_redirects_with_code_and_state(fb, http, control,
 def test_dialog_cancel_and_refusals(fb, http, ann):
     page = DialogPage(open_dialog(fb, http).text)
     assert redirect_query(choose(fb, http, page, cancel="1")) == {
-        "profile": "7", "error": "access_denied", "error_code": "200",
-        "error_description": "Permissions error", "error_reason": "user_denied",
-        "state": "csrf-1"}
-    assert "error_description=Permissions+error" in choose(fb, http, page, cancel="1").headers[
-        "Location"]
-    for bad in ({"client_id": "999"}, {"redirect_uri": "javascript:alert(1)"},
-                {"response_type": "token"}):
+        "profile": "7",
+        "error": "access_denied",
+        "error_code": "200",
+        "error_description": "Permissions error",
+        "error_reason": "user_denied",
+        "state": "csrf-1",
+    }
+    assert (
+        "error_description=Permissions+error"
+        in choose(fb, http, page, cancel="1").headers["Location"]
+    )
+    for bad in (
+        {"client_id": "999"},
+        {"redirect_uri": "javascript:alert(1)"},
+        {"response_type": "token"},
+    ):
         refused = open_dialog(fb, http, **bad)
         assert refused.status_code == 400 and "Location" not in refused.headers
         assert "login-error" in DialogPage(refused.text).ids
@@ -265,7 +310,8 @@ def test_code_exchange_and_its_refusals(fb, http, graph, ann):
     mismatch = exchange(graph, code, redirect_uri="http://127.0.0.1:9/other")
     assert error(mismatch) == (100, 36008)
     assert mismatch.json()["error"]["message"].startswith(
-        "Error validating verification code. Please make sure your redirect_uri is identical")
+        "Error validating verification code. Please make sure your redirect_uri is identical"
+    )
     answer = exchange(graph, code)  # a mismatch does not use the code up
     assert answer.status_code == 200
     body = answer.json()
@@ -286,8 +332,12 @@ def test_code_exchange_and_its_refusals(fb, http, graph, ann):
 
 def test_long_lived_token_and_me(fb, http, graph, ann):
     short = login(fb, http, graph, ann["id"])
-    query = {"grant_type": "fb_exchange_token", "client_id": APP_ID, "client_secret": SECRET,
-             "fb_exchange_token": short}
+    query = {
+        "grant_type": "fb_exchange_token",
+        "client_id": APP_ID,
+        "client_secret": SECRET,
+        "fb_exchange_token": short,
+    }
     long = graph("/oauth/access_token", **query).json()["access_token"]
     assert long.startswith("sbx-user-") and long != short and not long.startswith("EAA")
     assert graph("/me", long, fields="id,name").json() == {"id": ann["id"], "name": "Ann"}
@@ -295,8 +345,7 @@ def test_long_lived_token_and_me(fb, http, graph, ann):
     page = ann["pages"][0]
     assert graph("/me", page["token"]).json() == {"id": page["id"], "name": "Ann's Bakery"}
     assert error(graph("/me", long, fields="email")) == (100, None)
-    assert error(graph("/oauth/access_token", **{**query, "fb_exchange_token": "x"})) == (190,
-                                                                                          None)
+    assert error(graph("/oauth/access_token", **{**query, "fb_exchange_token": "x"})) == (190, None)
 
 
 def test_tokens_expire_on_the_simulator_clock(fb, http, graph, control, ann):
@@ -312,23 +361,31 @@ def test_tokens_expire_on_the_simulator_clock(fb, http, graph, control, ann):
 # -- accounts and permissions ------------------------------------------------------------------
 def test_accounts_give_tasks_and_working_page_tokens(fb, http, graph, control):
     existing = control.create_page("Old Page", category="Bakery")
-    user = control.create_user("Cat", [{"id": existing["id"], "tasks": MODERATOR},
-                                       {"name": "Cat Cafe", "role": "analyst"}])
+    user = control.create_user(
+        "Cat", [{"id": existing["id"], "tasks": MODERATOR}, {"name": "Cat Cafe", "role": "analyst"}]
+    )
     assert user["pages"][0] == existing
     token = login(fb, http, graph, user["id"])
     answer = graph("/me/accounts", token, fields="id,name,access_token,tasks,category")
     data = answer.json()["data"]
-    assert data[0] == {"id": existing["id"], "name": "Old Page",
-                       "access_token": existing["token"], "tasks": MODERATOR,
-                       "category": "Bakery"}
+    assert data[0] == {
+        "id": existing["id"],
+        "name": "Old Page",
+        "access_token": existing["token"],
+        "tasks": MODERATOR,
+        "category": "Bakery",
+    }
     assert data[1]["tasks"] == ["ANALYZE"]
     assert data[1]["access_token"] == user["pages"][1]["token"]
     assert list(graph("/me/accounts", token, fields="id,tasks").json()["data"][0]) == [
-        "id", "tasks"]
+        "id",
+        "tasks",
+    ]
     psid = control.add_person(existing["id"], last_interaction_ms=int(time.time() * 1000) - 60_000)
     sent = send(fb, http, existing["id"], data[0]["access_token"], psid)
     assert sent.status_code == 200 and control.sends(status="accepted")[0]["recipient"] == {
-        "id": psid}
+        "id": psid
+    }
     assert error(graph("/me/accounts", existing["token"])) == (100, None)
     assert error(send(fb, http, existing["id"], token, psid)) == (210, None)
 
@@ -355,8 +412,11 @@ def test_permissions_granted_and_declined(fb, http, graph, control, ann):
     rows = graph("/me/permissions", token).json()["data"]
     assert rows[0] == {"permission": "public_profile", "status": "granted"}
     assert {r["permission"]: r["status"] for r in rows[1:]} == {
-        "pages_show_list": "granted", "pages_manage_metadata": "granted",
-        "pages_messaging": "granted", "business_management": "declined"}
+        "pages_show_list": "granted",
+        "pages_manage_metadata": "granted",
+        "pages_messaging": "granted",
+        "business_management": "declined",
+    }
     control.set_declined(ann["id"], ["pages_show_list"])  # revoked after login
     assert graph("/me/accounts", token).json() == {"data": []}
     assert error(graph("/me/permissions", ann["pages"][0]["token"])) == (100, None)
@@ -372,7 +432,11 @@ def test_debug_token(fb, http, graph, control, ann):
     page_token = graph("/me/accounts", token).json()["data"][0]["access_token"]
     page = graph("/debug_token", app_token, input_token=page_token).json()["data"]
     assert (page["type"], page["profile_id"], page["user_id"], page["expires_at"]) == (
-        "PAGE", ann["pages"][0]["id"], ann["id"], 0)
+        "PAGE",
+        ann["pages"][0]["id"],
+        ann["id"],
+        0,
+    )
     messaging = [g for g in page["granular_scopes"] if g["scope"] == "pages_messaging"][0]
     assert messaging["target_ids"] == [p["id"] for p in ann["pages"]]
     control.invalidate_page(ann["pages"][0]["id"])
@@ -468,14 +532,26 @@ def test_reset_forgets_users_codes_and_tokens(fb, http, graph, control, ann):
 
 def test_signed_request_helper_and_seeded_users():
     signed = events.signed_request({"user_id": "7", "issued_at": 1}, "k")
-    assert verify_signed_request(signed, "k") == {"algorithm": "HMAC-SHA256", "user_id": "7",
-                                                  "issued_at": 1}
+    assert verify_signed_request(signed, "k") == {
+        "algorithm": "HMAC-SHA256",
+        "user_id": "7",
+        "issued_at": 1,
+    }
     state = State()
-    load_seed(state, {"pages": [{"id": "104857600000001", "name": "Demo"}],
-                      "users": [{"id": "10160000000000001", "name": "Eve",
-                                 "pages": [{"id": "104857600000001", "role": "editor"},
-                                           {"name": "Eve's Shop"}]},
-                                {"name": "Fay", "pages": []}]})
+    load_seed(
+        state,
+        {
+            "pages": [{"id": "104857600000001", "name": "Demo"}],
+            "users": [
+                {
+                    "id": "10160000000000001",
+                    "name": "Eve",
+                    "pages": [{"id": "104857600000001", "role": "editor"}, {"name": "Eve's Shop"}],
+                },
+                {"name": "Fay", "pages": []},
+            ],
+        },
+    )
     eve = state.users["10160000000000001"]
     assert eve["pages"] == {"104857600000001": ADMIN[1:], "104857600000002": ADMIN}
     assert list(state.users) == ["10160000000000001", "10160000000000002"]

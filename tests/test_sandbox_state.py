@@ -1,4 +1,5 @@
 """The simulator keeps what it issued across restarts (`--state FILE`), as Facebook does."""
+
 from __future__ import annotations
 
 import json
@@ -21,13 +22,28 @@ from tests.test_sandbox_login import APP_ID, REDIRECT, SCOPES, SECRET, DialogPag
 ROOT = Path(__file__).resolve().parent.parent
 SEEDED, CREATED = "104857600000001", "104857600000002"  # a Page with a seed token, one without
 OWNER = "900000000000001"
-SEED = {"config": {"read_delay_ms": 3000},
-        "pages": [{"id": SEEDED, "name": "Seeded", "token": "sbx-page-seeded",
-                   "templates": [{"name": "order_update", "language": "en", "param_count": 1}],
-                   "people": [{"psid": "6543210987600101", "last_interaction_ago_ms": 3_600_000}]}],
-        "users": [{"id": OWNER, "name": "Owner",
-                   "pages": [{"id": SEEDED, "role": "admin"},
-                             {"id": CREATED, "name": "Made by the seed", "role": "editor"}]}]}
+SEED = {
+    "config": {"read_delay_ms": 3000},
+    "pages": [
+        {
+            "id": SEEDED,
+            "name": "Seeded",
+            "token": "sbx-page-seeded",
+            "templates": [{"name": "order_update", "language": "en", "param_count": 1}],
+            "people": [{"psid": "6543210987600101", "last_interaction_ago_ms": 3_600_000}],
+        }
+    ],
+    "users": [
+        {
+            "id": OWNER,
+            "name": "Owner",
+            "pages": [
+                {"id": SEEDED, "role": "admin"},
+                {"id": CREATED, "name": "Made by the seed", "role": "editor"},
+            ],
+        }
+    ],
+}
 
 
 class Simulator(NamedTuple):
@@ -40,9 +56,23 @@ def start(tmp_path: Path) -> Simulator:
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps(SEED))
     env = {**os.environ, "FB_APP_ID": APP_ID, "FB_APP_SECRET": SECRET}
-    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--seed", str(seed),
-                                "--state", str(tmp_path / "state.json")], cwd=ROOT, env=env,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "--port",
+            "0",
+            "--seed",
+            str(seed),
+            "--state",
+            str(tmp_path / "state.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in process.stderr:
         if " listening on " in line:
             return Simulator(process, line.split(" listening on ")[1].split()[0])
@@ -68,7 +98,9 @@ def simulators() -> Iterator[list[Simulator]]:
             simulator.process.stderr.close()
 
 
-def graph(simulator: Simulator, path: str, token: str | None = None, **query: Any) -> requests.Response:
+def graph(
+    simulator: Simulator, path: str, token: str | None = None, **query: Any
+) -> requests.Response:
     if token is not None:
         query["access_token"] = token
     return requests.get(f"{simulator.url}/v26.0{path}", params=query, timeout=5)
@@ -76,13 +108,31 @@ def graph(simulator: Simulator, path: str, token: str | None = None, **query: An
 
 def log_in(simulator: Simulator, user_id: str) -> str:
     """The service's Facebook Login: dialog, the user's button, code exchange; a user token."""
-    query = {"client_id": APP_ID, "redirect_uri": REDIRECT, "state": "s", "response_type": "code", "scope": SCOPES}
-    dialog = DialogPage(requests.get(f"{simulator.url}/v26.0/dialog/oauth", params=query, timeout=5).text)
-    back = requests.post(f"{simulator.url}{dialog.action}", data={**dialog.hidden, "user_id": user_id},
-                         allow_redirects=False, timeout=5)
+    query = {
+        "client_id": APP_ID,
+        "redirect_uri": REDIRECT,
+        "state": "s",
+        "response_type": "code",
+        "scope": SCOPES,
+    }
+    dialog = DialogPage(
+        requests.get(f"{simulator.url}/v26.0/dialog/oauth", params=query, timeout=5).text
+    )
+    back = requests.post(
+        f"{simulator.url}{dialog.action}",
+        data={**dialog.hidden, "user_id": user_id},
+        allow_redirects=False,
+        timeout=5,
+    )
     code = back.headers["Location"].split("code=")[1].split("&")[0]
-    answer = graph(simulator, "/oauth/access_token", client_id=APP_ID, client_secret=SECRET,
-                   redirect_uri=REDIRECT, code=code)
+    answer = graph(
+        simulator,
+        "/oauth/access_token",
+        client_id=APP_ID,
+        client_secret=SECRET,
+        redirect_uri=REDIRECT,
+        code=code,
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()["access_token"]
 
@@ -114,7 +164,11 @@ def test_a_restarted_simulator_still_honours_the_tokens_its_login_issued(tmp_pat
     subscribed = graph(second, f"/{CREATED}/subscribed_apps", tokens[CREATED])
     assert subscribed.status_code == 200, subscribed.text  # was 190: a token the simulator forgot
     with SandboxControl(second.url) as control:
-        assert control.create_page("Another")["id"] not in (SEEDED, CREATED, extra["id"])  # counters kept
+        assert control.create_page("Another")["id"] not in (
+            SEEDED,
+            CREATED,
+            extra["id"],
+        )  # counters kept
         assert control.add_person(SEEDED) != person
     assert stop(second) == 0
     assert not list(tmp_path.glob("*.tmp"))
@@ -136,7 +190,9 @@ def test_the_seed_over_a_kept_state_keeps_pages_users_and_templates():
     assert state.page(SEEDED)["templates"][("order_update", "en")]["id"] == template_id
     assert state.page(CREATED)["token"] == created_token
     assert state.users[OWNER]["grants"] == {"pages_show_list": "granted"}
-    assert state.now_ms() - state.person(SEEDED, "6543210987600101")["last_interaction_ms"] < 3_700_000
+    assert (
+        state.now_ms() - state.person(SEEDED, "6543210987600101")["last_interaction_ms"] < 3_700_000
+    )
 
 
 def test_the_state_file_round_trips_and_a_failed_write_leaves_the_last_one(tmp_path, monkeypatch):
@@ -150,6 +206,7 @@ def test_the_state_file_round_trips_and_a_failed_write_leaves_the_last_one(tmp_p
 
     def crash(*_args: object) -> None:
         raise OSError("disk full")
+
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
         kept.save()

@@ -4,6 +4,7 @@ Behaviour per handler is covered against the simulator (test_runs.py, test_fault
 guards the table itself, which a new error class or a lost entry would silently route to
 "failed" (GraphError's handler).
 """
+
 from __future__ import annotations
 
 from bot import graph, policy
@@ -23,7 +24,9 @@ HANDLER_OF_ACTION = {
 
 def test_every_error_class_the_client_raises_reaches_the_handler_of_its_action():
     raised = graph._CLASS_OF_ACTION  # the one place Facebook's errors become classes
-    assert {action: BatchSender.handler_for(cls) for action, cls in raised.items()} == HANDLER_OF_ACTION
+    assert {
+        action: BatchSender.handler_for(cls) for action, cls in raised.items()
+    } == HANDLER_OF_ACTION
 
 
 def test_a_subclass_without_an_entry_is_handled_as_its_nearest_parent():

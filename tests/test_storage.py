@@ -1,4 +1,5 @@
 """Storage invariants under concurrency: atomic creation, receipts counted once, opt-ins kept."""
+
 from __future__ import annotations
 
 import gc
@@ -22,7 +23,10 @@ KEY = "q8d5wH4bPZ0bV1N6oQ0m0c2u4nJkK9m1XG2b4B2l3bA="
 @pytest.fixture
 def stores(redis_server, redis_client):
     """Several independent Storage objects (as separate processes would have) on one Redis."""
-    made = [storage.Storage(storage.connect(redis_server.url), cipher=TokenCipher([KEY])) for _ in range(8)]
+    made = [
+        storage.Storage(storage.connect(redis_server.url), cipher=TokenCipher([KEY]))
+        for _ in range(8)
+    ]
     yield made
     for s in made:
         s.redis.close()
@@ -38,29 +42,48 @@ def race(functions):
             return fn()
         except Exception as exc:  # noqa: BLE001 - the test inspects what each racer got
             return exc
+
     with ThreadPoolExecutor(len(functions)) as pool:
         return list(pool.map(run, functions))
 
 
 def test_racing_creations_of_one_page_make_exactly_one_profile(stores, redis_client):
-    results = race([lambda s=s, i=i: s.profiles.create(name=f"P{i}", page_id="42", page_name="x", page_token="t")
-                    for i, s in enumerate(stores)])
+    results = race(
+        [
+            lambda s=s, i=i: s.profiles.create(
+                name=f"P{i}", page_id="42", page_name="x", page_token="t"
+            )
+            for i, s in enumerate(stores)
+        ]
+    )
     created = [r for r in results if not isinstance(r, Exception)]
     assert len(created) == 1
-    assert all(isinstance(r, PageTaken) and r.owner_id == created[0].id for r in results if r not in created)
+    assert all(
+        isinstance(r, PageTaken) and r.owner_id == created[0].id
+        for r in results
+        if r not in created
+    )
     assert redis_client.zcard(keys.profiles()) == 1
     assert redis_client.get(keys.page_owner("42")) == created[0].id
 
 
 def test_profile_ids_and_optin_fields_never_repeat(stores):
-    made = race([lambda s=s, i=i: s.profiles.create(name="P", page_id=str(1000 + i), page_name="x", page_token="t")
-                 for i, s in enumerate(stores)])
+    made = race(
+        [
+            lambda s=s, i=i: s.profiles.create(
+                name="P", page_id=str(1000 + i), page_name="x", page_token="t"
+            )
+            for i, s in enumerate(stores)
+        ]
+    )
     assert len({p.optin_field for p in made}) == len(stores)
     assert sorted(int(p.id) for p in made) == list(range(1, len(stores) + 1))
 
 
 def test_token_is_encrypted_at_rest_and_decrypts(stores, redis_client):
-    profile = stores[0].profiles.create(name="P", page_id="1", page_name="x", page_token="sbx-secret-token")
+    profile = stores[0].profiles.create(
+        name="P", page_id="1", page_name="x", page_token="sbx-secret-token"
+    )
     stored = redis_client.hget(keys.profile(profile.id), "token")
     assert "sbx-secret-token" not in stored
     assert stores[1].profiles.page_token(profile.id) == "sbx-secret-token"
@@ -90,13 +113,18 @@ def test_contact_update_racing_an_optin_keeps_the_optin(stores):
     profile = stores[0].profiles.create(name="P", page_id="9", page_name="x", page_token="t")
     optin = Event("optin", "9", "555", int(time.time() * 1000), profile=profile.id, contact="c1")
     for _ in range(20):
-        race([lambda: stores[0].contacts.replace("c1", {"FIRSTNAME": "Ann"}),
-              lambda: stores[1].inbound.apply([optin])])
+        race(
+            [
+                lambda: stores[0].contacts.replace("c1", {"FIRSTNAME": "Ann"}),
+                lambda: stores[1].inbound.apply([optin]),
+            ]
+        )
         assert stores[2].contacts.get("c1") == {"FIRSTNAME": "Ann", profile.optin_field: "555"}
 
 
 def test_days_follow_the_stats_timezone():
     from zoneinfo import ZoneInfo
+
     instant = 1764027000000  # 2025-11-24T23:30:00Z
     assert day_of(instant, ZoneInfo("UTC")) == "2025-11-24"
     assert day_of(instant, ZoneInfo("Europe/Paris")) == "2025-11-25"
@@ -105,8 +133,10 @@ def test_days_follow_the_stats_timezone():
 
 # -- the webhook's direct script call -------------------------------------------------------------
 
+
 def test_direct_script_survives_a_script_flush_and_a_killed_connection(redis_client):
     from storage.scripts import DirectScript
+
     apply = DirectScript(redis_client, "apply_events")
     call = lambda: apply(args=["[]", 1000, 10, '{"delivery": 2}'])  # noqa: E731
     assert call() == [0, 0, 0]
@@ -123,6 +153,7 @@ def test_direct_script_keeps_its_connection_after_a_script_error(redis_client):
     import redis
 
     from storage.scripts import DirectScript
+
     apply = DirectScript(redis_client, "apply_events")
     apply(args=["[]", 1000, 10, "{}"])
     kept = apply._local.connection
@@ -135,12 +166,15 @@ def test_direct_script_under_a_thread_per_request_server_leaks_no_connection(red
     """Werkzeug's server (tests, `make run`) starts a thread per connection: each thread's
     connection closes when it ends, and more threads than the pool's cap of 100 are fine."""
     from storage.scripts import DirectScript
+
     apply = DirectScript(redis_client, "apply_events")
     clients_before = len(redis_client.client_list())
     gc.disable()  # closed when the thread ends, not when the collector breaks redis-py's cycles
     try:
         for _ in range(150):
-            thread = threading.Thread(target=apply, kwargs={"args": ["[]", 1000, 10, '{"read": 1}']})
+            thread = threading.Thread(
+                target=apply, kwargs={"args": ["[]", 1000, 10, '{"read": 1}']}
+            )
             thread.start()
             thread.join()
         assert redis_client.hget(keys.metric("webhook_events"), "read") == "150"
@@ -151,6 +185,7 @@ def test_direct_script_under_a_thread_per_request_server_leaks_no_connection(red
 
 
 # -- shared writes (the webhook's group commit) --------------------------------------------------
+
 
 class GatedApply:
     """Stands in for the script call: records each write, holds the first until `open()`,
@@ -183,6 +218,7 @@ def start_callers(shared, names, kinds=None):
             outcomes[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             outcomes[name] = exc
+
     for name in names:
         threads.append(threading.Thread(target=call, args=(name,)))
         threads[-1].start()
@@ -203,6 +239,7 @@ def hold_first_write(shared, apply, followers):
 
 def test_callers_arriving_during_a_write_share_the_next_one():
     from storage.inbound import SharedWrites
+
     apply = GatedApply()
     shared = SharedWrites(apply)
     outcomes = hold_first_write(shared, apply, ["a", "b", "c"])
@@ -215,6 +252,7 @@ def test_callers_arriving_during_a_write_share_the_next_one():
 
 def test_a_lone_caller_writes_at_once_and_a_shared_write_respects_the_event_cap(monkeypatch):
     from storage import inbound
+
     monkeypatch.setattr(inbound, "EVENTS_PER_SHARED_CALL", 2)
     apply = GatedApply()
     shared = inbound.SharedWrites(apply)
@@ -229,6 +267,7 @@ def test_a_script_error_in_a_shared_write_fails_only_its_own_caller():
     from redis.exceptions import ResponseError
 
     from storage.inbound import SharedWrites
+
     apply = GatedApply(poison="b", error=ResponseError("ERR user_script: bad event"))
     shared = SharedWrites(apply)
     outcomes = hold_first_write(shared, apply, ["a", "b", "c"])
@@ -242,6 +281,7 @@ def test_a_connection_error_fails_every_caller_of_the_write():
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     from storage.inbound import SharedWrites
+
     apply = GatedApply(error=RedisConnectionError("Connection refused"))
     shared = SharedWrites(apply)
     outcomes = hold_first_write(shared, apply, ["a", "b"])
@@ -257,6 +297,7 @@ def test_concurrent_shared_writes_apply_every_event_and_count_every_kind(stores,
     def post(thread):
         for i in range(40):
             inbound.apply_shared([Event("seen", "7", f"p{thread}-{i}", 1000 + i)], {"message": 1})
+
     race([lambda t=t: post(t) for t in range(12)])
     seen = redis_client.hgetall(keys.seen(profile.id))
     assert len(seen) == 12 * 40 and seen["p3-39"] == "1039"
@@ -269,6 +310,7 @@ def test_a_script_error_mid_batch_still_counts_the_receipts_applied_before_it(st
     import json
 
     from redis.exceptions import ResponseError
+
     store = stores[0]
     profile = store.profiles.create(name="P", page_id="7", page_name="x", page_token="t")
     now = int(time.time() * 1000)
@@ -290,6 +332,7 @@ class ReplyDropper:
 
     def __init__(self, host: str, port: int):
         import socket
+
         self.target = (host, port)
         self.armed = threading.Event()
         self.dropped = 0
@@ -299,6 +342,7 @@ class ReplyDropper:
 
     def _accept(self) -> None:
         import socket
+
         while True:
             try:
                 client, _ = self.listener.accept()
@@ -329,6 +373,7 @@ def test_a_claim_whose_reply_was_lost_is_still_its_own(redis_server, redis_clien
     """The claim is made again on a new connection after a lost reply; it must find the contact
     claimed by itself (and send it), not by someone else (which would leave it unsent)."""
     from urllib.parse import urlsplit
+
     where = urlsplit(redis_server.url)
     proxy = ReplyDropper(where.hostname, where.port)
     store = storage.Storage(storage.connect(proxy.url), cipher=TokenCipher([KEY]))
@@ -337,7 +382,9 @@ def test_a_claim_whose_reply_was_lost_is_still_its_own(redis_server, redis_clien
         proxy.armed.set()
         assert store.runs.claim("r1", "c2", deadline_ms=10**13) == 0.0
         assert proxy.dropped == 1
-        assert store.runs.claim("r1", "c2", deadline_ms=10**13) is None  # a second claimant is refused
+        assert (
+            store.runs.claim("r1", "c2", deadline_ms=10**13) is None
+        )  # a second claimant is refused
         assert redis_client.hlen(keys.run_outcomes("r1")) == 2
     finally:
         store.redis.close()

@@ -2,6 +2,7 @@
 Each worker listens on its own socket, a second server on the address is refused and a worker
 stopping under load refuses no connection; /metrics agrees whichever worker answers; SIGTERM
 under load loses nothing acknowledged."""
+
 from __future__ import annotations
 
 import itertools
@@ -36,13 +37,32 @@ def listening_sockets(pid: int, port: int) -> list:
 def post(url: str, payload: dict, session=requests) -> int:
     """POST a signed webhook through `session` (the requests module: a new connection)."""
     body = json.dumps(payload).encode()
-    return session.post(f"{url}/webhook", data=body, timeout=10,
-                        headers={"X-Hub-Signature-256": WebhookSignature(APP_SECRET).sign(body)}).status_code
+    return session.post(
+        f"{url}/webhook",
+        data=body,
+        timeout=10,
+        headers={"X-Hub-Signature-256": WebhookSignature(APP_SECRET).sign(body)},
+    ).status_code
 
 
 def message(page_id: str, psid: str, ts: int) -> dict:
-    return {"object": "page", "entry": [{"id": page_id, "time": ts, "messaging": [
-        {"sender": {"id": psid}, "recipient": {"id": page_id}, "timestamp": ts, "message": {"mid": f"m_{psid}", "text": "hi"}}]}]}
+    return {
+        "object": "page",
+        "entry": [
+            {
+                "id": page_id,
+                "time": ts,
+                "messaging": [
+                    {
+                        "sender": {"id": psid},
+                        "recipient": {"id": page_id},
+                        "timestamp": ts,
+                        "message": {"mid": f"m_{psid}", "text": "hi"},
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def test_metrics_are_the_same_whichever_worker_answers(gunicorn, store):
@@ -51,17 +71,26 @@ def test_metrics_are_the_same_whichever_worker_answers(gunicorn, store):
     with requests.Session() as session:
         for i in range(30):
             assert post(url, message("777", f"9{i}", 1764000000000 + i), session) == 200
-        assert session.post(f"{url}/webhook", data=b"{}", headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}).status_code == 403
+        assert (
+            session.post(
+                f"{url}/webhook", data=b"{}", headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}
+            ).status_code
+            == 403
+        )
     counts = set()
     for _ in range(12):  # fresh connections: different gunicorn workers answer
         text = requests.get(f"{url}/metrics", timeout=5).text
-        counts.add(re.search(r'messenger_webhook_events_total\{kind="message"\} (\S+)', text).group(1))
+        counts.add(
+            re.search(r'messenger_webhook_events_total\{kind="message"\} (\S+)', text).group(1)
+        )
         assert re.search(r'messenger_webhook_rejected_total\{cause="signature"\} 1\.0', text)
         assert "messenger_queue_depth" in text and "messenger_graph_latency_seconds_bucket" in text
     assert counts == {"30.0"}
 
 
-def test_sigterm_under_load_finishes_requests_in_flight_and_loses_nothing_acknowledged(gunicorn, store, refs):
+def test_sigterm_under_load_finishes_requests_in_flight_and_loses_nothing_acknowledged(
+    gunicorn, store, refs
+):
     process, url, _ = gunicorn
     profile = store.profiles.create(name="P", page_id="888", page_name="P", page_token="t")
     statuses: dict[str, int | str] = {}
@@ -71,9 +100,23 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_loses_nothing_acknow
         with requests.Session() as session:
             for i in range(60):
                 contact = f"t{thread}-{i}"
-                payload = {"object": "page", "entry": [{"id": "888", "time": 1, "messaging": [
-                    {"sender": {"id": f"{thread}{i:03d}"}, "recipient": {"id": "888"}, "timestamp": 1764000000000 + i,
-                     "optin": {"ref": refs.sign(profile.id, contact)}}]}]}
+                payload = {
+                    "object": "page",
+                    "entry": [
+                        {
+                            "id": "888",
+                            "time": 1,
+                            "messaging": [
+                                {
+                                    "sender": {"id": f"{thread}{i:03d}"},
+                                    "recipient": {"id": "888"},
+                                    "timestamp": 1764000000000 + i,
+                                    "optin": {"ref": refs.sign(profile.id, contact)},
+                                }
+                            ],
+                        }
+                    ],
+                }
                 try:
                     status = post(url, payload, session)
                 except requests.ConnectionError:
@@ -93,10 +136,14 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_loses_nothing_acknow
     assert len(answered) >= 100 and set(answered.values()) == {200}  # no 5xx, no half-done request
     assert "refused" in statuses.values(), "the load did not outlast the shutdown"
     for contact in answered:  # every opt-in acknowledged with 200 is stored
-        assert store.contacts.get(contact) == {profile.optin_field: f"{contact[1:].split('-')[0]}{int(contact.split('-')[1]):03d}"}
+        assert store.contacts.get(contact) == {
+            profile.optin_field: f"{contact[1:].split('-')[0]}{int(contact.split('-')[1]):03d}"
+        }
 
 
-def test_each_worker_listens_on_a_socket_of_its_own_and_a_second_server_is_refused(gunicorn, tmp_path):
+def test_each_worker_listens_on_a_socket_of_its_own_and_a_second_server_is_refused(
+    gunicorn, tmp_path
+):
     """reuse_port: the kernel spreads connections over the workers' sockets. A second server
     on the same address must fail to start, not quietly take a share of the traffic."""
     port = int(gunicorn.env["PORT"])
@@ -111,7 +158,10 @@ def test_each_worker_listens_on_a_socket_of_its_own_and_a_second_server_is_refus
     finally:
         if second.poll() is None:
             second.kill()
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in (tmp_path / "second.log").read_text()
+    assert (
+        f"cannot listen on 127.0.0.1:{port}: Address already in use"
+        in (tmp_path / "second.log").read_text()
+    )
     assert requests.get(f"{gunicorn.url}/healthz", timeout=5).status_code == 200
     assert len(psutil.Process(gunicorn.process.pid).children()) == 3
 
@@ -155,8 +205,13 @@ def test_a_worker_stopping_under_load_refuses_no_connection(gunicorn, store):
             wait_until(lambda: sum(results.values()) >= answered + 100)  # under load
             victim.send_signal(signal.SIGTERM)
             wait_until(lambda: victim.pid not in {c.pid for c in master.children()}, timeout=30)
-            wait_until(lambda: len(master.children()) == 3
-                       and all(listening_sockets(c.pid, port) for c in master.children()), timeout=30)
+            wait_until(
+                lambda: (
+                    len(master.children()) == 3
+                    and all(listening_sockets(c.pid, port) for c in master.children())
+                ),
+                timeout=30,
+            )
         answered = sum(results.values())
         wait_until(lambda: sum(results.values()) >= answered + 100)
     finally:

@@ -1,4 +1,5 @@
 """Real worker processes (`python -m jobs.worker`) for end-to-end tests."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,14 @@ class WorkerProcesses:
 
     def start(self, **overrides: str) -> subprocess.Popen:
         log = open(self.log_dir / f"worker-{len(self.processes)}.log", "w")
-        process = subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env={**self.env, **overrides},
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobs.worker"],
+            cwd=ROOT,
+            env={**self.env, **overrides},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.processes.append(process)
         return process

@@ -1,4 +1,5 @@
 """The JSON API under /api/v1 (DESIGN.md §9): bearer-token auth, JSON errors only."""
+
 from __future__ import annotations
 
 import hmac
@@ -20,8 +21,12 @@ def require_bearer_token():
         return None
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     expected = current_app.config["SETTINGS"].api_token
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "A valid 'Authorization: Bearer <API_TOKEN>' header is required")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise ApiError(
+            401, "unauthorized", "A valid 'Authorization: Bearer <API_TOKEN>' header is required"
+        )
     return None
 
 
@@ -33,8 +38,11 @@ def json_body() -> object:
     except RecursionError:  # nested deeper than the parser's recursion limit
         body = None
     if body is None:
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object "
-                                            "(with Content-Type: application/json)")
+        raise ApiError(
+            400,
+            "invalid_json",
+            "The request body must be a JSON object (with Content-Type: application/json)",
+        )
     problems = surrogate_problems(body)
     if problems:
         raise invalid({"fields": problems})
@@ -84,7 +92,11 @@ def surrogate_problems(body: object) -> dict:
                 if _is_text(key):
                     todo.append(((*path, key), item))
                 else:  # named as JSON would escape it, so the answer holds no surrogate either
-                    _put(problems, (*path, key.encode("utf-8", "backslashreplace").decode()), LONE_SURROGATE)
+                    _put(
+                        problems,
+                        (*path, key.encode("utf-8", "backslashreplace").decode()),
+                        LONE_SURROGATE,
+                    )
         elif isinstance(value, list):
             todo.extend(((*path, index), item) for index, item in enumerate(value))
     return problems

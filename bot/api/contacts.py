@@ -1,4 +1,5 @@
 """Contacts API: the data fields personalisation reads, and every FBOPTIN_XXX."""
+
 from __future__ import annotations
 
 from flask import current_app
@@ -14,8 +15,12 @@ from storage import get_storage
 def check_id(ident: str, what: str = "contact") -> str:
     """Ids in URLs: 1-128 letters, digits and . _ : @ - (422 otherwise)."""
     if not ID.fullmatch(ident):
-        raise ApiError(422, "validation_failed", f"{what.capitalize()} ids are 1-128 characters: "
-                                                 "letters, digits and . _ : @ -", {f"{what}_id": ident[:200]})
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"{what.capitalize()} ids are 1-128 characters: letters, digits and . _ : @ -",
+            {f"{what}_id": ident[:200]},
+        )
     return ident
 
 
@@ -39,5 +44,10 @@ def get_contact(contact_id: str):
 def contact_json(contact_id: str, fields: dict[str, str]) -> dict:
     """The contact with its data fields and, per profile, the signed ref its landing pages merge in."""
     refs = current_app.extensions["refs"]
-    return {"id": contact_id, "fields": fields,
-            "optin_refs": {ref_field(p.id): refs.sign(p.id, contact_id) for p in get_storage().profiles.list()}}
+    return {
+        "id": contact_id,
+        "fields": fields,
+        "optin_refs": {
+            ref_field(p.id): refs.sign(p.id, contact_id) for p in get_storage().profiles.list()
+        },
+    }

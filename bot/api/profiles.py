@@ -1,7 +1,8 @@
 """Profiles API: connect a Page, list and read profiles. Tokens are never answered."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import current_app, request
 
@@ -18,12 +19,22 @@ from storage.profiles import Profile
 
 def profile_json(profile: Profile) -> dict:
     def when(seconds: int | None) -> datetime | None:
-        return datetime.fromtimestamp(seconds, timezone.utc) if seconds is not None else None
-    return ProfileSchema().dump({
-        "id": profile.id, "name": profile.name, "page_id": profile.page_id, "page_name": profile.page_name,
-        "status": profile.status, "optin_field": profile.optin_field, "health": profile.health,
-        "health_reason": profile.health_reason, "health_checked_at": when(profile.health_checked_at),
-        "created_at": when(profile.created_at)})
+        return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+    return ProfileSchema().dump(
+        {
+            "id": profile.id,
+            "name": profile.name,
+            "page_id": profile.page_id,
+            "page_name": profile.page_name,
+            "status": profile.status,
+            "optin_field": profile.optin_field,
+            "health": profile.health,
+            "health_reason": profile.health_reason,
+            "health_checked_at": when(profile.health_checked_at),
+            "created_at": when(profile.created_at),
+        }
+    )
 
 
 def get_profile_or_404(profile_id: str) -> Profile:
@@ -36,8 +47,13 @@ def get_profile_or_404(profile_id: str) -> Profile:
 @bp.post("/profiles")
 def create_profile():
     body = load_body(ProfileCreateSchema())
-    profile = connect_page(name=body["name"], page_id=body["page_id"],
-                           page_token=body["page_access_token"], status=body["status"], connected_by="api")
+    profile = connect_page(
+        name=body["name"],
+        page_id=body["page_id"],
+        page_token=body["page_access_token"],
+        status=body["status"],
+        connected_by="api",
+    )
     return profile_json(profile), 201, {"Location": f"/api/v1/profiles/{profile.id}"}
 
 
@@ -75,8 +91,18 @@ def optin_code(profile_id: str):
     """The HTML a business pastes: for one contact (`contact_id`) or generic (a merge field)."""
     profile = get_profile_or_404(profile_id)
     contact_id = request.args.get("contact_id")
-    ref = current_app.extensions["refs"].sign(profile.id, check_id(contact_id)) if contact_id else generic_ref(profile.id)
+    ref = (
+        current_app.extensions["refs"].sign(profile.id, check_id(contact_id))
+        if contact_id
+        else generic_ref(profile.id)
+    )
     settings = current_app.config["SETTINGS"]
-    html = optin_html(profile_name=profile.name, page_name=profile.page_name, page_id=profile.page_id,
-                      app_id=settings.fb_app_id, version=settings.graph_api_version, ref=ref)
+    html = optin_html(
+        profile_name=profile.name,
+        page_name=profile.page_name,
+        page_id=profile.page_id,
+        app_id=settings.fb_app_id,
+        version=settings.graph_api_version,
+        ref=ref,
+    )
     return {"profile_id": profile.id, "contact_id": contact_id, "ref": ref, "html": html}

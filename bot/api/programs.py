@@ -1,7 +1,8 @@
 """Programs API: the program engine saves programs and their Messenger nodes here."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marshmallow import Schema, ValidationError
 
@@ -30,7 +31,9 @@ def node_problems(node: dict, profiles: dict) -> list[str]:
         if profile is None:
             problems.append(f"profile {node['profile_id']!r} does not exist")
         elif not profile.enabled:
-            problems.append(f"profile {node['profile_id']!r} is disabled; enable it before choosing it in a node")
+            problems.append(
+                f"profile {node['profile_id']!r} is disabled; enable it before choosing it in a node"
+            )
     if "tag" in node and node["tag"] not in policy.TAGS:
         problems.append(f"tag must be one of {', '.join(policy.TAGS)} (got {node['tag']!r})")
     if "message" in node:
@@ -38,7 +41,9 @@ def node_problems(node: dict, profiles: dict) -> list[str]:
     template = node.get("utility_template")
     for name in (template or {}).get("parameters", []):
         if not FIELD_NAME.match(name):
-            problems.append(f"utility template parameter {name!r} is not a data field name (like ORDER_ID)")
+            problems.append(
+                f"utility template parameter {name!r} is not a data field name (like ORDER_ID)"
+            )
     return problems
 
 
@@ -64,8 +69,10 @@ def checked_nodes(raw: list, store: Storage) -> tuple[list[dict], dict[str, list
     a node without a usable id (missing, malformed, or taken by an earlier node) is named by its
     position: "#3" is the third."""
     loaded = [_load(NodeSchema(), item) for item in raw]
-    profiles = {pid: store.profiles.get(pid) if pid.isdigit() else None
-                for pid in {data["profile_id"] for data, _ in loaded if "profile_id" in data}}
+    profiles = {
+        pid: store.profiles.get(pid) if pid.isdigit() else None
+        for pid in {data["profile_id"] for data, _ in loaded if "profile_id" in data}
+    }
     invalid, seen = {}, set()
     for position, (data, messages) in enumerate(loaded, 1):
         problems = plain_problems(messages, subject="the node") + node_problems(data, profiles)
@@ -92,9 +99,13 @@ def _nodes_list_problems(body: dict) -> list[str]:
 
 
 def program_json(program: Program) -> dict:
-    return {"id": program.id, "name": program.name, "status": program.status,
-            "nodes": [n.to_dict() for n in program.nodes],
-            "updated_at": datetime.fromtimestamp(program.updated_at, timezone.utc).isoformat()}
+    return {
+        "id": program.id,
+        "name": program.name,
+        "status": program.status,
+        "nodes": [n.to_dict() for n in program.nodes],
+        "updated_at": datetime.fromtimestamp(program.updated_at, UTC).isoformat(),
+    }
 
 
 def get_program_or_404(program_id: str) -> Program:
@@ -111,7 +122,9 @@ def put_program(program_id: str):
     check_id(program_id, "program")
     body = load_body(JsonObjectSchema())
     store = get_storage()
-    program, messages = _load(ProgramFieldsSchema(), {k: v for k, v in body.items() if k != "nodes"})
+    program, messages = _load(
+        ProgramFieldsSchema(), {k: v for k, v in body.items() if k != "nodes"}
+    )
     fields = {name: plain_problems(inner, name) for name, inner in messages.items()}
     nodes, invalid = [], {}
     if list_problems := _nodes_list_problems(body):
@@ -119,13 +132,26 @@ def put_program(program_id: str):
     else:
         nodes, invalid = checked_nodes(body["nodes"], store)
     if invalid:
-        raise ApiError(422, "invalid_nodes", f"{len(invalid)} node(s) cannot be saved",
-                       {"nodes": invalid, "fields": fields})
+        raise ApiError(
+            422,
+            "invalid_nodes",
+            f"{len(invalid)} node(s) cannot be saved",
+            {"nodes": invalid, "fields": fields},
+        )
     if fields:
         raise ApiError(422, "validation_failed", "The request is not valid", {"fields": fields})
-    saved = [Node(id=n["id"], profile_id=n["profile_id"], tag=n["tag"], message=n["message"],
-                  utility_template=UtilityTemplate(t["name"], t["language"], tuple(t["parameters"]))
-                  if (t := n.get("utility_template")) else None) for n in nodes]
+    saved = [
+        Node(
+            id=n["id"],
+            profile_id=n["profile_id"],
+            tag=n["tag"],
+            message=n["message"],
+            utility_template=UtilityTemplate(t["name"], t["language"], tuple(t["parameters"]))
+            if (t := n.get("utility_template"))
+            else None,
+        )
+        for n in nodes
+    ]
     existed = store.programs.get(program_id) is not None
     saved_program = store.programs.put(program_id, program["name"], program["status"], saved)
     return program_json(saved_program), 200 if existed else 201

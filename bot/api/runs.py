@@ -1,7 +1,8 @@
 """Runs API: hand contacts to a Messenger node, watch their outcomes, preview a node."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bot.api import bp, json_body, load_args
 from bot.api.contacts import check_id
@@ -16,24 +17,42 @@ from storage.runs import Outcome
 @bp.post("/programs/<program_id>/nodes/<node_id>/runs")
 def create_run(program_id: str, node_id: str):
     """Accept up to 10 000 contacts; 202 at once, sending happens in RQ jobs."""
-    accepted = accept_run_request(check_id(program_id, "program"), check_id(node_id, "node"), json_body())
+    accepted = accept_run_request(
+        check_id(program_id, "program"), check_id(node_id, "node"), json_body()
+    )
     return accepted, 202, {"Location": accepted["status_url"]}
 
 
 @bp.post("/programs/<program_id>/nodes/<node_id>/preview")
 def preview_node(program_id: str, node_id: str):
-    return {"contacts": preview(check_id(program_id, "program"), check_id(node_id, "node"), json_body())}
+    return {
+        "contacts": preview(check_id(program_id, "program"), check_id(node_id, "node"), json_body())
+    }
 
 
 def outcome_json(contact_id: str, outcome: Outcome | None) -> dict:
     if outcome is None or not outcome.final:
         state = "unknown" if outcome and outcome.state == "unknown" else "pending"
-        return {"id": contact_id, "outcome": state, "reason_code": "", "reason": "", "message_id": "",
-                "detail": "", "at": None, "sent_as": None}
-    return {"id": contact_id, "outcome": outcome.state, "reason_code": outcome.reason,
-            "reason": reason_text(outcome.reason) if outcome.reason else "", "message_id": outcome.message_id,
-            "detail": outcome.detail, "at": datetime.fromtimestamp(outcome.at_ms / 1000, timezone.utc).isoformat(),
-            "sent_as": outcome.sent_as}
+        return {
+            "id": contact_id,
+            "outcome": state,
+            "reason_code": "",
+            "reason": "",
+            "message_id": "",
+            "detail": "",
+            "at": None,
+            "sent_as": None,
+        }
+    return {
+        "id": contact_id,
+        "outcome": outcome.state,
+        "reason_code": outcome.reason,
+        "reason": reason_text(outcome.reason) if outcome.reason else "",
+        "message_id": outcome.message_id,
+        "detail": outcome.detail,
+        "at": datetime.fromtimestamp(outcome.at_ms / 1000, UTC).isoformat(),
+        "sent_as": outcome.sent_as,
+    }
 
 
 @bp.get("/runs/<run_id>")
@@ -46,7 +65,12 @@ def get_run(run_id: str):
     args = load_args(RunPageArgs())
     cursor, limit = args["cursor"], args["limit"]
     rows, next_cursor = store.runs.page(run.run_id, cursor, limit)
-    return {"run_id": run.run_id, "program_id": run.program_id, "node_id": run.node_id, "state": run.state,
-            "counts": {**run.counts, "pending": run.pending},
-            "contacts": [outcome_json(cid, o) for cid, o in rows],
-            "next_cursor": None if next_cursor is None else str(next_cursor)}
+    return {
+        "run_id": run.run_id,
+        "program_id": run.program_id,
+        "node_id": run.node_id,
+        "state": run.state,
+        "counts": {**run.counts, "pending": run.pending},
+        "contacts": [outcome_json(cid, o) for cid, o in rows],
+        "next_cursor": None if next_cursor is None else str(next_cursor),
+    }

@@ -1,4 +1,5 @@
 """Marshmallow schemas of the JSON API: request validation and the OpenAPI document."""
+
 from __future__ import annotations
 
 from marshmallow import (
@@ -36,9 +37,18 @@ class ErrorSchema(Schema):
 
 class ProfileCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 100))
-    page_id = fields.String(required=True, validate=FullMatch(r"^[0-9]{1,32}$", error="must be a Facebook Page id (digits)"))
-    page_access_token = fields.String(required=True, load_only=True, validate=FullMatch(
-        r"^[\x21-\x7e]{1,1000}$", error="must be a Facebook access token (visible ASCII, no spaces)"))
+    page_id = fields.String(
+        required=True,
+        validate=FullMatch(r"^[0-9]{1,32}$", error="must be a Facebook Page id (digits)"),
+    )
+    page_access_token = fields.String(
+        required=True,
+        load_only=True,
+        validate=FullMatch(
+            r"^[\x21-\x7e]{1,1000}$",
+            error="must be a Facebook access token (visible ASCII, no spaces)",
+        ),
+    )
     status = fields.String(load_default="enabled", validate=validate.OneOf(("enabled", "disabled")))
 
 
@@ -77,9 +87,14 @@ class ContactPutSchema(Schema):
 
 class ContactSchema(Schema):
     id = fields.String()
-    optin_refs = fields.Dict(keys=fields.String(), values=fields.String(),
-                             metadata={"description": "FBOPTINREF_XXX merge field values: the contact's signed "
-                                                      "ref for each profile's generic opt-in code"})
+    optin_refs = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={
+            "description": "FBOPTINREF_XXX merge field values: the contact's signed "
+            "ref for each profile's generic opt-in code"
+        },
+    )
     fields = fields.Dict(keys=fields.String(), values=fields.String())
 
 
@@ -99,7 +114,9 @@ class RunCountsSchema(Schema):
 
 class SentAsSchema(Schema):
     kind = fields.String(metadata={"enum": ["text", "utility_template", "tag"]})
-    template = fields.String(metadata={"description": "the utility template's name (kind utility_template)"})
+    template = fields.String(
+        metadata={"description": "the utility template's name (kind utility_template)"}
+    )
     tag = fields.String(metadata={"description": "the message tag (kind tag)"})
 
 
@@ -111,9 +128,14 @@ class RunContactOutcomeSchema(Schema):
     message_id = fields.String()
     detail = fields.String()
     at = fields.DateTime(allow_none=True)
-    sent_as = fields.Nested(SentAsSchema, allow_none=True, metadata={
-        "description": "what went out (sent outcomes only; null otherwise): a standard text, a utility "
-                       "template (its name) or a tagged message (its tag)"})
+    sent_as = fields.Nested(
+        SentAsSchema,
+        allow_none=True,
+        metadata={
+            "description": "what went out (sent outcomes only; null otherwise): a standard text, a utility "
+            "template (its name) or a tagged message (its tag)"
+        },
+    )
 
 
 class RunStatusSchema(Schema):
@@ -128,8 +150,10 @@ class RunStatusSchema(Schema):
 
 class TemplateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 512))
-    language = fields.String(required=True, validate=FullMatch(r"^[a-z]{2,3}(_[A-Z]{2})?$",
-                                                                     error="a language code like en or en_US"))
+    language = fields.String(
+        required=True,
+        validate=FullMatch(r"^[a-z]{2,3}(_[A-Z]{2})?$", error="a language code like en or en_US"),
+    )
     parameters = fields.List(fields.String(), load_default=list, validate=validate.Length(0, 20))
 
 
@@ -147,12 +171,15 @@ MAX_NODES = 200
 
 class ProgramFieldsSchema(Schema):
     """A program's own fields; its nodes are checked one by one (bot/api/programs.py)."""
+
     name = fields.String(required=True, validate=validate.Length(1, 200))
     status = fields.String(required=True, validate=validate.OneOf(("draft", "active", "paused")))
 
 
 class ProgramPutSchema(ProgramFieldsSchema):
-    nodes = fields.List(fields.Nested(NodeSchema), required=True, validate=validate.Length(0, MAX_NODES))
+    nodes = fields.List(
+        fields.Nested(NodeSchema), required=True, validate=validate.Length(0, MAX_NODES)
+    )
 
 
 class JsonObjectSchema(Schema):
@@ -162,17 +189,27 @@ class JsonObjectSchema(Schema):
         unknown = INCLUDE
 
 
-_PLAIN = {"Missing data for required field.": "is missing", "Unknown field.": "is not a known field",
-          "Field may not be null.": "may not be null", "Not a valid string.": "must be a string",
-          "Not a valid list.": "must be a list", "Invalid input type.": "must be a JSON object"}
+_PLAIN = {
+    "Missing data for required field.": "is missing",
+    "Unknown field.": "is not a known field",
+    "Field may not be null.": "may not be null",
+    "Not a valid string.": "must be a string",
+    "Not a valid list.": "must be a list",
+    "Invalid input type.": "must be a JSON object",
+}
 
 
-def plain_problems(messages: dict | list | str, path: str = "", subject: str = "the value") -> list[str]:
+def plain_problems(
+    messages: dict | list | str, path: str = "", subject: str = "the value"
+) -> list[str]:
     """Marshmallow's nested messages as sentences ("utility_template.language: a language code
     like en or en_US", "message is missing"); `subject` names the value itself."""
     if isinstance(messages, dict):
-        return [problem for key, inner in messages.items()
-                for problem in plain_problems(inner, _path(path, key), subject)]
+        return [
+            problem
+            for key, inner in messages.items()
+            for problem in plain_problems(inner, _path(path, key), subject)
+        ]
     if isinstance(messages, list):
         return [problem for inner in messages for problem in plain_problems(inner, path, subject)]
     plain = _PLAIN.get(messages)
@@ -210,7 +247,9 @@ class StatsContactsArgs(PageArgs):
     @validates_schema
     def reason_of_warnings_or_failures(self, data, **_kwargs):
         if not list_reason_ok(data.get("kind", ""), data.get("reason")):
-            raise ValidationError("only the lists of warnings and failures filter by reason", "reason")
+            raise ValidationError(
+                "only the lists of warnings and failures filter by reason", "reason"
+            )
 
 
 class ProgramSchema(Schema):

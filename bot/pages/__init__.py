@@ -3,6 +3,7 @@
 Every page needs a signed-in user (else a redirect to /login); every POST needs the form's
 CSRF token. Templates autoescape, so names and contact data never become markup.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, request, url_for
@@ -25,8 +26,11 @@ def require_sign_in_and_csrf():
 
 @bp.app_context_processor
 def template_helpers():
-    return {"csrf_token": auth.csrf_token, "current_user": auth.current_user(),
-            "sandbox": current_app.config["SETTINGS"].sandbox}
+    return {
+        "csrf_token": auth.csrf_token,
+        "current_user": auth.current_user(),
+        "sandbox": current_app.config["SETTINGS"].sandbox,
+    }
 
 
 bp.add_app_template_filter(thousands, "thousands")
@@ -37,8 +41,11 @@ bp.add_app_template_filter(percent_of, "percent_of")
 def protect(response):
     """No framing, no inline script, no sniffing: the pages show contact data."""
     login_origin = current_app.config["SETTINGS"].fb_login_url
-    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
-                                f"frame-ancestors 'none'; form-action 'self' {login_origin}")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; "
+        f"frame-ancestors 'none'; form-action 'self' {login_origin}",
+    )
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("Cache-Control", "no-store")

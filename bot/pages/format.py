@@ -1,4 +1,5 @@
 """How the pages write numbers: one convention everywhere (Jinja filters and the chart)."""
+
 from __future__ import annotations
 
 
@@ -13,4 +14,3 @@ def percent_of(part: int, whole: int) -> str:
         return ""
     tenths = min(part, whole) * 1000 // whole  # integer arithmetic: no 99.96 shown as 100
     return f"{tenths // 10}%" if tenths % 10 == 0 else f"{tenths // 10}.{tenths % 10}%"
-

@@ -4,6 +4,7 @@ The same Facebook Login serves three purposes, carried in the session with the `
 signing in, connecting a new Page (its Pages wait encrypted in Redis until one is chosen), and
 reauthorising a profile whose token died.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -32,7 +33,12 @@ log = logging.getLogger(__name__)
 
 def _safe_next(target: str | None) -> str:
     """Only redirect within this site after sign-in."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and not urlsplit(target).netloc
+    ):
         return target
     return url_for("pages.list_profiles")
 
@@ -73,14 +79,25 @@ def dialog_url(purpose: str) -> str:
     settings = current_app.config["SETTINGS"]
     state = secrets.token_urlsafe(24)
     session["oauth"] = {"state": state, "purpose": purpose}
-    query = urlencode({"client_id": settings.fb_app_id, "redirect_uri": callback_url(), "state": state,
-                       "response_type": "code", "scope": ",".join(policy.CONNECT_SCOPES)})
+    query = urlencode(
+        {
+            "client_id": settings.fb_app_id,
+            "redirect_uri": callback_url(),
+            "state": state,
+            "response_type": "code",
+            "scope": ",".join(policy.CONNECT_SCOPES),
+        }
+    )
     return f"{settings.fb_login_url}/{settings.graph_api_version}/dialog/oauth?{query}"
 
 
 def callback_url() -> str:
     public = current_app.config["SETTINGS"].public_url
-    return public + url_for("pages.facebook_callback") if public else url_for("pages.facebook_callback", _external=True)
+    return (
+        public + url_for("pages.facebook_callback")
+        if public
+        else url_for("pages.facebook_callback", _external=True)
+    )
 
 
 @bp.get("/facebook/callback")
@@ -89,7 +106,9 @@ def facebook_callback():
     pending = session.pop("oauth", None) or {}
     state = request.args.get("state", "")
     if not pending or not hmac.compare_digest(state.encode(), pending.get("state", "").encode()):
-        return _back("This Facebook login did not start here or has expired; please try again.", pending)
+        return _back(
+            "This Facebook login did not start here or has expired; please try again.", pending
+        )
     if request.args.get("error"):
         return _back("Facebook login was cancelled.", pending)
     purpose = pending.get("purpose", "")

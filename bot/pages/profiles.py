@@ -1,5 +1,6 @@
 """Profile pages: list, connect a Page (Facebook Login), show with opt-in code, enable,
 disable, delete, reauthorise. The rules live in bot/onboarding.py and bot/lifecycle.py."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -36,11 +37,15 @@ def new_profile():
     """Step 1: a name and "Log in to Facebook"; step 2 (after the login): Page and status."""
     login = get_storage().users.login_pages(session.get("login", ""))
     pages = []
-    for page in (login[1] if login else []):
+    for page in login[1] if login else []:
         role = policy.role_from_tasks(page.get("tasks"))
         pages.append({**page, "role": role, "allowed": role in policy.CONNECT_ROLES})
-    return render_template("pages/profile_new.html", name=session.get("new_profile_name", ""),
-                           pages=pages, logged_in=login is not None)
+    return render_template(
+        "pages/profile_new.html",
+        name=session.get("new_profile_name", ""),
+        pages=pages,
+        logged_in=login is not None,
+    )
 
 
 @bp.post("/profiles/new")
@@ -61,8 +66,9 @@ def save_new_profile():
         flash("Choose a name (1 to 100 characters) and a status.", "error")
         return redirect(url_for("pages.new_profile"))
     try:
-        profile = onboarding.connect_from_login(session.get("login", ""), request.form.get("page_id", ""),
-                                                name=name, status=status)
+        profile = onboarding.connect_from_login(
+            session.get("login", ""), request.form.get("page_id", ""), name=name, status=status
+        )
     except DomainError as refusal:
         flash(refusal.message, "error")
         if refusal.code == "login_expired":
@@ -78,17 +84,34 @@ def save_new_profile():
 def show_profile(profile_id: str):
     profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
     settings = current_app.config["SETTINGS"]
-    code = optin_html(profile_name=profile.name, page_name=profile.page_name, page_id=profile.page_id,
-                      app_id=settings.fb_app_id, version=settings.graph_api_version, ref=generic_ref(profile.id))
+    code = optin_html(
+        profile_name=profile.name,
+        page_name=profile.page_name,
+        page_id=profile.page_id,
+        app_id=settings.fb_app_id,
+        version=settings.graph_api_version,
+        ref=generic_ref(profile.id),
+    )
     store = get_storage()
     programs = store.programs.using_profile(profile.id)
     week, rows = stats_view.last_week(store, profile.id)
     # Younger than the week and nothing in it: it has never had a message (no need to read older days).
-    never_sent = not rows and datetime.fromtimestamp(profile.created_at, store.tz).date() >= week.first
-    return render_template("pages/profile.html", profile=profile, optin_code=code, ref_field=ref_field(profile.id),
-                           programs=programs, week=week, week_rows=rows, week_total=stats_view.totals(rows),
-                           never_sent=never_sent, problems=stats_view.problems(rows),
-                           chart=bar_chart(rows, week.first, week.last) if rows else "")
+    never_sent = (
+        not rows and datetime.fromtimestamp(profile.created_at, store.tz).date() >= week.first
+    )
+    return render_template(
+        "pages/profile.html",
+        profile=profile,
+        optin_code=code,
+        ref_field=ref_field(profile.id),
+        programs=programs,
+        week=week,
+        week_rows=rows,
+        week_total=stats_view.totals(rows),
+        never_sent=never_sent,
+        problems=stats_view.problems(rows),
+        chart=bar_chart(rows, week.first, week.last) if rows else "",
+    )
 
 
 @bp.post("/profiles/<profile_id>/status")

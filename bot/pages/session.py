@@ -3,6 +3,7 @@
 The session is Flask's signed cookie (HttpOnly, SameSite=Lax, Secure outside sandbox mode).
 It holds who you are, never a token: Page tokens of a Facebook login wait in Redis, encrypted.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -46,7 +47,10 @@ def check_csrf() -> None:
     sent = request.form.get("csrf_token", "")
     expected = session.get("csrf", "")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        abort(400, description="This form has expired or did not come from this site. Reload the page and try again.")
+        abort(
+            400,
+            description="This form has expired or did not come from this site. Reload the page and try again.",
+        )
 
 
 def manageable_page_ids(user: dict) -> set[str] | None:
