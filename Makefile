@@ -1,4 +1,4 @@
-# The two commands of the README: `make run` and `make test` (and `make bench`).
+# The two commands of the README: `make run` and `make test` (and `make check`, `make bench`).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,13 +9,21 @@ DEV_STAMP := $(VENV)/.requirements-dev-installed
 # Playwright, never a downloaded browser build), wrk for the webhook benchmark.
 TEST_SYSTEM_PACKAGES := chromium wrk
 
-.PHONY: run test bench install install-dev system-packages clean
+.PHONY: run test check bench install install-dev system-packages clean
 
 run: $(RUN_STAMP)
 	@$(PY) -m bot.launch
 
 test: $(DEV_STAMP) system-packages
 	$(PY) -m pytest
+
+# Lint and format (ruff), types (mypy: strict for storage/ and the domain), and which way imports
+# run (tests/test_layers.py, also part of `make test`). Settings in pyproject.toml.
+check: $(DEV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q tests/test_layers.py
 
 bench: $(DEV_STAMP) system-packages
 	$(PY) -m bench

@@ -22,11 +22,12 @@ keepalive = 5
 max_requests = int(os.environ.get("WEB_MAX_REQUESTS", "100000"))
 max_requests_jitter = max_requests // 10
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
-access_log_format = '{"ts":"%(t)s","method":"%(m)s","path":"%(U)s","status":%(s)s,"ms":%(M)s,"id":"%({x-request-id}i)s"}'
-errorlog = "-"
-control_socket_disable = (
-    True  # one shared path per user: two instances (tests, benchmarks) would clash
+access_log_format = (
+    '{"ts":"%(t)s","method":"%(m)s","path":"%(U)s","status":%(s)s,"ms":%(M)s,'
+    '"id":"%({x-request-id}i)s"}'
 )
+errorlog = "-"
+control_socket_disable = True  # one shared path per user: two instances (tests, bench) clash
 
 # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new
 # connections evenly over them. On one shared socket the worker that woke first took most of
@@ -74,15 +75,14 @@ def on_starting(server):
         with socket.socket(
             socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
         ) as probe:
-            probe.setsockopt(
-                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-            )  # TIME_WAIT leftovers are fine
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers: fine
             try:
                 probe.bind((host, port))
             except OSError as exc:
                 raise SystemExit(
-                    f"cannot listen on {host}:{port}: {exc.strerror}; is another server running there?"
-                )
+                    f"cannot listen on {host}:{port}: {exc.strerror}; "
+                    "is another server running there?"
+                ) from None
 
 
 class Logger(glogging.Logger):

@@ -26,8 +26,9 @@ def print_speed(when: str) -> None:
     from bench._harness import python_speed_s, wakeup_round_trip_us
 
     print(
-        f"machine speed {when}: a pure-Python loop of 10 million additions {python_speed_s():.2f} s "
-        f"(best of 3); a process round trip over a socketpair {wakeup_round_trip_us():.1f} µs\n",
+        f"machine speed {when}: a pure-Python loop of 10 million additions "
+        f"{python_speed_s():.2f} s (best of 3); "
+        f"a process round trip over a socketpair {wakeup_round_trip_us():.1f} µs\n",
         flush=True,
     )
 

@@ -10,6 +10,7 @@ too and should stay light; the project and psutil are imported where they are us
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
@@ -101,7 +102,8 @@ def start_simulator(stack: ExitStack, control_timeout: float = 30.0, **config):
 
 
 def start_app(stack: ExitStack, env: dict[str, str]):
-    """`bot.app.create_app` with settings from `env` only (no .env file); its clients closed by `stack`."""
+    """`bot.app.create_app` with settings from `env` only (no .env file); `stack` closes its
+    clients."""
     from bot.app import create_app
     from bot.config import Settings
 
@@ -121,10 +123,8 @@ def kill_worker(process: subprocess.Popen) -> None:
     family = psutil.Process(process.pid).children(recursive=True)
     os.killpg(process.pid, signal.SIGKILL)
     for child in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     process.wait()
     psutil.wait_procs(family, timeout=5)
 

@@ -6,8 +6,9 @@
 Everything runs on this machine and is private to this process: a redis-server of our own on a
 free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxProcess`: one event loop
 in a process of its own, keep-alive like Facebook) answering every send `--latency-ms` after it
-arrived, with echoes and receipts off so no webhook traffic is measured, the app (`bot.app.create_app`) driven through its
-test client, and `--workers` real worker processes (`python -m jobs.worker`).
+arrived, with echoes and receipts off so no webhook traffic is measured, the app
+(`bot.app.create_app`) driven through its test client, and `--workers` real worker processes
+(`python -m jobs.worker`).
 
 The contacts are spread over `--pages` Pages: one profile, one node and so one run per Page,
 all started at once through the API. Each Page keeps the service's own pace (`--rate-per-page`,
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import os
@@ -70,7 +72,7 @@ from bench._harness import (
 MESSAGE = "Your account was updated."
 TAG = "ACCOUNT_UPDATE"  # retired since 2026-04-27: inside the 24-hour window it goes as UPDATE
 BASELINE_METADATA = "bench-baseline"
-QUICK = dict(contacts=600, pages=30)  # enough Pages that their 20/s paces are not the limit
+QUICK = {"contacts": 600, "pages": 30}  # enough Pages that their 20/s paces are not the limit
 
 # Targets of the issue (for 16 in flight and 50 ms latency).
 TARGET_OF_IDEAL = 0.9
@@ -270,8 +272,8 @@ def profile_lines(path: Path, top: int = 15) -> list[str]:
 
     def title(total: int) -> str:
         return (
-            f"{total} samples = {total / Profiler.RATE:.1f} s holding the GIL, worker 1 and its work horses "
-            f"(py-spy --gil --subprocesses, {Profiler.RATE}/s)"
+            f"{total} samples = {total / Profiler.RATE:.1f} s holding the GIL, "
+            f"worker 1 and its work horses (py-spy --gil --subprocesses, {Profiler.RATE}/s)"
         )
 
     return summarise_profile(
@@ -347,7 +349,7 @@ def job_stats(
     by_worker: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     per_worker = Counter()
     for job in jobs:
-        # A job sends its own batch and the batches of other Pages it took: "run/batch: outcome, ..."
+        # A job sends its batch and the batches of other Pages it took: "run/batch: outcome, ..."
         done = [
             part.split(": ", 1)
             for part in str(job.return_value() or "").split(", ")
@@ -366,7 +368,7 @@ def job_stats(
         stats.ideal_job_seconds += contacts * latency_s / concurrency
     for spans in by_worker.values():
         spans.sort()
-        for (_, previous_end, _), (start, _, _) in zip(spans, spans[1:]):
+        for (_, previous_end, _), (start, _, _) in itertools.pairwise(spans):
             stats.gap_seconds += max(0.0, start - previous_end)
             stats.gaps += 1
     if jobs:
@@ -484,7 +486,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         next_contact += size
         events = [
             Event("optin", page["id"], psid, now_ms, profile=profile_id, contact=cid)
-            for cid, psid in zip(contacts, psids)
+            for cid, psid in zip(contacts, psids, strict=True)
         ]
         for start in range(0, size, 2000):
             store.inbound.apply(events[start : start + 2000])
@@ -514,7 +516,8 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     workers.wait_registered(rq_connection)
     setup_s = time.monotonic() - setup_started
     print(
-        f"set up {len(sizes)} Pages, {args.contacts} opted-in contacts and {W} worker(s) in {setup_s:.1f} s",
+        f"set up {len(sizes)} Pages, {args.contacts} opted-in contacts and {W} worker(s) "
+        f"in {setup_s:.1f} s",
         flush=True,
     )
 
@@ -551,8 +554,9 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     earlier_jobs = workers.wait_idle(rq_connection)
     if earlier_jobs:
         print(
-            f"waited {time.monotonic() - idle_started:.1f} s for the workers to be idle; jobs before "
-            f"the service phase: {dict(Counter(n.rsplit('.', 1)[-1] for n in earlier_jobs))}",
+            f"waited {time.monotonic() - idle_started:.1f} s for the workers to be idle; "
+            "jobs before the service phase: "
+            f"{dict(Counter(n.rsplit('.', 1)[-1] for n in earlier_jobs))}",
             flush=True,
         )
     profiler = None
@@ -565,7 +569,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     first_post_epoch = time.time()
     started = time.perf_counter()
     run_sizes: dict[str, int] = {}
-    for node, contacts in zip(nodes, runs_contacts):
+    for node, contacts in zip(nodes, runs_contacts, strict=True):
         answer = api(
             "POST",
             f"/programs/bench/nodes/{node['id']}/runs",
@@ -641,12 +645,14 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     out = print
     out()
     out(
-        f"send throughput: {args.contacts} contacts over {args.pages} Pages ({min(sizes)}-{max(sizes)} per run, "
-        f"{len(run_sizes)} runs), {W} worker(s) x {C} in flight, simulator latency {args.latency_ms} ms"
+        f"send throughput: {args.contacts} contacts over {args.pages} Pages "
+        f"({min(sizes)}-{max(sizes)} per run, {len(run_sizes)} runs), "
+        f"{W} worker(s) x {C} in flight, simulator latency {args.latency_ms} ms"
     )
     out(
-        f"  RUN_BATCH_SIZE {args.batch_size} -> {batches} batches in {stats.jobs} jobs ({jobs_per_worker:.0f} per worker), "
-        f"RUN_PARALLEL_BATCHES {args.parallel_batches}, SEND_RATE_PER_PAGE {args.rate_per_page}/s, "
+        f"  RUN_BATCH_SIZE {args.batch_size} -> {batches} batches in {stats.jobs} jobs "
+        f"({jobs_per_worker:.0f} per worker), RUN_PARALLEL_BATCHES {args.parallel_batches}, "
+        f"SEND_RATE_PER_PAGE {args.rate_per_page}/s, "
         f"baseline {'in this process' if args.inline_baseline else 'in a child process'}, "
         f"{os.cpu_count()} CPUs shared by everything; code {code_version()}"
     )
@@ -663,13 +669,13 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         (f"service per worker ({W})", per_worker),
     ]
     for label, value in rows:
-        out(
-            f"{label:{width}}{value:10.1f}{value / ideal * (W if label.startswith('service per') else 1):10.2f}"
-        )
+        of_ideal = value / ideal * (W if label.startswith("service per") else 1)
+        out(f"{label:{width}}{value:10.1f}{of_ideal:10.2f}")
     out()
     out(
-        f"service wall time: {service_s:.2f} s (POSTing the {len(run_sizes)} runs took {posted_s:.2f} s; "
-        f"first job started {1000 * stats.first_start_after_post_s:.0f} ms after the first POST); "
+        f"service wall time: {service_s:.2f} s "
+        f"(POSTing the {len(run_sizes)} runs took {posted_s:.2f} s; first job started "
+        f"{1000 * stats.first_start_after_post_s:.0f} ms after the first POST); "
         f"baseline {base['elapsed_s']:.2f} s"
     )
     out(
@@ -689,12 +695,15 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
             )
         )
     out(
-        f"RQ bookkeeping between jobs: {per_job_gap_ms:.1f} ms per job, {100 * bookkeeping:.1f} % of job time "
+        f"RQ bookkeeping between jobs: {per_job_gap_ms:.1f} ms per job, "
+        f"{100 * bookkeeping:.1f} % of job time "
         f"({stats.gap_seconds:.2f} s over {stats.job_seconds:.2f} s in {stats.jobs} jobs)"
     )
+    in_job_s = stats.job_seconds - stats.ideal_job_seconds
     out(
-        f"in-job overhead beyond contacts x latency / concurrency: {100 * in_job:.1f} % of job time "
-        f"({stats.job_seconds - stats.ideal_job_seconds:.2f} s; {1000 * (stats.job_seconds - stats.ideal_job_seconds) / max(1, stats.jobs):.0f} ms per job)"
+        f"in-job overhead beyond contacts x latency / concurrency: {100 * in_job:.1f} % "
+        "of job time "
+        f"({in_job_s:.2f} s; {1000 * in_job_s / max(1, stats.jobs):.0f} ms per job)"
     )
     out(f"all overhead, (wall - contacts x latency / in flight) / wall: {100 * whole:.1f} %")
     graph_calls = latency_after.get("count", 0) - latency_before.get("count", 0)
@@ -702,18 +711,24 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         1000 * (latency_after.get("sum", 0) - latency_before.get("sum", 0)) / max(1, graph_calls)
     )
     out(
-        f"per send, in ms: the Send API round trip as the client times it (the simulator holds each "
-        f"{args.latency_ms} ms): baseline {1000 * base['round_trip_s'] / base['ok']:.1f}, service "
-        f"{service_round_trip_ms:.1f} (over {graph_calls:.0f} calls); a thread's whole cycle (in flight / rate): "
-        f"baseline {1000 * in_flight / baseline_rate:.1f}, service {1000 * in_flight / service_rate:.1f}"
+        f"per send, in ms: the Send API round trip as the client times it (the simulator holds "
+        f"each {args.latency_ms} ms): baseline {1000 * base['round_trip_s'] / base['ok']:.1f}, "
+        f"service {service_round_trip_ms:.1f} (over {graph_calls:.0f} calls); "
+        "a thread's whole cycle (in flight / rate): "
+        f"baseline {1000 * in_flight / baseline_rate:.1f}, "
+        f"service {1000 * in_flight / service_rate:.1f}"
     )
     service_cpu = {k: cpu3[k] - cpu2[k] for k in cpu3}
+    service_other = service_cpu["machine"] - sum(
+        v for k, v in service_cpu.items() if k != "machine"
+    )
     out(
-        f"CPU during the service phase ({os.cpu_count()} CPUs x {service_s:.1f} s = {os.cpu_count() * service_s:.1f} "
-        f"CPU-s available): workers incl. work horses {cpu_share(service_cpu['workers'], args.contacts)}, "
+        f"CPU during the service phase ({os.cpu_count()} CPUs x {service_s:.1f} s = "
+        f"{os.cpu_count() * service_s:.1f} CPU-s available): workers incl. work horses "
+        f"{cpu_share(service_cpu['workers'], args.contacts)}, "
         f"simulator {cpu_share(service_cpu['simulator'], args.contacts)}, bench process (polling) "
-        f"{service_cpu['bench']:.1f} s, redis-server {service_cpu['redis']:.1f} s; other processes on the machine "
-        f"{max(0.0, service_cpu['machine'] - sum(v for k, v in service_cpu.items() if k != 'machine')):.1f} s"
+        f"{service_cpu['bench']:.1f} s, redis-server {service_cpu['redis']:.1f} s; "
+        f"other processes on the machine {max(0.0, service_other):.1f} s"
     )
     base_cpu = {k: cpu1[k] - cpu0[k] for k in cpu1}
     client_cpu = base["cpu_s"]
@@ -723,19 +738,23 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         - (0.0 if args.inline_baseline else client_cpu)
     )
     out(
-        f"CPU during the baseline ({base['elapsed_s']:.1f} s): client {cpu_share(client_cpu, args.contacts)}"
+        f"CPU during the baseline ({base['elapsed_s']:.1f} s): "
+        f"client {cpu_share(client_cpu, args.contacts)}"
         f"{' (inline: in the bench process)' if args.inline_baseline else ''}, "
-        f"simulator {cpu_share(base_cpu['simulator'], args.contacts)}; other processes on the machine "
-        f"{max(0.0, base_other):.1f} s"
+        f"simulator {cpu_share(base_cpu['simulator'], args.contacts)}; "
+        f"other processes on the machine {max(0.0, base_other):.1f} s"
     )
     out()
     out(f"ratio service/baseline: {service_rate / baseline_rate:.2f}")
     out(f"ratio service/ideal: {service_rate / ideal:.2f}")
     if args.concurrency == 16 and args.latency_ms == 50:
         out(
-            f"targets: >= {TARGET_OF_IDEAL} x ideal: {mark(service_rate / ideal >= TARGET_OF_IDEAL)}; "
-            f">= {TARGET_PER_WORKER:.0f} msgs/s per worker: {mark(per_worker >= TARGET_PER_WORKER)}; "
-            f"RQ bookkeeping <= {100 * TARGET_BOOKKEEPING:.0f} %: {mark(bookkeeping <= TARGET_BOOKKEEPING)}"
+            f"targets: >= {TARGET_OF_IDEAL} x ideal: "
+            f"{mark(service_rate / ideal >= TARGET_OF_IDEAL)}; "
+            f">= {TARGET_PER_WORKER:.0f} msgs/s per worker: "
+            f"{mark(per_worker >= TARGET_PER_WORKER)}; "
+            f"RQ bookkeeping <= {100 * TARGET_BOOKKEEPING:.0f} %: "
+            f"{mark(bookkeeping <= TARGET_BOOKKEEPING)}"
         )
     if profiler:
         out()

@@ -30,7 +30,7 @@ from storage.inbound import Event  # noqa: E402
 DAYS = 7
 PSIDS_PER_MESSAGES = 5  # each person gets about five messages in the week
 TARGET_RATIO, TARGET_P99_MS, TARGET_BYTES = 1.2, 50.0, 200.0
-QUICK = dict(small=1_000, large=10_000, requests=30)
+QUICK = {"small": 1_000, "large": 10_000, "requests": 30}
 
 
 def env_for(redis_url: str) -> dict[str, str]:
@@ -137,7 +137,8 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     sent = sum(c["sent"] for _, c in counts)
     print(
         f"seeded {args.large:,} messages in {seconds:.1f} s; large profile counts: sent {sent:,}, "
-        f"delivered {sum(c['delivered'] for _, c in counts):,}, read {sum(c['read'] for _, c in counts):,}"
+        f"delivered {sum(c['delivered'] for _, c in counts):,}, "
+        f"read {sum(c['read'] for _, c in counts):,}"
     )
     print(f"{'profile':>8} {'messages':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for name, size in (("small", args.small), ("large", args.large)):
@@ -147,7 +148,8 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     per_message = grown / args.large
     print(f"ratio large/small: p50 {ratio50:.2f}, p99 {ratio99:.2f} (target <= {TARGET_RATIO})")
     print(
-        f"p99 of the large profile: {p(results['large'], 99):.1f} ms (target <= {TARGET_P99_MS:.0f})"
+        f"p99 of the large profile: {p(results['large'], 99):.1f} ms "
+        f"(target <= {TARGET_P99_MS:.0f})"
     )
     print(
         f"Redis memory per retained message: {per_message:.0f} bytes (target <= {TARGET_BYTES:.0f})"

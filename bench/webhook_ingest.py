@@ -96,10 +96,10 @@ TARGET_OF_BASELINE = 0.75
 REFERENCE_OF_BASELINE = "0.66-0.82"
 TARGET_P99_MS = 50.0
 TARGET_BATCH_GAIN = 20.0
-LOPSIDED_SHARE = 0.9  # a phase whose busiest worker held this share of the connections is left out of the pooled figures
-NOISY_SHARE = (
-    0.10  # a phase is flagged when other processes took more than this share of the machine's CPU
-)
+# A phase whose busiest worker held this share of the connections is left out of the pooled
+# figures; one where other processes took more than this share of the machine's CPU is flagged.
+LOPSIDED_SHARE = 0.9
+NOISY_SHARE = 0.10
 
 
 HELLO_APP = '''\
@@ -143,8 +143,9 @@ function init(args)
     local eol = data:find("\n", pos, true)
     local sig, len = data:sub(pos, eol - 1):match("^(%S+) (%d+)$")
     len = tonumber(len)
-    reqs[#reqs + 1] = wrk.format("POST", args[2], {["Host"] = host, ["Content-Type"] = "application/json",
-                                                    ["X-Hub-Signature-256"] = sig}, data:sub(eol + 1, eol + len))
+    reqs[#reqs + 1] = wrk.format("POST", args[2],
+      {["Host"] = host, ["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = sig},
+      data:sub(eol + 1, eol + len))
     pos = eol + len + 2
   end
   bodies = #reqs
@@ -160,15 +161,18 @@ end
 function done(summary, latency, requests)
   local per_thread = {}
   for _, t in ipairs(threads) do
-    per_thread[#per_thread + 1] = string.format('{"sent":%d,"bodies":%d}', t:get("sent"), t:get("bodies"))
+    per_thread[#per_thread + 1] =
+      string.format('{"sent":%d,"bodies":%d}', t:get("sent"), t:get("bodies"))
   end
   local e = summary.errors
-  io.write(string.format('WRK_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"non2xx":%d,"connect":%d,' ..
-    '"read":%d,"write":%d,"timeout":%d,"p50_us":%d,"p75_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,' ..
+  io.write(string.format('WRK_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"non2xx":%d,' ..
+    '"connect":%d,"read":%d,"write":%d,"timeout":%d,' ..
+    '"p50_us":%d,"p75_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,' ..
     '"max_us":%d,"mean_us":%.1f,"threads":[%s]}\n',
-    summary.requests, summary.duration, summary.bytes, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(75), latency:percentile(90), latency:percentile(99),
-    latency:percentile(99.9), latency.max, latency.mean, table.concat(per_thread, ",")))
+    summary.requests, summary.duration, summary.bytes, e.status, e.connect, e.read, e.write,
+    e.timeout, latency:percentile(50), latency:percentile(75), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean,
+    table.concat(per_thread, ",")))
 end
 """
 
@@ -271,7 +275,9 @@ class BodySet:
         bounds = {}
         for name, slack in (("low", in_flight_per_thread), ("high", 0)):
             delivered, read, optins = set(), set(), 0
-            for index, (thread, sent) in enumerate(zip(self.effects, sent_per_thread)):
+            for index, (thread, sent) in enumerate(
+                zip(self.effects, sent_per_thread, strict=False)
+            ):
                 first = 1 if index == 0 else 0
                 count = max(0, sent - first - slack)
                 positions = (
@@ -880,8 +886,9 @@ class Bench:
     # -- reporting --------------------------------------------------------------------------
 
     HEADER = (
-        f"{'round':<6}{'phase':<20}{'req/s':>9}{'events/s':>10}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
-        f"{'max ms':>8}{'non-2xx':>8}{'sock err':>9}  {'CPU s: gunicorn':>15}{'redis':>7}{'wrk':>6}"
+        f"{'round':<6}{'phase':<20}{'req/s':>9}{'events/s':>10}"
+        f"{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}{'non-2xx':>8}{'sock err':>9}  "
+        f"{'CPU s: gunicorn':>15}{'redis':>7}{'wrk':>6}"
         f"{'other':>7}{'  gunicorn ms/req':>17}"
     )
 
@@ -901,8 +908,10 @@ class Bench:
             notes.append(f"{p.recycled} worker(s) recycled (max_requests)")
         notes += p.problems
         print(
-            f"{p.round:<6}{p.name:<20}{p.rps:>9.0f}{p.eps:>10.0f}{w['p50_us'] / 1000:>8.1f}{w['p90_us'] / 1000:>8.1f}"
-            f"{w['p99_us'] / 1000:>8.1f}{w['max_us'] / 1000:>8.1f}{w['non2xx']:>8}{p.socket_errors:>9}  "
+            f"{p.round:<6}{p.name:<20}{p.rps:>9.0f}{p.eps:>10.0f}"
+            f"{w['p50_us'] / 1000:>8.1f}{w['p90_us'] / 1000:>8.1f}"
+            f"{w['p99_us'] / 1000:>8.1f}{w['max_us'] / 1000:>8.1f}"
+            f"{w['non2xx']:>8}{p.socket_errors:>9}  "
             f"{c['gunicorn']:>15.1f}{c['redis']:>7.1f}{c['wrk']:>6.1f}{c['other']:>7.1f}"
             f"{1000 * c['gunicorn'] / max(1, w['requests']):>17.2f}"
             + (f"  ({'; '.join(notes)})" if notes else ""),
@@ -910,7 +919,7 @@ class Bench:
         )
 
     def pooled(self, name: str) -> dict:
-        """Requests over seconds of the rounds of a phase, lopsided ones left out (unless all are)."""
+        """Requests over seconds of a phase's rounds, lopsided ones left out (unless all are)."""
         phases = [p for p in self.phases if p.name == name and p.round != "prof"]
         phases = [p for p in phases if not p.lopsided] or phases
         requests = sum(p.wrk["requests"] for p in phases)
@@ -930,8 +939,8 @@ class Bench:
         names = ["baseline 1-event", "app 1-event", "app 100-event", "baseline 100-event"]
         pooled = {n: self.pooled(n) for n in names}
         print(
-            f"over {args.rounds} round(s) (requests / seconds pooled; p50 the median round, p99 the worst round; "
-            f"lopsided phases left out):"
+            f"over {args.rounds} round(s) (requests / seconds pooled; p50 the median round, "
+            "p99 the worst round; lopsided phases left out):"
         )
         print(f"{'':<22}{'req/s':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}   req/s per round")
         for n in names:
@@ -954,22 +963,23 @@ class Bench:
         print()
         print(
             f"ratio app/baseline requests/s, 1-event POSTs: {ratio:.2f} (per round: "
-            f"{', '.join(f'{r:.2f}' for r in per_round)}; target >= {TARGET_OF_BASELINE}, reference code "
-            f"{REFERENCE_OF_BASELINE}): {mark(ratio >= TARGET_OF_BASELINE)}"
+            f"{', '.join(f'{r:.2f}' for r in per_round)}; target >= {TARGET_OF_BASELINE}, "
+            f"reference code {REFERENCE_OF_BASELINE}): {mark(ratio >= TARGET_OF_BASELINE)}"
         )
         p99 = pooled["app 1-event"]["p99"]
         print(
-            f"p99 app 1-event at {args.connections} connections: {p99:.1f} ms (target <= {TARGET_P99_MS:.0f}): "
-            f"{mark(p99 <= TARGET_P99_MS)}"
+            f"p99 app 1-event at {args.connections} connections: {p99:.1f} ms "
+            f"(target <= {TARGET_P99_MS:.0f}): {mark(p99 <= TARGET_P99_MS)}"
         )
         hundred = pooled["app 100-event"]
         print(
-            f"  for reference, p99 app 100-event: {hundred['p99']:.1f} ms (a closed loop: mean latency "
-            f"= {args.connections} connections / req/s = {1000 * args.connections / hundred['rps']:.0f} ms)"
+            f"  for reference, p99 app 100-event: {hundred['p99']:.1f} ms "
+            f"(a closed loop: mean latency = {args.connections} connections / req/s = "
+            f"{1000 * args.connections / hundred['rps']:.0f} ms)"
         )
         print(
-            f"ratio app events/s, 100-event / 1-event POSTs: {gain:.1f} (target >= {TARGET_BATCH_GAIN:.0f}): "
-            f"{mark(gain >= TARGET_BATCH_GAIN)}"
+            f"ratio app events/s, 100-event / 1-event POSTs: {gain:.1f} "
+            f"(target >= {TARGET_BATCH_GAIN:.0f}): {mark(gain >= TARGET_BATCH_GAIN)}"
         )
         print(f"  for reference, ratio app/baseline requests/s, 100-event POSTs: {ratio100:.2f}")
         app_phases = [p for p in self.phases if p.name.startswith("app")]
@@ -985,8 +995,9 @@ class Bench:
             calls = max(1, sum(p.checks.get("evalsha_calls", 0) for p in ps))
             inside = sum(p.checks.get("evalsha_usec", 0) for p in ps)
             print(
-                f"CPU per event, {n}: gunicorn {1e6 * per_event:.0f} us, redis-server {1e6 * redis_per_event:.0f} us "
-                f"(of which the apply_events script {inside / (requests * ps[0].events_per_body):.1f} us; "
+                f"CPU per event, {n}: gunicorn {1e6 * per_event:.0f} us, "
+                f"redis-server {1e6 * redis_per_event:.0f} us (of which the apply_events script "
+                f"{inside / (requests * ps[0].events_per_body):.1f} us; "
                 f"{inside / calls:.0f} us per EVALSHA, {requests / calls:.2f} requests per EVALSHA "
                 f"(shared writes), INFO commandstats)"
             )
@@ -995,7 +1006,8 @@ class Bench:
             events = sum(p.checks["events"] for p in checked)
             got = {k: sum(p.checks[k][0] for p in checked) for k in ("delivered", "read", "optins")}
             print(
-                f"checks: webhook_events grew by {events:,} over the app phases (= events of the requests sent); "
+                f"checks: webhook_events grew by {events:,} over the app phases "
+                "(= events of the requests sent); "
                 f"Redis counted {got['delivered']:,} deliveries, {got['read']:,} reads, "
                 f"{got['optins']:,} new opt-ins, as the bodies posted imply; "
                 f"non-2xx {sum(p.wrk['non2xx'] for p in app_phases)}, socket errors "
@@ -1017,16 +1029,19 @@ class Bench:
         self.setup()
         cfg = self.config
         print(
-            f"webhook ingest: wrk {args.threads} threads x {args.connections} connections, {args.duration:g} s per "
-            f"phase after {args.warmup:g} s warm-up, {args.rounds} round(s); gunicorn.conf.py: {cfg['workers']} "
-            f"workers x {cfg['threads']} threads ({getattr(cfg['worker_class'], '__name__', cfg['worker_class'])}"
+            f"webhook ingest: wrk {args.threads} threads x {args.connections} connections, "
+            f"{args.duration:g} s per phase after {args.warmup:g} s warm-up, "
+            f"{args.rounds} round(s); "
+            f"gunicorn.conf.py: {cfg['workers']} workers x {cfg['threads']} threads "
+            f"({getattr(cfg['worker_class'], '__name__', cfg['worker_class'])}"
             f"{', reuse_port' if cfg.get('reuse_port') else ''}), no access log"
             + (
                 f" (overridden: {', '.join(f'{k}={v}' for k, v in self.overrides.items())})"
                 if self.overrides
                 else ""
             )
-            + f"; {os.cpu_count()} CPUs shared by wrk, gunicorn and redis-server; code {code_version()}",
+            + f"; {os.cpu_count()} CPUs shared by wrk, gunicorn and redis-server; "
+            f"code {code_version()}",
             flush=True,
         )
         print(
@@ -1072,7 +1087,7 @@ class Bench:
         return 1 if self.problems else 0
 
     def profile(self, warm1: BodySet, warm100: BodySet) -> None:
-        """Two more app phases with py-spy on the master and its workers (slower: not the figures)."""
+        """Two more app phases with py-spy on the master and its workers (slower: no figures)."""
         if py_spy() is None:
             print("--profile needs py-spy (.venv/bin/pip install py-spy)")
             return

@@ -34,7 +34,7 @@ _FACEBOOK_GRAPH, _FACEBOOK_WWW = "https://graph.facebook.com", "https://www.face
 
 
 class _Invalid(ValueError):
-    """A value a parser refuses; each reason is reported on its own line after the setting's name."""
+    """A value a parser refuses; each reason is reported on its own line after the setting name."""
 
     def __init__(self, *reasons: str):
         super().__init__(*reasons)
@@ -234,7 +234,8 @@ class Settings:
 
     redis_url: str = _setting(
         "Redis for all state and the RQ queues (`redis://`, `rediss://` or `unix://`). "
-        "Unset under `make run`: an embedded redis-server is started with its data in `var/redis/`.",
+        "Unset under `make run`: an embedded redis-server is started with its data in "
+        "`var/redis/`.",
         None,
         _redis_url,
         missing="point it at your Redis, or start the service with `make run`, "
@@ -274,7 +275,8 @@ class Settings:
         secret=True,
         shown="required outside sandbox (sandbox: derived from `SECRET_KEY`)",
         missing="generate one with "
-        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`",
+        "`python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())'`",
     )
     graph_api_url: str = _setting(
         "Graph API base URL.",
@@ -329,8 +331,8 @@ class Settings:
         "Sends in flight at once per worker process.", "16", _integer(1, 128)
     )
     send_pages_per_worker: int = _setting(
-        "Batches of different Pages one worker sends at once (sharing SEND_CONCURRENCY; twice it keeps "
-        "threads from waiting on one Page's pace).",
+        "Batches of different Pages one worker sends at once (sharing SEND_CONCURRENCY; twice it "
+        "keeps threads from waiting on one Page's pace).",
         "32",
         _integer(1, 256),
     )
@@ -344,7 +346,8 @@ class Settings:
         _integer(1, 64),
     )
     unknown_deadline_seconds: int = _setting(
-        "How long a send whose answer was lost waits for Facebook's echo before `failed`/`interrupted`.",
+        "How long a send whose answer was lost waits for Facebook's echo before "
+        "`failed`/`interrupted`.",
         "900",
         _integer(1, 7 * 86400),
     )
@@ -455,7 +458,7 @@ class _Reader:
         return Settings(**{s.attribute: self.values[s.name] for s in SETTINGS.values()})
 
     def read(self, setting: Setting) -> Any:
-        """The setting's value; a malformed one is reported and its default used for later settings."""
+        """The setting's value; a malformed one is reported, its default used for later settings."""
         text = self.raw(setting.name)
         if text:
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from flask import Response, stream_with_context
 
@@ -20,11 +20,11 @@ def safe_cell(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _lines(header: list[str], rows: Iterable[list[object]]) -> Iterator[str]:
+def _lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
-    def line(row: list[object]) -> str:
+    def line(row: Sequence[object]) -> str:
         buffer.seek(0)
         buffer.truncate()
         writer.writerow([safe_cell(c) for c in row])
@@ -35,7 +35,9 @@ def _lines(header: list[str], rows: Iterable[list[object]]) -> Iterator[str]:
         yield line(row)
 
 
-def csv_response(filename: str, header: list[str], rows: Iterable[list[object]]) -> Response:
+def csv_response(
+    filename: str, header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> Response:
     """A streamed CSV download."""
     response = Response(stream_with_context(_lines(header, rows)), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -31,7 +31,7 @@ MESSAGE = "Hi @FIRSTNAME|there@, your order @ORDER_ID|@ is baked and on its way.
 TEMPLATE = UtilityTemplate("order_update", "en", ("ORDER_ID",))
 
 
-def sandbox_seed() -> dict:
+def sandbox_seed() -> dict[str, object]:
     """The simulator's seed: the demo Page, its approved template and its people."""
     people = [
         {"psid": psid, "last_interaction_ago_ms": hours * HOUR_MS}

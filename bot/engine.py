@@ -10,7 +10,7 @@ import functools
 from flask import Flask
 
 from bot.app import create_app
-from bot.runs import accept_run_request
+from bot.runs import RunAccepted, accept_run_request
 
 
 @functools.cache
@@ -25,7 +25,7 @@ def enqueue_run(
     run_id: str | None = None,
     *,
     app: Flask | None = None,
-) -> dict:
+) -> RunAccepted:
     """Hand contacts to a Messenger node.
 
     `contacts` is a list of `{"id": ..., "fields": {...}}` (at most 10 000); returns

@@ -12,19 +12,20 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeAlias
 
 from bot.graph import parse_send_metadata
 from bot.refs import OptinRefs
 from storage.inbound import Event
 
 USER_REF = "user_ref:"
+_Json: TypeAlias = Mapping[str, Any]  # a JSON object from the webhook body, unchecked
 
 
 @dataclass
 class Parsed:
     events: list[Event] = field(default_factory=list)
-    kinds: Counter = field(default_factory=Counter)  # webhook event kinds seen, for metrics
+    kinds: Counter[str] = field(default_factory=Counter)  # webhook event kinds seen, for metrics
 
 
 # The helpers below run several times per event of every webhook, so they test exact types
@@ -48,10 +49,10 @@ def _ms(value: Any) -> int | None:
     return None
 
 
-_NOTHING: Mapping = MappingProxyType({})
+_NOTHING: _Json = MappingProxyType({})
 
 
-def _dict(value: Any) -> Mapping:
+def _dict(value: Any) -> _Json:
     return value if type(value) is dict else _NOTHING
 
 
@@ -60,7 +61,7 @@ class _Context:
 
     __slots__ = ("page", "raw", "refs", "psid", "ts")
 
-    def __init__(self, page: str, raw: dict, fallback_ms: int | None, refs: OptinRefs):
+    def __init__(self, page: str, raw: _Json, fallback_ms: int | None, refs: OptinRefs) -> None:
         self.page, self.raw, self.refs = page, raw, refs
         sender = raw.get("sender")
         self.psid = _id(sender.get("id")) if type(sender) is dict else None
@@ -96,7 +97,7 @@ class _Context:
         ]
 
 
-def _on_echo(c: _Context, body: dict) -> list[Event]:
+def _on_echo(c: _Context, body: _Json) -> list[Event]:
     """Our own send echoed back: its metadata settles a send whose answer we lost.
 
     In an echo the sender is the Page and the recipient is the person."""
@@ -109,7 +110,7 @@ def _on_echo(c: _Context, body: dict) -> list[Event]:
     return [Event("echo", c.page, psid, c.ts, run=run_id, contact=contact, mid=mid)]
 
 
-def _on_message(c: _Context, body: dict) -> list[Event]:
+def _on_message(c: _Context, body: _Json) -> list[Event]:
     if body.get("is_echo"):  # echoes are ours (or a human's), never inbound
         return _on_echo(c, body)
     if not c.psid:
@@ -124,7 +125,7 @@ def _on_message(c: _Context, body: dict) -> list[Event]:
     return events
 
 
-def _on_optin(c: _Context, body: dict) -> list[Event]:
+def _on_optin(c: _Context, body: _Json) -> list[Event]:
     if body.get("type") == "notification_messages":
         if not c.psid:
             return []
@@ -143,7 +144,7 @@ def _on_optin(c: _Context, body: dict) -> list[Event]:
     return []
 
 
-def _on_referral(c: _Context, body: dict, source: str = "referral") -> list[Event]:
+def _on_referral(c: _Context, body: _Json, source: str = "referral") -> list[Event]:
     if not c.psid:
         return []
     ref = body.get("ref")
@@ -152,15 +153,15 @@ def _on_referral(c: _Context, body: dict, source: str = "referral") -> list[Even
     return c.opt_in(c.psid, ref, source, opens_window=True)
 
 
-def _on_postback(c: _Context, body: dict) -> list[Event]:
+def _on_postback(c: _Context, body: _Json) -> list[Event]:
     referral = _dict(body.get("referral"))
     if referral:  # Get Started on a new thread opened from our m.me link
         return _on_referral(c, referral, "postback")
     return [Event("seen", c.page, c.psid, c.ts)] if c.psid else []
 
 
-def _on_receipt(kind: str) -> Callable[[_Context, dict], list[Event]]:
-    def handle(c: _Context, body: dict) -> list[Event]:
+def _on_receipt(kind: str) -> Callable[[_Context, _Json], list[Event]]:
+    def handle(c: _Context, body: _Json) -> list[Event]:
         watermark = _ms(body.get("watermark"))
         if not c.psid or watermark is None:
             return []
@@ -171,11 +172,11 @@ def _on_receipt(kind: str) -> Callable[[_Context, dict], list[Event]]:
     return handle
 
 
-def _on_reaction(c: _Context, body: dict) -> list[Event]:
+def _on_reaction(c: _Context, body: _Json) -> list[Event]:
     return [Event("seen", c.page, c.psid, c.ts)] if c.psid else []  # a reaction opens the window
 
 
-def _on_policy(c: _Context, body: dict) -> list[Event]:
+def _on_policy(c: _Context, body: _Json) -> list[Event]:
     action = body.get("action")
     if action in ("block", "unblock"):
         return [Event(action, c.page, ts=c.ts, reason=str(body.get("reason", ""))[:500])]
@@ -183,7 +184,7 @@ def _on_policy(c: _Context, body: dict) -> list[Event]:
 
 
 # Event kind (the key the event carries) -> handler. Order matters: first key present wins.
-HANDLERS: dict[str, Callable[[_Context, dict], list[Event]]] = {
+HANDLERS: dict[str, Callable[[_Context, _Json], list[Event]]] = {
     "message": _on_message,
     "optin": _on_optin,
     "postback": _on_postback,
@@ -196,7 +197,7 @@ HANDLERS: dict[str, Callable[[_Context, dict], list[Event]]] = {
 }
 
 
-def parse_webhook(payload: dict, refs: OptinRefs) -> Parsed:
+def parse_webhook(payload: _Json, refs: OptinRefs) -> Parsed:
     """Every event we act on, from a body already known to be `{"object": "page", ...}`."""
     parsed = Parsed()
     entries = payload.get("entry")
@@ -215,10 +216,10 @@ def parse_webhook(payload: dict, refs: OptinRefs) -> Parsed:
 
 
 def _parse_one(
-    parsed: Parsed, page: str, raw: Mapping, entry_ms: int | None, refs: OptinRefs
+    parsed: Parsed, page: str, raw: _Json, entry_ms: int | None, refs: OptinRefs
 ) -> None:
     # The event's kind is the key it carries; with several (never seen), HANDLERS' order wins.
-    kind = None
+    kind: str | None = None
     for key in raw:
         if (
             key in HANDLERS

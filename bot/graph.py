@@ -15,14 +15,19 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlencode, urlsplit
-from urllib.request import getproxies_environment, proxy_bypass_environment
+from urllib.request import (  # type: ignore[attr-defined]  # proxy_bypass_environment: no stub
+    getproxies_environment,
+    proxy_bypass_environment,
+)
 
 import certifi
 import orjson
 import urllib3
+from urllib3 import HTTPHeaderDict
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -62,7 +67,7 @@ class GraphError(BotError):
         code: int | None = None,
         subcode: int | None = None,
         fbtrace_id: str = "",
-        usage: dict | None = None,
+        usage: dict[str, int] | None = None,
     ):
         super().__init__(message)
         self.message, self.rule = message, rule
@@ -132,7 +137,7 @@ def send_metadata(run_id: str, contact_id: str) -> str:
     return json.dumps({"run": run_id, "contact": contact_id}, separators=(",", ":"))
 
 
-def parse_send_metadata(value: Any) -> tuple[str, str] | None:
+def parse_send_metadata(value: object) -> tuple[str, str] | None:
     """(run id, contact id) from an echo's metadata, if it is one of ours."""
     if not isinstance(value, str) or not value.startswith("{"):
         return None
@@ -148,15 +153,15 @@ def parse_send_metadata(value: Any) -> tuple[str, str] | None:
     return None
 
 
-def message_body(recipient: str, decision: policy.Decision, metadata: str) -> dict:
+def message_body(recipient: str, decision: policy.Decision, metadata: str) -> dict[str, Any]:
     """The Send API body for a decision: tagged or standard text, or a utility template."""
     if recipient.startswith(policy.USER_REF_PREFIX):
         target = {"user_ref": recipient[len(policy.USER_REF_PREFIX) :]}
     else:
         target = {"id": recipient}
     if decision.messaging_type == "UTILITY":
-        template = decision.template or {}
-        message = {
+        template: Mapping[str, Any] = decision.template or {}  # policy always sets one here
+        message: dict[str, Any] = {
             "template": {
                 "name": template["name"],
                 "language": {"code": template["language"]},
@@ -184,7 +189,8 @@ def message_body(recipient: str, decision: policy.Decision, metadata: str) -> di
 class SendResult:
     message_id: str
     recipient_id: str | None
-    usage: dict = field(default_factory=dict)  # X-Business-Use-Case-Usage for this Page, if sent
+    # X-Business-Use-Case-Usage for this Page, if sent
+    usage: dict[str, int] = field(default_factory=dict)
 
 
 class GraphClient:
@@ -212,10 +218,11 @@ class GraphClient:
     @property
     def timeout(self) -> float:
         """Seconds to wait for Facebook's answer once connected (connecting: CONNECT_TIMEOUT)."""
-        return self._timeout.read_timeout
+        return self._read_timeout  # as set: urllib3's read_timeout is typed Optional
 
     @timeout.setter
     def timeout(self, seconds: float) -> None:
+        self._read_timeout = seconds
         self._timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=seconds)
 
     def close(self) -> None:
@@ -229,10 +236,10 @@ class GraphClient:
 
     # -- calls -------------------------------------------------------------------------------
 
-    def me(self, token: str) -> dict:
+    def me(self, token: str) -> dict[str, Any]:
         return self._call("GET", "me", token, params={"fields": "id,name"})[0]
 
-    def page(self, page_id: str, token: str) -> dict:
+    def page(self, page_id: str, token: str) -> dict[str, Any]:
         """The Page's id and name, read with its own token (proves the token is the Page's)."""
         return self._call("GET", page_id, token, params={"fields": "id,name"})[0]
 
@@ -286,9 +293,12 @@ class GraphClient:
         )[0]
         return str(data.get("access_token", ""))
 
-    def accounts(self, user_token: str, limit: int = 100, max_pages: int = 20) -> list[dict]:
+    def accounts(
+        self, user_token: str, limit: int = 100, max_pages: int = 20
+    ) -> list[dict[str, Any]]:
         """The Pages the user has a role on: id, name, access_token, tasks (all result pages)."""
-        pages, after = [], None
+        pages: list[dict[str, Any]] = []
+        after: str | None = None
         for _ in range(max_pages):
             params = {
                 "fields": "id,name,access_token,tasks",
@@ -313,7 +323,7 @@ class GraphClient:
             if isinstance(row, dict) and row.get("id")
         ]
 
-    def debug_token(self, token: str) -> dict:
+    def debug_token(self, token: str) -> dict[str, Any]:
         """Facebook's view of a token (is_valid, scopes, ...), asked with our app token."""
         app_token = f"{self.app_id}|{self._secret.decode()}"
         return (
@@ -323,7 +333,7 @@ class GraphClient:
             or {}
         )
 
-    def send(self, page_id: str, token: str, body: dict) -> SendResult:
+    def send(self, page_id: str, token: str, body: dict[str, Any]) -> SendResult:
         """POST /{page}/messages. A timeout after the request left is ambiguous, not retryable."""
         data, headers = self._call(
             "POST", f"{page_id}/messages", token, json_body=body, idempotent=False
@@ -342,10 +352,10 @@ class GraphClient:
         path: str,
         token: str | None,
         *,
-        params: dict | None = None,
-        json_body: dict | None = None,
+        params: Mapping[str, object] | None = None,
+        json_body: dict[str, Any] | None = None,
         idempotent: bool = True,
-    ) -> tuple[dict, Any]:
+    ) -> tuple[dict[str, Any], HTTPHeaderDict]:
         self._fresh_pool_after_fork()
         headers, params, body = (
             {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"},
@@ -385,7 +395,7 @@ class GraphClient:
                 raise _unreachable(
                     "Facebook's TLS certificate was not trusted", maybe_sent=False
                 ) from None
-            # Reset, or the answer was cut off or garbled (ProtocolError, ...): the request may have arrived.
+            # Reset, cut off or garbled (ProtocolError, ...): the request may have arrived.
             raise _unreachable(
                 f"Facebook's answer could not be read ({type(exc).__name__})",
                 maybe_sent=not idempotent,
@@ -394,7 +404,7 @@ class GraphClient:
             metrics.observe_graph_call(time.monotonic() - started)
         return self._parse(response, path), response.headers
 
-    def _parse(self, response: urllib3.BaseHTTPResponse, path: str) -> dict:
+    def _parse(self, response: urllib3.BaseHTTPResponse, path: str) -> dict[str, Any]:
         status = response.status
         try:
             data = orjson.loads(response.data)
@@ -444,6 +454,15 @@ class GraphClient:
         return proof
 
 
+class _PoolOptions(TypedDict):
+    """urllib3's pool options, as `transport` sets them for both managers."""
+
+    num_pools: int
+    maxsize: int
+    retries: bool
+    ca_certs: str
+
+
 def transport(base_url: str, pool_size: int) -> urllib3.PoolManager:
     """urllib3's pool, used directly rather than through `requests`: the Graph API sets no
     cookies and sends no redirects, and requests' request preparation and response building
@@ -451,14 +470,14 @@ def transport(base_url: str, pool_size: int) -> urllib3.PoolManager:
     CPU. No retries here (a resend is the sender's decision), no redirects followed. An
     HTTP(S)_PROXY from the environment is honoured unless NO_PROXY names the host; certifi's
     CA bundle unless REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE names another (as with requests)."""
-    options = dict(
-        num_pools=4,
-        maxsize=pool_size,
-        retries=False,
-        ca_certs=os.environ.get("REQUESTS_CA_BUNDLE")
+    options: _PoolOptions = {
+        "num_pools": 4,
+        "maxsize": pool_size,
+        "retries": False,
+        "ca_certs": os.environ.get("REQUESTS_CA_BUNDLE")
         or os.environ.get("CURL_CA_BUNDLE")
         or certifi.where(),
-    )
+    }
     proxy = environment_proxy(base_url)
     return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
 
@@ -490,7 +509,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def page_usage(headers, page_id: str) -> dict:
+def page_usage(headers: Mapping[str, str], page_id: str) -> dict[str, int]:
     """This Page's Business Use Case usage (percentages, minutes to regain access), if given."""
     usage = _parse_json_header(headers.get("X-Business-Use-Case-Usage"))
     entries = usage.get(str(page_id)) if isinstance(usage, dict) else None
@@ -503,14 +522,14 @@ def page_usage(headers, page_id: str) -> dict:
     }
 
 
-def _any_usage(headers) -> dict:
+def _any_usage(headers: Mapping[str, str]) -> dict[str, int]:
     usage = _parse_json_header(headers.get("X-Business-Use-Case-Usage"))
     if isinstance(usage, dict) and len(usage) == 1:
         return page_usage(headers, next(iter(usage)))
     return {}
 
 
-def _parse_json_header(value: str | None) -> Any:
+def _parse_json_header(value: str | None) -> object:
     if not value:
         return None
     try:

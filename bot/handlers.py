@@ -98,9 +98,8 @@ def register(app: Flask) -> None:
         message = error.description or error.name
         if error.code == 413:
             message = "The request body is too large"
-        return _answer(
-            ApiError(error.code or 500, _HTTP_CODES.get(error.code, "http_error"), message)
-        )
+        code = error.code or 0  # 0: an HTTPException without a status (none of werkzeug's)
+        return _answer(ApiError(code or 500, _HTTP_CODES.get(code, "http_error"), message))
 
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)

@@ -1,4 +1,4 @@
-"""`make run`: start Redis if REDIS_URL is unset, then the Procfile's processes, and stop them in order.
+"""`make run`: start Redis if REDIS_URL is unset, then the Procfile's processes; stop them in order.
 
 One `make run` per checkout: a lock on var/make-run.pid, held while the launcher lives, makes a
 second one refuse at once, before it touches anything (it used to delete the first one's Redis
@@ -49,9 +49,7 @@ def say(line: str) -> None:
         try:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
-        except (
-            OSError
-        ):  # the reader is gone (`make run | tee` after Ctrl-C): stop the processes anyway
+        except OSError:  # the reader is gone (`make run | tee` after Ctrl-C): stop them anyway
             pass
 
 
@@ -62,7 +60,8 @@ def lock_var_dir(var_dir: Path) -> IO[str]:
     dies, so a file left by a killed run blocks nothing. The file is never deleted (deleting it
     would let two runs lock two different files)."""
     var_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(var_dir / "make-run.pid", "a+", encoding="ascii")  # not inherited by children
+    # Not inherited by children; held (not closed) for the launcher's lifetime, so no `with`.
+    handle = open(var_dir / "make-run.pid", "a+", encoding="ascii")  # noqa: SIM115
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -159,7 +158,8 @@ def _load_demo(env: dict[str, str], var_dir: Path) -> Path:
     finally:
         store.redis.close()
     say(
-        f"launch: demo data loaded (profile {profile_id}, program {demo.PROGRAM_ID!r}, node {demo.NODE_ID!r})"
+        f"launch: demo data loaded (profile {profile_id}, program {demo.PROGRAM_ID!r}, "
+        f"node {demo.NODE_ID!r})"
     )
     return demo.write_seed(var_dir / "sandbox-seed.json")
 
@@ -261,7 +261,8 @@ def stop_processes(children: dict[str, subprocess.Popen], grace_s: int, stop: St
     worker = children.get("worker")
     if worker and worker.poll() is None:
         say(
-            f"launch: stopping: worker finishing its batch (up to {grace_s} s; Ctrl-C again to stop at once)..."
+            f"launch: stopping: worker finishing its batch (up to {grace_s} s; "
+            "Ctrl-C again to stop at once)..."
         )
         worker.send_signal(signal.SIGTERM)
         if not _wait_or_kill(worker, grace_s, stop, hurry_after):

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def in_use(error: ProfileInUse, action: str, profile_id: str) -> Conflict:
-    """The refusal names the profile and the programs as people know them (ids are in the details)."""
+    """The refusal names the profile and the programs as people know them (ids are in the
+    details)."""
     # Programs by name only: "Order updates (demo) (demo)" came from adding the id "demo" after
     # a name that already ended with it.
     names = [f"“{name}”" for name in sorted(name for _, name in error.programs)]

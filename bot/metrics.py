@@ -2,26 +2,41 @@
 
 Counts live in Redis (storage/metrics.py) so that every web and worker process adds to the
 same numbers; Graph call latencies and retries are gathered in the process and flushed to
-Redis in one round trip at the end of each job (jobs/job.py) or request. `/metrics` renders them all,
-plus gauges read at scrape time (queue depth, runs in progress, unconfirmed sends).
+Redis in one round trip at the end of each job (jobs/job.py) or request. `/metrics` renders them
+all, plus gauges read at scrape time (queue depth, runs in progress, unconfirmed sends).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import suppress
+from typing import TYPE_CHECKING, TypedDict
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    Metric,
 )
 from redis.exceptions import RedisError
 
+from storage import Storage
 from storage.metrics import LATENCY_BUCKETS, latency_counts
 
+if TYPE_CHECKING:
+    from rq import Queue  # types only: bot.graph imports this module and rq is slow to import
+
 _lock = threading.Lock()
-_pending: dict[str, list] = {"latency": [], "retries": []}
+
+
+class _Pending(TypedDict):
+    latency: list[float]  # seconds, one per Graph call
+    retries: list[str]  # one reason per retry
+
+
+_pending: _Pending = {"latency": [], "retries": []}
 
 
 def observe_graph_call(seconds: float) -> None:
@@ -35,7 +50,7 @@ def count_retry(reason: str) -> None:
         _pending["retries"].append(reason)
 
 
-def flush(store) -> None:
+def flush(store: Storage) -> None:
     """Add what this process gathered to the shared counters (one round trip)."""
     with _lock:
         latency, retries = _pending["latency"], _pending["retries"]
@@ -47,26 +62,22 @@ def flush(store) -> None:
         store.metrics.add("graph_latency", latency_counts(latency), pipeline=pipe)
     if retries:
         store.metrics.add("retries", {r: retries.count(r) for r in set(retries)}, pipeline=pipe)
-    try:
+    with suppress(RedisError):  # metrics must never fail a send
         pipe.execute()
-    except RedisError:
-        pass  # metrics must never fail a send
 
 
-def webhook_rejected(store, cause: str) -> None:
-    try:
+def webhook_rejected(store: Storage, cause: str) -> None:
+    with suppress(RedisError):  # Redis down is why it was rejected: the log line says so
         store.metrics.add("webhook_rejected", {cause: 1})
-    except RedisError:
-        pass  # Redis down is why it was rejected: the log line says so
 
 
 class _RedisCollector:
     """Reads the shared counters when Prometheus scrapes."""
 
-    def __init__(self, store, queue):
+    def __init__(self, store: Storage, queue: Queue) -> None:
         self.store, self.queue = store, queue
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         read = self.store.metrics.read
         yield _counter(
             "messenger_webhook_events",
@@ -124,7 +135,7 @@ def _histogram(values: dict[str, float]) -> HistogramMetricFamily:
     return family
 
 
-def render(store, queue) -> bytes:
+def render(store: Storage, queue: Queue) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RedisCollector(store, queue))
     return generate_latest(registry)

@@ -16,6 +16,7 @@ from bot.errors import Conflict, Expired, Forbidden, Invalid, Unavailable
 from storage import get_storage
 from storage.errors import PageTaken
 from storage.profiles import Profile
+from storage.users import LoginPage
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,17 @@ def connect_page(
     return profile
 
 
-def _login_page(nonce: str, page_id: str) -> tuple[str, dict]:
+def _login_expired() -> Expired:
+    return Expired(
+        "login_expired", "Your Facebook login has expired; please log in to Facebook again."
+    )
+
+
+def _login_page(nonce: str, page_id: str) -> tuple[str, LoginPage]:
     """(user id, the Page) from a Facebook login still pending, or a refusal."""
     login = get_storage().users.login_pages(nonce)
     if login is None:
-        raise Expired(
-            "login_expired", "Your Facebook login has expired; please log in to Facebook again."
-        )
+        raise _login_expired()
     user_id, pages = login
     page = next((p for p in pages if p["id"] == page_id), None)
     if page is None:
@@ -100,10 +105,18 @@ def _login_page(nonce: str, page_id: str) -> tuple[str, dict]:
     return user_id, page
 
 
+def _login_token(nonce: str, page_id: str) -> str:
+    """The token of a Page `_login_page` returned, unless the login expired in between."""
+    token = get_storage().users.login_page_token(nonce, page_id)
+    if token is None:
+        raise _login_expired()
+    return token
+
+
 def connect_from_login(nonce: str, page_id: str, *, name: str, status: str) -> Profile:
     """Create a profile from a Page of the user's Facebook login (role, Page, Facebook checked)."""
     user_id, page = _login_page(nonce, page_id)
-    token = get_storage().users.login_page_token(nonce, page_id)
+    token = _login_token(nonce, page_id)
     profile = connect_page(
         name=name, page_id=page_id, page_token=token, status=status, connected_by=user_id
     )
@@ -114,7 +127,7 @@ def connect_from_login(nonce: str, page_id: str, *, name: str, status: str) -> P
 def reauthorise(profile: Profile, nonce: str) -> None:
     """Give a profile the Page token of a fresh login (and subscribe the app again)."""
     user_id, page = _login_page(nonce, profile.page_id)
-    token = get_storage().users.login_page_token(nonce, profile.page_id)
+    token = _login_token(nonce, profile.page_id)
     client: graph.GraphClient = current_app.extensions["graph"]
     try:
         client.subscribe(profile.page_id, token)

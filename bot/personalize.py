@@ -45,7 +45,7 @@ def fields_used(text: str) -> list[str]:
 def render(text: str, fields: dict[str, str]) -> str:
     """The text with every placeholder replaced by the contact's value or its fallback."""
 
-    def value(match: re.Match) -> str:
+    def value(match: re.Match[str]) -> str:
         return fields.get(match.group(1)) or (match.group(2) or "")
 
     return PLACEHOLDER.sub(value, text)

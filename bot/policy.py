@@ -6,10 +6,14 @@ handled. A deployment can move a retirement date (`TAG_RETIREMENT`); tests pin "
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import TypedDict
 
 from bot.personalize import render
+from storage.profiles import Profile
+from storage.programs import Node
 
 # The three transactional tags the product offers, and the day Meta stopped accepting them
 # (tagged sends fail with error 100 from then on; chatwoot#14674, erxes#9177).
@@ -108,6 +112,14 @@ SEND, WARNING, FAILED = "send", "warning", "failed"
 USER_REF_PREFIX = "user_ref:"
 
 
+class TemplateMessage(TypedDict):
+    """A utility template send: the template and its parameters' values, in order."""
+
+    name: str
+    language: str
+    parameters: list[str]
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do with one contact: send (how), or not (why)."""
@@ -117,7 +129,7 @@ class Decision:
     messaging_type: str = ""  # MESSAGE_TAG, UPDATE or UTILITY
     tag: str | None = None
     text: str | None = None
-    template: dict | None = None  # {"name", "language", "parameters": [values]}
+    template: TemplateMessage | None = None
 
     @property
     def is_text(self) -> bool:
@@ -129,8 +141,8 @@ def not_sent(outcome: str, reason: str) -> Decision:
 
 
 def decide(
-    node,
-    profile,
+    node: Node,
+    profile: Profile | None,
     fields: dict[str, str] | None,
     last_seen_ms: int | None,
     *,
@@ -165,7 +177,7 @@ def decide(
     return template_rule(node, fields)
 
 
-def template_rule(node, fields: dict[str, str]) -> Decision:
+def template_rule(node: Node, fields: dict[str, str]) -> Decision:
     """Rule 3-4: a utility template outside the window, or not sent."""
     template = node.utility_template
     if template is None:
@@ -212,12 +224,13 @@ ROLES: tuple[tuple[str, frozenset[str]], ...] = (
 CONNECT_ROLES = ("Admin", "Editor", "Moderator")
 
 
-def role_from_tasks(tasks) -> str:
+def role_from_tasks(tasks: Iterable[str] | None) -> str:
     """The strongest classic role the tasks amount to ("none" if not even Analyst)."""
     granted = frozenset(tasks or ())
     return next((name for name, needed in ROLES if needed <= granted), "none")
 
 
-def can_connect(tasks) -> bool:
-    """Whether this person may connect the Page (Admin, Editor or Moderator: MESSAGING + MODERATE)."""
+def can_connect(tasks: Iterable[str] | None) -> bool:
+    """Whether this person may connect the Page (Admin, Editor or Moderator: MESSAGING and
+    MODERATE)."""
     return role_from_tasks(tasks) in CONNECT_ROLES

@@ -35,7 +35,8 @@ REASONS: dict[str, Reason] = {
     "outside_window_no_template": Reason(
         "warning",
         "Outside the 24-hour window and no utility template.",
-        "Add an approved utility template to the node, or message contacts soon after they write to your Page.",
+        "Add an approved utility template to the node, "
+        "or message contacts soon after they write to your Page.",
     ),
     "template_field_missing": Reason(
         "warning",
@@ -66,7 +67,8 @@ REASONS: dict[str, Reason] = {
     ),
     "recipient_unavailable": Reason(
         "failed",
-        "The person can't receive messages from this Page right now (blocked it or left Messenger).",
+        "The person can't receive messages from this Page right now "
+        "(blocked it or left Messenger).",
         "Nothing to do; do not retry soon.",
     ),
     "invalid_recipient": Reason(
@@ -114,7 +116,8 @@ REASONS: dict[str, Reason] = {
     ),
     "interrupted": Reason(
         "failed",
-        "The send was interrupted and could not be confirmed; it was not repeated, so no one got it twice.",
+        "The send was interrupted and could not be confirmed; "
+        "it was not repeated, so no one got it twice.",
         "Check the contact's conversation on Facebook before sending again.",
     ),
     "internal_error": Reason(

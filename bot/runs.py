@@ -1,8 +1,8 @@
 """The program engine's requests: hand contacts to a Messenger node (a run), or preview it.
 
 A run is validated, stored and its first batches queued for the workers by the job's name
-(`jobs.runs.run_batch`); the web app and `bot.engine.enqueue_run` both come here. Refusals are domain
-errors (bot/errors.py): the HTTP layer gives them their status.
+(`jobs.runs.run_batch`); the web app and `bot.engine.enqueue_run` both come here. Refusals are
+domain errors (bot/errors.py): the HTTP layer gives them their status.
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from flask import current_app
 from marshmallow import Schema, ValidationError
 from rq import Retry
 
 from bot import policy, tasks
+from bot.config import Settings
 from bot.errors import Conflict, Invalid, Malformed, NotFound
 from bot.reasons import reason_text
-from bot.validation import PreviewRequestSchema, RunRequestSchema
+from bot.validation import PreviewRequestSchema, RunContact, RunRequest, RunRequestSchema
 from storage import Storage, get_storage
 from storage.runs import Run
 
@@ -29,10 +31,11 @@ def accept_run(
     program_id: str, node_id: str, contacts: dict[str, dict[str, str]], run_id: str | None = None
 ) -> tuple[Run, bool]:
     """Store the run and queue its first batches; a known run_id changes nothing: (run, created)."""
-    store, settings = get_storage(), current_app.config["SETTINGS"]
+    store = get_storage()
+    settings: Settings = current_app.config["SETTINGS"]
     program = store.programs.get(program_id)
     node = program.node(node_id) if program else None
-    if node is None:
+    if program is None or node is None:
         raise NotFound("not_found", f"program {program_id!r} has no node {node_id!r}")
     run_id = run_id or uuid.uuid4().hex
     existing = store.runs.get(run_id)
@@ -60,8 +63,12 @@ def queue_batch(
     """Put one batch on the queue (once, unless `force`: a resume after its worker died)."""
     if not force and not store.runs.claim_batch(run_id, batch):
         return
-    settings = current_app.config["SETTINGS"]
-    options = dict(
+    settings: Settings = current_app.config["SETTINGS"]
+    job = tasks.enqueue(
+        tasks.RUN_BATCH,
+        run_id,
+        batch,
+        delay_s=delay_s,
         job_id=f"run-{run_id}-{batch}-{uuid.uuid4().hex[:8]}",
         retry=BATCH_RETRY,
         job_timeout=max(600, int(settings.run_batch_size / settings.send_rate_per_page * 4)),
@@ -69,7 +76,6 @@ def queue_batch(
         failure_ttl=7 * 86400,
         description=f"run {run_id} batch {batch}",
     )
-    job = tasks.enqueue(tasks.RUN_BATCH, run_id, batch, delay_s=delay_s, **options)
     store.runs.set_batch(run_id, batch, "queued", job.id)
     run = store.runs.get(run_id)
     if run is not None:
@@ -79,7 +85,28 @@ def queue_batch(
 # -- requests ---------------------------------------------------------------------------------
 
 
-def _contacts_by_id(items: list[dict]) -> tuple[dict[str, dict[str, str]], int]:
+class RunAccepted(TypedDict):
+    """The answer to a run request."""
+
+    run_id: str
+    status_url: str
+    created: bool
+    duplicates_ignored: int
+
+
+class PreviewContact(TypedDict):
+    """What one contact would get from a node now."""
+
+    id: str
+    outcome: str
+    reason_code: str
+    reason: str
+    messaging_type: str
+    text: str | None
+    template: policy.TemplateMessage | None
+
+
+def _contacts_by_id(items: list[RunContact]) -> tuple[dict[str, dict[str, str]], int]:
     """Contacts keyed by id (a contact listed twice is sent once; its last fields win)."""
     contacts: dict[str, dict[str, str]] = {}
     for item in items:
@@ -87,18 +114,20 @@ def _contacts_by_id(items: list[dict]) -> tuple[dict[str, dict[str, str]], int]:
     return contacts, len(items) - len(contacts)
 
 
-def _validated(schema: Schema, body: object) -> dict:
+def _validated(schema: Schema, body: object) -> RunRequest:
+    """The body loaded by `schema` (RunRequestSchema or PreviewRequestSchema), or a refusal."""
     if not isinstance(body, dict):
         raise Malformed("invalid_json", "The request body must be a JSON object")
     try:
-        return schema.load(body)
+        data: RunRequest = schema.load(body)
     except ValidationError as exc:
         raise Invalid(
             "validation_failed", "The request is not valid", {"fields": exc.messages}
         ) from None
+    return data
 
 
-def accept_run_request(program_id: str, node_id: str, body: dict) -> dict:
+def accept_run_request(program_id: str, node_id: str, body: object) -> RunAccepted:
     """Validate a run request (API or Python entry point) and accept it."""
     data = _validated(RunRequestSchema(), body)
     contacts, duplicates = _contacts_by_id(data["contacts"])
@@ -111,7 +140,7 @@ def accept_run_request(program_id: str, node_id: str, body: dict) -> dict:
     }
 
 
-def preview(program_id: str, node_id: str, body: dict) -> list[dict]:
+def preview(program_id: str, node_id: str, body: object) -> list[PreviewContact]:
     """What each contact would get from the node now (outcome and rendered text); sends nothing.
     The body is a run's (its run_id is checked, then ignored: a preview records nothing)."""
     data = _validated(PreviewRequestSchema(), body)
@@ -132,8 +161,8 @@ def preview(program_id: str, node_id: str, body: dict) -> list[dict]:
         node.profile_id, [f[optin] for f in merged.values() if f and f.get(optin)]
     )
     now = time.time()
-    settings = current_app.config["SETTINGS"]
-    answer = []
+    settings: Settings = current_app.config["SETTINGS"]
+    answer: list[PreviewContact] = []
     for cid, fields in merged.items():
         decision = policy.decide(
             node,

@@ -1,4 +1,4 @@
-"""Facebook's webhook signature: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>`.
+"""Facebook's webhook signature: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, body)>`.
 
 Always over the raw bytes as received (Meta signs its ASCII-escaped JSON; re-serialising
 changes them). Compared in constant time. A missing or malformed header is simply invalid.
@@ -28,4 +28,4 @@ class WebhookSignature:
 
     def is_valid(self, body: bytes, header: str | None) -> bool:
         match = _HEADER.fullmatch(header or "")
-        return bool(match) and hmac.compare_digest(match.group(1).lower(), self.digest(body))
+        return match is not None and hmac.compare_digest(match.group(1).lower(), self.digest(body))

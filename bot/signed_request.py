@@ -12,13 +12,14 @@ import binascii
 import hashlib
 import hmac
 import json
+from typing import Any
 
 
 def _decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
-def parse_signed_request(value: object, app_secret: str) -> dict | None:
+def parse_signed_request(value: object, app_secret: str) -> dict[str, Any] | None:
     """The payload if the signature is ours and valid, else None."""
     if not isinstance(value, str) or value.count(".") != 1 or len(value) > 8192:
         return None
@@ -36,7 +37,7 @@ def parse_signed_request(value: object, app_secret: str) -> dict | None:
     return payload
 
 
-def make_signed_request(payload: dict, app_secret: str) -> str:
+def make_signed_request(payload: dict[str, Any], app_secret: str) -> str:
     """Sign a payload the way Facebook does (tests and the simulator's peers use it)."""
     encoded = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
     signature = hmac.new(app_secret.encode(), encoded.encode(), hashlib.sha256).digest()

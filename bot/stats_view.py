@@ -7,8 +7,10 @@ which get no receipts); read never exceeds delivered.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import TypedDict
 
 from bot.reasons import REASONS, Reason
 from storage import Storage
@@ -27,7 +29,7 @@ class Filters:
     last: date
     kind: str = "all"
 
-    def query(self, **changes) -> dict[str, str]:
+    def query(self, **changes: str) -> dict[str, str]:
         """The filters as URL query arguments (so a view can be bookmarked)."""
         values = {
             "from": self.first.isoformat(),
@@ -42,9 +44,9 @@ def today(store: Storage) -> date:
     return datetime.now(store.tz).date()
 
 
-def parse_filters(store: Storage, args) -> tuple[Filters, list[str]]:
+def parse_filters(store: Storage, args: Mapping[str, str]) -> tuple[Filters, list[str]]:
     """Filters from query arguments; bad values fall back to defaults with a message each."""
-    problems = []
+    problems: list[str] = []
     last = _date(args.get("to"), today(store), "to", problems)
     first = _date(args.get("from"), last - timedelta(days=DEFAULT_DAYS - 1), "from", problems)
     kind = args.get("kind") or "all"
@@ -114,7 +116,8 @@ class DayRow:
         return self.warning + self.failed
 
     def count(self, kind: str) -> int:
-        return getattr(self, kind)
+        value: int = getattr(self, kind)  # kind is one of the counters (LIST_KINDS)
+        return value
 
 
 def day_rows(store: Storage, profile_id: str, filters: Filters) -> list[DayRow]:
@@ -176,7 +179,21 @@ def totals(rows: list[DayRow]) -> DayRow:
     return total
 
 
-def day_json(row: DayRow) -> dict:
+class DayJson(TypedDict):
+    """A row as the JSON API answers it (the totals row has no date)."""
+
+    date: str | None
+    sent: int
+    delivered: int
+    read: int
+    awaiting_receipt: int
+    no_receipts: int
+    warning: int
+    failed: int
+    reasons: dict[str, int]  # reason code -> n
+
+
+def day_json(row: DayRow) -> DayJson:
     return {
         "date": row.date,
         "sent": row.sent,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app
+from redis import Redis
 from rq import Queue
 from rq.job import Job
 
@@ -19,13 +20,15 @@ DELETE_USER_DATA = "jobs.privacy.delete_user_data"
 _APP_QUEUES = {"messenger": "rq_queue", "maintenance": "rq_maintenance"}  # app.extensions keys
 
 
-def queue(connection, name: str = "messenger") -> Queue:
+def queue(connection: Redis, name: str = "messenger") -> Queue:
     """An RQ queue on the bytes Redis client (RQ stores bytes, storage uses text)."""
     return Queue(name, connection=connection)
 
 
-def enqueue(job: str, *args, queue_name: str = "messenger", delay_s: float = 0, **options) -> Job:
-    """Put the job named `job` on the app's queue, now or after `delay_s` (RQ's options as given)."""
+def enqueue(
+    job: str, *args: object, queue_name: str = "messenger", delay_s: float = 0, **options: object
+) -> Job:
+    """Put the job named `job` on the app's queue, now or after `delay_s` (RQ's options as is)."""
     target: Queue = current_app.extensions[_APP_QUEUES[queue_name]]
     if delay_s > 0:
         return target.enqueue_in(timedelta(seconds=delay_s), job, *args, **options)

@@ -1,12 +1,20 @@
-"""Request bodies the domain takes, whoever hands them over (the JSON API, `bot.engine.enqueue_run`):
-ids, data fields, run and preview requests, on marshmallow. The API's other schemas and its
-OpenAPI document: bot/api/schemas.py."""
+"""Request bodies the domain takes, whoever hands them over (the JSON API,
+`bot.engine.enqueue_run`): ids, data fields, run and preview requests, on marshmallow. The API's
+other schemas and its OpenAPI document: bot/api/schemas.py."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 from marshmallow import Schema, ValidationError, fields, validate
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    # The keyword arguments every marshmallow field takes (private, but the one spelling of them).
+    from marshmallow.fields import _BaseFieldKwargs
 
 ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 ID_ERROR = "1-128 letters, digits or . _ : @ -"
@@ -21,15 +29,21 @@ class FullMatch(validate.Regexp):
     newline, so "c1\n" passed for an id; the published pattern (JSON Schema: `$` is the end of
     the input) stays as written."""
 
-    def __call__(self, value):
+    @overload
+    def __call__(self, value: str) -> str: ...
+
+    @overload
+    def __call__(self, value: bytes) -> bytes: ...
+
+    def __call__(self, value: Any) -> Any:  # as Regexp's: the overloads say what comes back
         if self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
         return value
 
 
-def data_field_problems(value: dict) -> dict[str, str]:
+def data_field_problems(value: Mapping[Any, object]) -> dict[str, str]:
     """Data fields: UPPER_CASE names, string values; opt-in fields are set by opt-ins only."""
-    problems = {}
+    problems: dict[str, str] = {}
     if len(value) > MAX_FIELDS:
         return {"_": f"at most {MAX_FIELDS} fields"}
     for name, field_value in value.items():
@@ -49,35 +63,58 @@ def data_field_problems(value: dict) -> dict[str, str]:
 class DataFields(fields.Dict):
     """A contact's data fields: name -> string value."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Unpack[_BaseFieldKwargs]) -> None:
         super().__init__(keys=fields.String(), values=fields.Raw(), **kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs):
-        result = super()._deserialize(value, attr, data, **kwargs)
+    def _deserialize(
+        self, value: object, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> dict[str, str]:
+        # Not annotated in marshmallow; its values are checked to be strings just below.
+        result: dict[str, str] = super()._deserialize(  # type: ignore[no-untyped-call]
+            value, attr, data, **kwargs
+        )
         problems = data_field_problems(result)
         if problems:
             raise ValidationError(problems)
         return result
 
 
+class RunContact(TypedDict):
+    """A run's contact, as loaded: its id and data fields."""
+
+    id: str
+    fields: dict[str, str]
+
+
+class RunRequest(TypedDict):
+    """A run (or preview) request, as loaded."""
+
+    run_id: str | None
+    contacts: list[RunContact]
+
+
 class RunContactSchema(Schema):
     id = fields.String(required=True, validate=FullMatch(ID_PATTERN, error=ID_ERROR))
-    fields = DataFields(load_default=dict)
+    # Shadows `Schema.fields` only in the class body: marshmallow's metaclass takes declared
+    # fields out of it, and the API's field is named "fields".
+    fields = DataFields(load_default=dict)  # type: ignore[assignment]
 
 
 MAX_RUN_CONTACTS = 10_000
 MAX_PREVIEW_CONTACTS = 1_000
 
 
-class RunContacts(fields.List):
+class RunContacts(fields.List[RunContact]):
     """A run's contacts. The usual item (an id, perhaps string data fields) is checked here
     directly: marshmallow's nested schema costs ~18 µs a contact, 180 ms for 10 000. A list
     with any other item goes through the nested schema, whose messages are the API's errors."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Unpack[_BaseFieldKwargs]) -> None:
         super().__init__(fields.Nested(RunContactSchema), **kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: object, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> list[Any]:  # list[RunContact]: marshmallow's List types its items as optional
         plain = plain_run_contacts(value)
         return plain if plain is not None else super()._deserialize(value, attr, data, **kwargs)
 
@@ -85,11 +122,11 @@ class RunContacts(fields.List):
 _RUN_CONTACT_KEYS = frozenset(("id", "fields"))
 
 
-def plain_run_contacts(items) -> list[dict] | None:
+def plain_run_contacts(items: object) -> list[RunContact] | None:
     """`items` loaded as RunContactSchema would load them, or None if any is not plainly valid."""
     if type(items) is not list:
         return None
-    loaded = []
+    loaded: list[RunContact] = []
     for item in items:
         if type(item) is not dict or not _RUN_CONTACT_KEYS.issuperset(item):
             return None

@@ -2,8 +2,8 @@
 
 POST is an adapter: raw bytes -> signature -> JSON envelope -> events -> one atomic Redis
 call (shared with the webhooks other threads are writing at that moment) -> 200, only once
-the events are in Redis. Nothing here calls Facebook; everything it writes is idempotent, so Facebook's
-retries and duplicates are harmless. If Redis is down it answers 503 so Facebook retries.
+the events are in Redis. Nothing here calls Facebook; everything it writes is idempotent, so
+Facebook's retries and duplicates are harmless. If Redis is down it answers 503 so Facebook retries.
 
 POST /webhook is the busiest URL and needs nothing Flask offers (no session, no templates,
 no routing), so it is answered by a small WSGI layer in front of the Flask app: this halves

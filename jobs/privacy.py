@@ -21,33 +21,30 @@ from storage import get_storage
 log = logging.getLogger(__name__)
 
 
-def delete_user_data(user_id: str, code: str) -> dict:
+def delete_user_data(user_id: str, code: str) -> dict[str, object]:
     store, client = get_storage(), current_app.extensions["graph"]
-    result = {
-        "status": "completed",
-        "requested_at": int(time.time()),
-        "deleted": {
-            "account": store.users.forget(user_id),
-            "profile_links": 0,
-            "messenger_records": 0,
-        },
-        "unmatched_pages": [],
-    }
+    requested_at = int(time.time())
+    deleted = {"account": store.users.forget(user_id), "profile_links": 0, "messenger_records": 0}
+    unmatched_pages: list[str] = []
     for profile in store.profiles.list():
         if profile.connected_by == user_id:
             store.profiles.forget_connector(profile.id)
-            result["deleted"]["profile_links"] += 1
+            deleted["profile_links"] += 1
         try:
             psids = client.ids_for_pages(
                 user_id, profile.page_id, store.profiles.page_token(profile.id)
             )
         except (graph.GraphError, TokenDecryptError):
-            result["unmatched_pages"].append(profile.page_id)
+            unmatched_pages.append(profile.page_id)
             continue
         for psid in psids:
-            result["deleted"]["messenger_records"] += store.inbound.forget_recipient(
-                profile.id, psid
-            )
+            deleted["messenger_records"] += store.inbound.forget_recipient(profile.id, psid)
+    result = {
+        "status": "completed",
+        "requested_at": requested_at,
+        "deleted": deleted,
+        "unmatched_pages": unmatched_pages,
+    }
     store.users.record_deletion(code, result)
-    log.info("data deletion %s completed: %s", code, result["deleted"])
+    log.info("data deletion %s completed: %s", code, deleted)
     return result

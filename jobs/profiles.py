@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def purge_profile(profile_id: str) -> str:
-    """RQ job: unsubscribe the app from the Page (if the token still works), then remove all data."""
+    """RQ job: unsubscribe the app from the Page (if the token still works); remove all data."""
     store = get_storage()
     profile = store.profiles.get(profile_id, deleting=True)
     if profile is None:

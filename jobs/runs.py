@@ -50,8 +50,15 @@ def run_batch(run_id: str, batch: int) -> str:
     if not store.runs.acquire_lease(run_id, batch, token, lease_ms):
         return "another worker has it"
     store.runs.unmark_ready(run, batch)
-    shift = Shift(store, settings, current_app.extensions["graph"], token, lease_ms, _settle)
-    shift.on_taken = lambda taken_run, taken_batch: _drop_queued_job(store, taken_run, taken_batch)
+    shift = Shift(
+        store,
+        settings,
+        current_app.extensions["graph"],
+        token,
+        lease_ms,
+        _settle,
+        on_taken=lambda taken_run, taken_batch: _drop_queued_job(store, taken_run, taken_batch),
+    )
     ended = shift.run(run, batch)
     return ", ".join(f"{r.run_id}/{b}: {outcome}" for r, b, outcome in ended)
 

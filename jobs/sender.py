@@ -38,7 +38,7 @@ def backoff_seconds(attempt: int) -> float:
 
 def sent_as(decision: policy.Decision) -> str:
     """What a send decision puts out, as its outcome records it (storage.runs.sent_as_code)."""
-    if decision.messaging_type == "UTILITY":
+    if decision.template is not None:  # exactly the UTILITY decisions have one
         return sent_as_code("utility_template", decision.template["name"])
     return sent_as_code("tag", decision.tag) if decision.tag else sent_as_code("text")
 
@@ -73,9 +73,7 @@ class Recorder:
         self.store = store
         self._items: list = []  # outcomes (JSON), sync Events and _STOP, in order
         self._lock = threading.Lock()
-        self._waiting = (
-            threading.Event()
-        )  # set when _items went from empty to not: one wake per write
+        self._waiting = threading.Event()  # set when _items went from empty to not: one wake/write
         self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
         self._thread.start()
 
@@ -132,21 +130,31 @@ class Recorder:
 class BatchSender:
     """Process the contacts of one batch with SEND_CONCURRENCY sends in flight."""
 
-    def __init__(self, store: Storage, client: graph.GraphClient, settings: Settings, run: Run):
+    def __init__(
+        self,
+        store: Storage,
+        client: graph.GraphClient,
+        settings: Settings,
+        run: Run,
+        recorder: Recorder,
+    ):
         self.store, self.graph, self.settings, self.run = store, client, settings, run
         self.node = run.node
         self.profile = store.profiles.get(run.profile_id)
         self.page_id = self.profile.page_id if self.profile else ""
         self.stopped_reason = ""  # set once the Page's token died or the Page was blocked
+        self.token = ""  # the Page token; none without a profile (then nothing is sent)
         try:
-            self.token = store.profiles.page_token(run.profile_id) if self.profile else None
-        except (
-            TokenDecryptError
-        ) as error:  # key removed before rotation finished: same as a dead token
+            token = store.profiles.page_token(run.profile_id) if self.profile else None
+        except TokenDecryptError as error:  # key removed before rotation finished: a dead token
             log.error("profile %s: %s", run.profile_id, error)
-            self.token, self.stopped_reason = None, "token_invalid"
-        self.paused_ms = 0  # > 0: the Page rests; the rest of the batch waits for a later job
-        self.recorder: Recorder | None = None
+            token = None
+        if token:
+            self.token = token
+        elif self.profile:  # undecryptable, or the profile was deleted since `get`
+            self.stopped_reason = "token_invalid"
+        self.paused_ms = 0.0  # > 0: the Page rests; the rest of the batch waits for a later job
+        self.recorder = recorder
         self.retirement = policy.retirement_on(settings.tag_retirement_date)
         self._lock = threading.Lock()
 
@@ -211,7 +219,8 @@ class BatchSender:
         (ON_GRAPH_ERROR) says whether and how to try again."""
         rcpt = self.recipient_of(cid)
         metadata = graph.send_metadata(self.run.run_id, cid)
-        attempt, wait = 0, first_wait
+        attempt = 0
+        wait: float | None = first_wait  # None: reserve the next slot
         while True:
             if self.stopped_reason:
                 self.finish(cid, policy.FAILED, self.stopped_reason)

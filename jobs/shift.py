@@ -29,9 +29,7 @@ log = logging.getLogger(__name__)
 LOOK_AGAIN_S = 0.25  # how often a shift with room looks for newly ready batches
 LOOK_AGAIN_IDLE_S = 0.05  # ... and while some of its threads have nothing to send
 FIRST_SEND_ESTIMATE_S = 0.1  # Graph latency assumed until sends have been timed
-STOPPING = (
-    threading.Event()
-)  # set when the worker shuts down: finish what is open, take nothing new
+STOPPING = threading.Event()  # set at the worker's shutdown: finish what is open, take nothing new
 
 
 @dataclass
@@ -60,9 +58,13 @@ class Shift:
         token: str,
         lease_ms: int,
         on_batch_end: Callable[[Run, int, BatchSender, list[str]], str],
+        on_taken: Callable[[str, int], None] = lambda run_id, number: None,
     ):
         self.store, self.settings, self.graph = store, settings, graph
         self.token, self.lease_ms, self.on_batch_end = token, lease_ms, on_batch_end
+        self.on_taken = (
+            on_taken  # (run id, batch) taken from the ready set: its queued job is spare
+        )
         self.open: list[OpenBatch] = []  # least recently served first
         self.ended: list[tuple[Run, int, str]] = []
         self.leases = LeaseKeeper(store, token, lease_ms)
@@ -104,8 +106,7 @@ class Shift:
                 number,
                 len(stale),
             )
-        sender = BatchSender(self.store, self.graph, self.settings, run)
-        sender.recorder = self.recorder
+        sender = BatchSender(self.store, self.graph, self.settings, run, self.recorder)
         batch = OpenBatch(run, number, sender, contacts, deque(sender.prepare(contacts)))
         with self._lock:
             self.open.append(batch)
@@ -127,9 +128,6 @@ class Shift:
                 continue
             self.on_taken(run_id, number)
             self._open(run, number)
-
-    def on_taken(self, run_id: str, number: int) -> None:
-        """Hook: a batch was taken from the ready set (its own queued job is then dropped)."""
 
     # -- the sending threads ------------------------------------------------------------------
 

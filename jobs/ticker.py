@@ -78,18 +78,17 @@ class Ticker:
         """Run the tasks' start-up work unless another worker just did; return their names."""
         return self._run(
             [
-                (f"{t.name}:start", START_WINDOW_S, functools.partial(self._start, t))
+                (f"{t.name}:start", START_WINDOW_S, functools.partial(self._start, t, t.at_start))
                 for t in self.tasks
                 if t.at_start
             ]
         )
 
     @staticmethod
-    def _start(task: Task) -> None:
-        task.at_start()
-        get_storage().take_tick(
-            task.name, int(task.every_s * 1000)
-        )  # it stands for this interval's run
+    def _start(task: Task, at_start: Callable[[], object]) -> None:
+        at_start()
+        # the start-up run stands for this interval's run
+        get_storage().take_tick(task.name, int(task.every_s * 1000))
 
     def tick(self) -> list[str]:
         """Run the tasks that are due and not taken by another worker; return their names."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -29,10 +30,8 @@ class MessengerWorker(Worker):
     def handle_warm_shutdown_request(self):
         super().handle_warm_shutdown_request()
         if self.horse_pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.horse_pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
 
 
 def main() -> int:

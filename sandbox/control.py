@@ -160,7 +160,8 @@ def add_template(page_id: str) -> tuple[Response, int]:
 
 @bp.post("/pages/<page_id>/people")
 def add_person(page_id: str) -> tuple[Response, int]:
-    """Create a person of the page (or, given a list, many); null last_interaction_ms = window closed."""
+    """Create a person of the page (or, given a list, many); null last_interaction_ms: window
+    closed."""
     data = request.get_json(silent=True) if request.data else {}
     live_page(page_id)
     if isinstance(data, list):

@@ -7,6 +7,7 @@ RQ gets its own bytes client (`rq_redis`). `init_app` puts the Storage on
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 import redis
@@ -16,15 +17,37 @@ from storage.contacts import Contacts
 from storage.inbound import Inbound
 from storage.messages import Messages
 from storage.metrics import Metrics
-from storage.profiles import Profiles
+from storage.profiles import Cipher, Profiles
 from storage.programs import Programs
 from storage.ratelimit import PageRateLimiter
 from storage.runs import Runs
 from storage.stats import Stats
 from storage.users import Users
 
+if TYPE_CHECKING:
+    from flask import Flask
+
 # Short timeouts: a webhook must answer within Facebook's 5 s even when Redis is gone.
-_CLIENT_OPTIONS = dict(socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=30)
+_CLIENT_OPTIONS = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 2.0,
+    "health_check_interval": 30,
+}
+
+
+class StorageSettings(Protocol):
+    """The settings `init_app` reads (bot.config.Settings has them)."""
+
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def stats_timezone(self) -> str: ...
+    @property
+    def receipt_clock_skew_ms(self) -> int: ...
+    @property
+    def send_rate_per_page(self) -> float: ...
+    @property
+    def run_retention_days(self) -> int: ...
 
 
 def connect(url: str, *, decode: bool = True) -> redis.Redis:
@@ -39,12 +62,12 @@ class Storage:
         self,
         client: redis.Redis,
         *,
-        cipher,
+        cipher: Cipher,
         tz: str = "UTC",
         clock_skew_ms: int = 1000,
         send_rate: float = 20.0,
         run_retention_days: int = 30,
-    ):
+    ) -> None:
         self.redis = client
         self.tz = ZoneInfo(tz)
         self.profiles = Profiles(client, cipher)
@@ -66,7 +89,7 @@ class Storage:
         return bool(self.redis.set(keys.tick(task), "1", nx=True, px=max(1, every_ms - 100)))
 
 
-def init_app(app, settings, cipher) -> Storage:
+def init_app(app: Flask, settings: StorageSettings, cipher: Cipher) -> Storage:
     store = Storage(
         connect(settings.redis_url),
         cipher=cipher,
@@ -82,4 +105,5 @@ def init_app(app, settings, cipher) -> Storage:
 def get_storage() -> Storage:
     from flask import current_app
 
-    return current_app.extensions["storage"]
+    store: Storage = current_app.extensions["storage"]  # put there by init_app
+    return store

@@ -6,10 +6,13 @@ contact update never touches them.
 
 from __future__ import annotations
 
+from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from storage import keys
 from storage.errors import StorageError
+from storage.redis_types import field_map, text_map, texts
 
 _WATCH_ATTEMPTS = 20
 
@@ -21,11 +24,11 @@ def is_optin_field(name: str) -> bool:
 class Contacts:
     """Read and write contact data fields."""
 
-    def __init__(self, redis):
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
     def get(self, cid: str) -> dict[str, str] | None:
-        data = self.redis.hgetall(keys.contact(cid))
+        data = text_map(self.redis.hgetall(keys.contact(cid)))
         return data or None
 
     def get_many(self, cids: list[str]) -> dict[str, dict[str, str]]:
@@ -33,7 +36,7 @@ class Contacts:
         pipe = self.redis.pipeline(transaction=False)
         for cid in cids:
             pipe.hgetall(keys.contact(cid))
-        return {cid: data for cid, data in zip(cids, pipe.execute()) if data}
+        return {cid: data for cid, data in zip(cids, pipe.execute(), strict=True) if data}
 
     def replace(self, cid: str, fields: dict[str, str]) -> dict[str, str]:
         """Make the contact's data fields exactly `fields`, keeping its opt-in fields."""
@@ -41,26 +44,31 @@ class Contacts:
         with self.redis.pipeline() as pipe:
             for _ in range(_WATCH_ATTEMPTS):  # optimistic: retried if an opt-in lands meanwhile
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # unannotated in redis-py
                     stale = [
-                        f for f in pipe.hkeys(key) if not is_optin_field(f) and f not in fields
+                        f
+                        for f in texts(pipe.hkeys(key))
+                        if not is_optin_field(f) and f not in fields
                     ]
                     pipe.multi()
                     if stale:
                         pipe.hdel(key, *stale)
                     if fields:
-                        pipe.hset(key, mapping=fields)
+                        pipe.hset(key, mapping=field_map(fields))
                     pipe.hgetall(key)
-                    return pipe.execute()[-1]
+                    current: dict[str, str] = pipe.execute()[-1]
+                    return current
                 except WatchError:
                     continue
         raise StorageError(f"contact {cid} kept changing; update abandoned")
 
-    def merge_many(self, updates: dict[str, dict[str, str]], pipeline=None) -> None:
+    def merge_many(
+        self, updates: dict[str, dict[str, str]], pipeline: Pipeline | None = None
+    ) -> None:
         """Set the given fields on many contacts (used when a run hands contacts over)."""
         pipe = pipeline if pipeline is not None else self.redis.pipeline()
         for cid, fields in updates.items():
             if fields:
-                pipe.hset(keys.contact(cid), mapping=fields)
+                pipe.hset(keys.contact(cid), mapping=field_map(fields))
         if pipeline is None:
             pipe.execute()

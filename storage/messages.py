@@ -8,9 +8,14 @@ makes a receipt count once however often Facebook repeats it.
 
 from __future__ import annotations
 
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
+from redis import Redis
+from redis.client import Pipeline
+
 from storage import keys, scripts
+from storage.redis_types import text
 from storage.stats import day_of, day_score
 
 US, RS = "\x1f", "\x1e"
@@ -21,16 +26,32 @@ def expects_receipts(rcpt: str) -> bool:
     return not rcpt.startswith("user_ref:")
 
 
+class AwaitingMessage(TypedDict):
+    """A sent message still awaiting a receipt."""
+
+    message_id: str
+    day: str  # the stats day it counts on
+    row: int  # its index in that day's sent rows
+    sent_ms: int
+    delivered: bool  # delivered, awaiting only its read receipt
+
+
 class Messages:
     """Record sent messages and inspect what awaits receipts."""
 
-    def __init__(self, redis, tz: ZoneInfo):
+    def __init__(self, redis: Redis, tz: ZoneInfo) -> None:
         self.redis = redis
         self.tz = tz
         self._record_sent = scripts.register(redis, "record_sent")
 
     def record_sent(
-        self, pid: str, contact: str, rcpt: str, message_id: str, sent_ms: int, pipeline=None
+        self,
+        pid: str,
+        contact: str,
+        rcpt: str,
+        message_id: str,
+        sent_ms: int,
+        pipeline: Pipeline | None = None,
     ) -> None:
         """Count a message Facebook accepted and keep it awaiting receipts when they can come."""
         day = day_of(sent_ms, self.tz)
@@ -48,12 +69,12 @@ class Messages:
             client=pipeline,
         )
 
-    def awaiting(self, pid: str, rcpt: str) -> list[dict]:
+    def awaiting(self, pid: str, rcpt: str) -> list[AwaitingMessage]:
         """Messages to one recipient still awaiting a delivery or read receipt."""
-        packed = self.redis.hget(keys.awaiting(pid), rcpt)
+        packed = text(self.redis.hget(keys.awaiting(pid), rcpt))
         if not packed:
             return []
-        entries = []
+        entries: list[AwaitingMessage] = []
         for entry in packed.split(RS):
             mid, day, index, sent_ms, state = entry.split(US)
             entries.append(

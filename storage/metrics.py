@@ -8,7 +8,11 @@ whichever process serves the scrape. Hot paths add to them inside scripts they a
 
 from __future__ import annotations
 
+from redis import Redis
+from redis.client import Pipeline
+
 from storage import keys
+from storage.redis_types import text_map
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -16,10 +20,10 @@ LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 class Metrics:
     """Add to and read the shared counters."""
 
-    def __init__(self, redis):
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def add(self, name: str, counts: dict[str, float], pipeline=None) -> None:
+    def add(self, name: str, counts: dict[str, float], pipeline: Pipeline | None = None) -> None:
         client = pipeline if pipeline is not None else self.redis.pipeline(transaction=False)
         for label, amount in counts.items():
             if isinstance(amount, float) and not amount.is_integer():
@@ -31,7 +35,8 @@ class Metrics:
 
     def read(self, name: str) -> dict[str, float]:
         return {
-            label: float(value) for label, value in self.redis.hgetall(keys.metric(name)).items()
+            label: float(value)
+            for label, value in text_map(self.redis.hgetall(keys.metric(name))).items()
         }
 
     def gauges(self) -> dict[str, int]:

@@ -6,11 +6,16 @@ The Page token is stored only encrypted; `page_token` is the one place that decr
 
 from __future__ import annotations
 
+import builtins
 import time
 from dataclasses import dataclass
+from typing import Protocol
+
+from redis import Redis
 
 from storage import keys, scripts
-from storage.errors import PageTaken, ProfileInUse
+from storage.errors import PageTaken, ProfileInUse, StorageError
+from storage.redis_types import members, scanned_map, text, text_map, text_set, texts
 
 STATUSES = ("enabled", "disabled")
 DAY_KINDS = ("sent", "delivered", "read", "warning", "failed")
@@ -53,10 +58,18 @@ class Profile:
         return self.status == "enabled"
 
 
+class Cipher(Protocol):
+    """Encrypts Page tokens at rest (bot.crypto.TokenCipher)."""
+
+    def encrypt(self, token: str) -> str: ...
+    def decrypt(self, stored: str) -> str: ...
+    def rotate(self, stored: str) -> str: ...  # the same token, encrypted with the newest key
+
+
 class Profiles:
     """Create, read and list profiles."""
 
-    def __init__(self, redis, cipher):
+    def __init__(self, redis: Redis, cipher: Cipher) -> None:
         self.redis = redis
         self.cipher = cipher
         self._create = scripts.register(redis, "create_profile")
@@ -93,38 +106,42 @@ class Profiles:
             "connected_by",
             connected_by,
         ]
-        outcome, ident = self._create(
+        reply: list[str] = self._create(
             keys=[keys.page_owner(page_id), keys.profile_seq(), keys.profiles()],
             args=[keys.profile("%s"), created_at, *fields],
         )
+        outcome, ident = reply
         if outcome == "taken":
             raise PageTaken(page_id, ident)
-        return self.get(ident)
+        profile = self.get(ident)
+        if profile is None:  # deleted (or created as "deleting") before we read it back
+            raise StorageError(f"profile {ident} was deleted as it was created")
+        return profile
 
     def get(self, pid: str, *, deleting: bool = False) -> Profile | None:
         """The profile, or None (also while it is being deleted, unless `deleting`)."""
-        data = self.redis.hgetall(keys.profile(pid))
+        data = text_map(self.redis.hgetall(keys.profile(pid)))
         if not data or (data.get("status") == "deleting" and not deleting):
             return None
         return Profile.from_redis(data)
 
     def list(self) -> list[Profile]:
-        ids = self.redis.zrange(keys.profiles(), 0, -1)
+        ids = members(self.redis.zrange(keys.profiles(), 0, -1))
         pipe = self.redis.pipeline(transaction=False)
         for pid in ids:
             pipe.hgetall(keys.profile(pid))
         return [Profile.from_redis(data) for data in pipe.execute() if data]
 
     def owner_of_page(self, page_id: str) -> str | None:
-        return self.redis.get(keys.page_owner(page_id))
+        return text(self.redis.get(keys.page_owner(page_id)))
 
     def page_token(self, pid: str) -> str | None:
         """The decrypted Page access token (never log or show it)."""
-        token = self.redis.hget(keys.profile(pid), "token")
+        token = text(self.redis.hget(keys.profile(pid), "token"))
         return self.cipher.decrypt(token) if token else None
 
     def flag_unhealthy(self, pid: str, health: str, reason: str, now: float | None = None) -> bool:
-        """Move a healthy profile to `health`; False if it was already flagged (so it flips once)."""
+        """Move a healthy profile to `health`; False if it was already flagged (it flips once)."""
         if health not in HEALTH:
             raise ValueError(f"unknown health {health!r}")
         script = (
@@ -176,9 +193,9 @@ class Profiles:
         return self._change_status(pid, "deleting")
 
     def _change_status(self, pid: str, status: str) -> bool:
-        result = self._status(args=[pid, status])
-        if result[0] == "in_use":
-            raise ProfileInUse(list(zip(result[1::2], result[2::2])))
+        result: list[str] = self._status(args=[pid, status])
+        if result[0] == "in_use":  # then (program id, name) pairs
+            raise ProfileInUse(list(zip(result[1::2], result[2::2], strict=True)))
         return result[0] == "ok"
 
     def replace_token(
@@ -199,14 +216,14 @@ class Profiles:
     def forget_connector(self, pid: str) -> None:
         self.redis.hset(keys.profile(pid), "connected_by", "")
 
-    def connected_by_user(self, fb_user_id: str) -> list[Profile]:
+    def connected_by_user(self, fb_user_id: str) -> builtins.list[Profile]:
         return [p for p in self.list() if p.connected_by == fb_user_id]
 
     def rotate_tokens(self) -> int:
         """Re-encrypt every stored token with the newest key (after adding a key). Returns count."""
         rotated = 0
-        for pid in self.redis.zrange(keys.profiles(), 0, -1):
-            stored = self.redis.hget(keys.profile(pid), "token")
+        for pid in members(self.redis.zrange(keys.profiles(), 0, -1)):
+            stored = text(self.redis.hget(keys.profile(pid), "token"))
             if stored:
                 self.redis.hset(keys.profile(pid), "token", self.cipher.rotate(stored))
                 rotated += 1
@@ -214,23 +231,23 @@ class Profiles:
 
     def purge(self, pid: str, chunk: int = 1000) -> None:
         """Remove everything a deleted profile left: statistics, runs, opt-in values, token."""
-        data = self.redis.hgetall(keys.profile(pid))
+        data = text_map(self.redis.hgetall(keys.profile(pid)))
         if data.get("status") != "deleting":
             return
         field = keys.optin_field(pid)
         cursor = 0
         while True:  # forget the opt-in values this profile gave contacts, in chunks
-            cursor, items = self.redis.hscan(keys.recipients(pid), cursor, count=chunk)
+            cursor, items = scanned_map(self.redis.hscan(keys.recipients(pid), cursor, count=chunk))
             pipe = self.redis.pipeline(transaction=False)
             for contact in set(items.values()):
                 pipe.hdel(keys.contact(contact), field)
             pipe.execute()
             if cursor == 0:
                 break
-        days = self.redis.zrange(keys.stat_days(pid), 0, -1)
-        doomed = []
+        days = members(self.redis.zrange(keys.stat_days(pid), 0, -1))
+        doomed: list[str] = []
         for day in days:
-            counters = self.redis.hkeys(keys.day_counters(pid, day))
+            counters = texts(self.redis.hkeys(keys.day_counters(pid, day)))
             kinds = set(DAY_KINDS) | {
                 name for name in counters if ":" in name
             }  # per-reason lists too
@@ -238,7 +255,8 @@ class Profiles:
                 keys.day_rows(pid, day, kind) for kind in kinds
             ]
         run_index, old_run_index = keys.profile_runs(pid), keys.profile_runs_v1(pid)
-        for run_id in set(self.redis.zrange(run_index, 0, -1)) | self.redis.smembers(old_run_index):
+        run_ids = set(members(self.redis.zrange(run_index, 0, -1)))
+        for run_id in run_ids | text_set(self.redis.smembers(old_run_index)):
             doomed += [
                 keys.run(run_id),
                 keys.run_contacts(run_id),

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis import Redis
 
 from storage import keys, scripts
-from storage.errors import ProfileUnavailable
+from storage.errors import ProfileUnavailable, StorageError
+from storage.redis_types import text_map, text_set
 
 STATUSES = ("draft", "active", "paused")
 
@@ -32,14 +37,14 @@ class Node:
     utility_template: UtilityTemplate | None = None
     type: str = "messenger"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.utility_template is not None:
             data["utility_template"]["parameters"] = list(self.utility_template.parameters)
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> Node:
+    def from_dict(cls, data: Mapping[str, Any]) -> Node:
         template = data.get("utility_template")
         return cls(
             id=data["id"],
@@ -74,7 +79,7 @@ class Program:
 class Programs:
     """Save, read and delete programs, keeping the profile -> programs index in step."""
 
-    def __init__(self, redis):
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._put = scripts.register(redis, "put_program")
 
@@ -83,16 +88,21 @@ class Programs:
         missing or disabled at that moment (index of profiles in use kept in step)."""
         nodes_json = json.dumps([n.to_dict() for n in nodes])
         profile_ids = json.dumps(sorted({n.profile_id for n in nodes}))
-        result = self._put(args=[prog_id, name, status, nodes_json, int(time.time()), profile_ids])
-        if result[0] == "unavailable":
-            raise ProfileUnavailable(result[1], result[2])
-        return self.get(prog_id)
+        result: list[str | int] = self._put(
+            args=[prog_id, name, status, nodes_json, int(time.time()), profile_ids]
+        )
+        if result[0] == "unavailable":  # then profile id and why, both strings
+            raise ProfileUnavailable(str(result[1]), str(result[2]))
+        program = self.get(prog_id)
+        if program is None:  # deleted by another request before we read it back
+            raise StorageError(f"program {prog_id} was deleted as it was saved")
+        return program
 
     def delete(self, prog_id: str) -> bool:
         return bool(self._put(args=[prog_id, "", "", "", 0, "[]"])[0])
 
     def get(self, prog_id: str) -> Program | None:
-        data = self.redis.hgetall(keys.program(prog_id))
+        data = text_map(self.redis.hgetall(keys.program(prog_id)))
         if not data:
             return None
         return Program(
@@ -106,6 +116,7 @@ class Programs:
     def using_profile(self, pid: str) -> list[Program]:
         """Programs with a node that uses the profile."""
         programs = [
-            self.get(prog_id) for prog_id in sorted(self.redis.smembers(keys.profile_programs(pid)))
+            self.get(prog_id)
+            for prog_id in sorted(text_set(self.redis.smembers(keys.profile_programs(pid))))
         ]
         return [p for p in programs if p is not None]

@@ -8,6 +8,8 @@ rest (`rest`): no new slot before the rest ends, and senders holding earlier slo
 
 from __future__ import annotations
 
+from redis import Redis
+
 from storage import keys, scripts
 
 # Pace 4 % under the configured rate: a send leaves a little after its slot (thread wake-up,
@@ -18,7 +20,7 @@ HEADROOM = 0.96
 class PageRateLimiter:
     """Reserve send slots on a Page's shared timeline."""
 
-    def __init__(self, redis, per_second: float):
+    def __init__(self, redis: Redis, per_second: float) -> None:
         self.redis = redis
         self.interval_us = max(1, round(1_000_000 / (per_second * HEADROOM)))
         self._reserve = scripts.register(redis, "rate_reserve")

@@ -13,7 +13,11 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
+from zoneinfo import ZoneInfo
 
+from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from storage import keys, scripts
@@ -21,6 +25,8 @@ from storage.contacts import Contacts
 from storage.errors import StorageError
 from storage.messages import expects_receipts
 from storage.programs import Node
+from storage.ratelimit import PageRateLimiter
+from storage.redis_types import field_map, members, text_map, texts, texts_or_none
 from storage.stats import day_of, day_score
 
 FINAL = ("sent", "warning", "failed")
@@ -31,6 +37,17 @@ _WATCH_ATTEMPTS = 20
 SENT_AS_KINDS = {"t": "text", "u": "utility_template", "g": "tag"}
 _SENT_AS_NAMES = {"utility_template": "template", "tag": "tag"}
 _SENT_AS_CODES = {kind: code for code, kind in SENT_AS_KINDS.items()}
+
+
+class OutcomeDetails(TypedDict, total=False):
+    """What `Runs.outcome` takes besides run, contact and state (for `Runs.finish`)."""
+
+    reason: str
+    message_id: str
+    detail: str
+    recipient: str
+    at_ms: int | None
+    sent_as: str
 
 
 def sent_as_code(kind: str, name: str = "") -> str:
@@ -52,8 +69,9 @@ class Outcome:
         return self.state in FINAL
 
     @property
-    def sent_as(self) -> dict | None:
-        """{"kind": "text"}, {"kind": "utility_template", "template": name} or {"kind": "tag", "tag": tag}."""
+    def sent_as(self) -> dict[str, str] | None:
+        """{"kind": "text"}, {"kind": "utility_template", "template": name} or
+        {"kind": "tag", "tag": tag}."""
         kind = SENT_AS_KINDS.get(self.sent_as_code[:1]) if self.state == "sent" else None
         if kind is None:
             return None
@@ -87,7 +105,7 @@ class Run:
     batches: int
     state: str
     created_at_ms: int
-    counts: dict = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
@@ -113,7 +131,7 @@ class Run:
 class Runs:
     """Create runs, claim and settle their contacts, and track batches."""
 
-    def __init__(self, redis, tz, retention_days: int = 30):
+    def __init__(self, redis: Redis, tz: ZoneInfo, retention_days: int = 30) -> None:
         self.redis = redis
         self.tz = tz
         self.retention_s = retention_days * 86400
@@ -140,19 +158,34 @@ class Runs:
         with self.redis.pipeline() as pipe:
             for _ in range(_WATCH_ATTEMPTS):
                 try:
-                    pipe.watch(meta_key)
+                    pipe.watch(meta_key)  # type: ignore[no-untyped-call]  # unannotated in redis-py
                     if pipe.exists(meta_key):
                         pipe.reset()
-                        return self.get(run_id), False
+                        return self._stored(run_id), False
                     pipe.multi()
                     self._write_new(pipe, run_id, program_id, node, contacts, batch_size)
                     pipe.execute()
-                    return self.get(run_id), True
+                    return self._stored(run_id), True
                 except WatchError:
                     continue
         raise StorageError(f"run {run_id} kept changing while being created")
 
-    def _write_new(self, pipe, run_id, program_id, node, contacts, batch_size) -> None:
+    def _stored(self, run_id: str) -> Run:
+        """A run known to exist (it expires only after its retention)."""
+        run = self.get(run_id)
+        if run is None:
+            raise StorageError(f"run {run_id} vanished as it was created")
+        return run
+
+    def _write_new(
+        self,
+        pipe: Pipeline,
+        run_id: str,
+        program_id: str,
+        node: Node,
+        contacts: dict[str, dict[str, str]],
+        batch_size: int,
+    ) -> None:
         ids = list(contacts)
         now_ms = int(time.time() * 1000)
         pipe.hset(
@@ -191,24 +224,24 @@ class Runs:
             pipe.expire(key, self.retention_s)
 
     def get(self, run_id: str) -> Run | None:
-        data = self.redis.hgetall(keys.run(run_id))
+        data = text_map(self.redis.hgetall(keys.run(run_id)))
         return Run.from_redis(data) if data else None
 
     def batch_contacts(self, run_id: str, batch: int, batch_size: int) -> list[str]:
         start = batch * batch_size
-        return self.redis.lrange(keys.run_contacts(run_id), start, start + batch_size - 1)
+        return texts(self.redis.lrange(keys.run_contacts(run_id), start, start + batch_size - 1))
 
     def outcomes(self, run_id: str, contact_ids: list[str]) -> dict[str, Outcome | None]:
         if not contact_ids:
             return {}
-        raw = self.redis.hmget(keys.run_outcomes(run_id), contact_ids)
-        return {cid: Outcome.from_redis(value) for cid, value in zip(contact_ids, raw)}
+        raw = texts_or_none(self.redis.hmget(keys.run_outcomes(run_id), contact_ids))
+        return {cid: Outcome.from_redis(value) for cid, value in zip(contact_ids, raw, strict=True)}
 
     def page(
         self, run_id: str, cursor: int, limit: int
     ) -> tuple[list[tuple[str, Outcome | None]], int | None]:
         """Contacts in hand-over order with their outcomes, from `cursor`; and the next cursor."""
-        ids = self.redis.lrange(keys.run_contacts(run_id), cursor, cursor + limit - 1)
+        ids = texts(self.redis.lrange(keys.run_contacts(run_id), cursor, cursor + limit - 1))
         outcomes = self.outcomes(run_id, ids)
         next_cursor = cursor + len(ids) if len(ids) == limit else None
         if next_cursor is not None and next_cursor >= self.redis.llen(keys.run_contacts(run_id)):
@@ -216,7 +249,7 @@ class Runs:
         return [(cid, outcomes[cid]) for cid in ids], next_cursor
 
     def active(self) -> list[str]:
-        return self.redis.zrange(keys.runs_active(), 0, -1)
+        return members(self.redis.zrange(keys.runs_active(), 0, -1))
 
     def mark_running(self, run_id: str) -> None:
         self.redis.eval(
@@ -229,13 +262,13 @@ class Runs:
     # -- batches and leases ---------------------------------------------------------------------
 
     def batch_states(self, run_id: str) -> dict[str, str]:
-        return self.redis.hgetall(keys.run_batches(run_id))
+        return text_map(self.redis.hgetall(keys.run_batches(run_id)))
 
     def set_batch(self, run_id: str, batch: int, state: str, job_id: str | None = None) -> None:
         mapping = {str(batch): state}
         if job_id:
             mapping[f"job:{batch}"] = job_id
-        self.redis.hset(keys.run_batches(run_id), mapping=mapping)
+        self.redis.hset(keys.run_batches(run_id), mapping=field_map(mapping))
 
     def mark_ready(self, run: Run, batch: int, from_ms: int) -> None:
         """A queued batch any sending worker may take from `from_ms` (see take_ready)."""
@@ -249,8 +282,9 @@ class Runs:
     def take_ready(
         self, how_many: int, token: str, lease_ms: int, skip_profiles: set[str]
     ) -> list[tuple[str, int]]:
-        """Lease up to `how_many` ready batches of profiles not in `skip_profiles`: [(run id, batch)]."""
-        taken = self._take_ready(
+        """Lease up to `how_many` ready batches of profiles not in `skip_profiles`:
+        [(run id, batch)]."""
+        taken: list[str] = self._take_ready(
             args=[
                 int(time.time() * 1000),
                 how_many,
@@ -283,16 +317,22 @@ class Runs:
     def lease_held(self, run_id: str, batch: int) -> bool:
         return bool(self.redis.exists(keys.run_lease(run_id, batch)))
 
-    # -- per-contact outcomes -----------------------------------------------------------------------
+    # -- per-contact outcomes -------------------------------------------------------------------
 
     def claim(
-        self, run_id: str, contact: str, deadline_ms: int, pace=None, sent_as: str = ""
+        self,
+        run_id: str,
+        contact: str,
+        deadline_ms: int,
+        pace: tuple[PageRateLimiter, str] | None = None,
+        sent_as: str = "",
     ) -> float | None:
         """Mark a contact in flight before its send leaves; None if it already has an outcome.
         With `pace` = (PageRateLimiter, page id), also reserves the Page's next send slot in the
         same round trip and returns the ms to wait for it (else 0). `sent_as` (see
-        SENT_AS_KINDS) stays with the claim, for an echo that settles a send whose answer was lost."""
-        # The claim's own id lets a call made again after a lost reply find the claim still its own.
+        SENT_AS_KINDS) stays with the claim, for an echo that settles a send whose answer was
+        lost."""
+        # The claim's own id lets a call made again after a lost reply find the claim its own.
         record = json.dumps(
             {"s": "inflight", "t": int(time.time() * 1000), "c": os.urandom(6).hex(), "k": sent_as}
         )
@@ -315,7 +355,8 @@ class Runs:
         return wait_us / 1000 if limiter else 0.0
 
     def relabel_claim(self, run_id: str, contact: str, sent_as: str) -> bool:
-        """The claimed send changed form (a text refused outside the window goes as the template)."""
+        """The claimed send changed form (a text refused outside the window goes as the
+        template)."""
         return bool(self._relabel(keys=[keys.run_outcomes(run_id)], args=[contact, sent_as]))
 
     def release_claims(self, run_id: str, contacts: list[str]) -> int:
@@ -336,7 +377,9 @@ class Runs:
             )
         )
 
-    def finish(self, run_id: str, contact: str, state: str, **details) -> bool:
+    def finish(
+        self, run_id: str, contact: str, state: str, **details: Unpack[OutcomeDetails]
+    ) -> bool:
         """Record the contact's final outcome once (run counts, day statistics, receipts); False
         if it already had one. `details` are those of `outcome`."""
         return self.finish_many([self.outcome(run_id, contact, state, **details)]) == 1

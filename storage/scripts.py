@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any, Protocol
 
-from redis import exceptions
+from redis import ConnectionPool, Redis, exceptions
+from redis.commands.core import Script
+from redis.typing import EncodableT
 
 from storage import keys
 
@@ -41,7 +45,7 @@ def source(name: str) -> str:
     return "\n".join(parts)
 
 
-def register(client, name: str):
+def register(client: Redis, name: str) -> Script:
     """A redis-py Script: EVALSHA, reloading the script if the server lost it."""
     return client.register_script(source(name))
 
@@ -58,18 +62,19 @@ class DirectScript:
     Same call as a redis-py Script; only for idempotent scripts, as a call whose connection
     broke is made once more on a new one (a Redis restart leaves every kept connection stale)."""
 
-    def __init__(self, client, name: str):
+    def __init__(self, client: Redis, name: str) -> None:
         self.script = register(client, name)
         self._pool = client.connection_pool
         self._local = threading.local()
 
-    def __call__(self, keys=(), args=()):
+    def __call__(self, keys: Sequence[str] = (), args: Sequence[EncodableT] = ()) -> Any:
+        """The script's reply, shaped as the script returns it."""
         try:
             return self._evalsha(keys, args)
         except (exceptions.ConnectionError, exceptions.TimeoutError):
             return self._evalsha(keys, args)
 
-    def _evalsha(self, keys, args):
+    def _evalsha(self, keys: Sequence[str], args: Sequence[EncodableT]) -> Any:
         connection = self._connection()
         try:
             try:
@@ -84,16 +89,26 @@ class DirectScript:
             self._local.connection = None
             raise
 
-    def _send(self, connection, keys, args):
+    def _send(
+        self, connection: _Connection, keys: Sequence[str], args: Sequence[EncodableT]
+    ) -> Any:
         connection.send_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
         return connection.read_response()
 
-    def _connection(self):
+    def _connection(self) -> _Connection:
         """This thread's connection; a new one in a forked child (never the parent's socket)."""
-        held = getattr(self._local, "connection", None)
+        held: _ThreadConnection | None = getattr(self._local, "connection", None)
         if held is None or held.pid != os.getpid():
             held = self._local.connection = _ThreadConnection(self._pool)
         return held.connection
+
+
+class _Connection(Protocol):
+    """What DirectScript uses of a redis-py connection (whose methods are not annotated)."""
+
+    def send_command(self, *args: EncodableT) -> None: ...
+    def read_response(self) -> Any: ...
+    def disconnect(self) -> None: ...
 
 
 class _ThreadConnection:
@@ -102,10 +117,10 @@ class _ThreadConnection:
 
     __slots__ = ("connection", "pid")
 
-    def __init__(self, pool):
-        self.connection = pool.connection_class(**pool.connection_kwargs)
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.connection: _Connection = pool.connection_class(**pool.connection_kwargs)
         self.pid = os.getpid()
 
-    def __del__(self):
+    def __del__(self) -> None:
         if self.pid == os.getpid():
             self.connection.disconnect()

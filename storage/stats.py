@@ -9,14 +9,39 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import NotRequired, TypedDict
 from zoneinfo import ZoneInfo
 
+from redis import Redis
+
 from storage import keys
+from storage.redis_types import members, text_map, texts
 
 KINDS = ("sent", "delivered", "read", "warning", "failed")
 RECEIPTS = ("delivered", "read")
 NOT_SENT = ("warning", "failed")
 US = "\x1f"
+
+
+class StatRow(TypedDict):
+    """One contact behind a number (`Stats.rows`)."""
+
+    at_ms: int  # when it was sent, refused or received
+    contact_id: str
+    message_id: str  # "" unless sent (or a receipt of a sent message)
+    reason_code: str  # warning and failed rows
+    detail: str
+    sent_ms: NotRequired[int]  # delivered and read rows: when the message was sent
+
+
+# A receipt whose sent row is gone: it still counts, naming no contact.
+_NO_SENT_ROW: StatRow = {
+    "at_ms": 0,
+    "contact_id": "",
+    "message_id": "",
+    "reason_code": "",
+    "detail": "",
+}
 
 
 def day_of(ms: int, tz: ZoneInfo) -> str:
@@ -38,39 +63,42 @@ def day_score(day: str) -> int:
 class Stats:
     """Read the per-day counters and rows."""
 
-    def __init__(self, redis, tz: ZoneInfo):
+    def __init__(self, redis: Redis, tz: ZoneInfo) -> None:
         self.redis = redis
         self.tz = tz
 
     def day(self, pid: str, day: str) -> dict[str, int]:
         """Counters of one day: sent, delivered, read, warning, failed and <kind>:<reason>."""
-        raw = self.redis.hgetall(keys.day_counters(pid, day))
+        raw = text_map(self.redis.hgetall(keys.day_counters(pid, day)))
         counts = dict.fromkeys(KINDS, 0)
         counts.update({k: int(v) for k, v in raw.items()})
         return counts
 
     def days(self, pid: str, first: str, last: str) -> list[tuple[str, dict[str, int]]]:
         """(day, counters) for every day with statistics between first and last, oldest first."""
-        days = self.redis.zrangebyscore(keys.stat_days(pid), day_score(first), day_score(last))
+        days = members(
+            self.redis.zrangebyscore(keys.stat_days(pid), day_score(first), day_score(last))
+        )
         pipe = self.redis.pipeline(transaction=False)
         for day in days:
             pipe.hgetall(keys.day_counters(pid, day))
         result = []
-        for day, raw in zip(days, pipe.execute()):
+        for day, raw in zip(days, pipe.execute(), strict=True):
             counts = dict.fromkeys(KINDS, 0)
             counts.update({k: int(v) for k, v in raw.items()})
             result.append((day, counts))
         return result
 
     def trim_rows(self, pid: str, keep_days: int, today: str) -> int:
-        """Drop the per-contact rows of days older than `keep_days` (counters stay). Returns days trimmed."""
+        """Drop the per-contact rows of days older than `keep_days` (counters stay). Returns days
+        trimmed."""
         from datetime import date, timedelta
 
         cutoff = day_score((date.fromisoformat(today) - timedelta(days=keep_days)).isoformat())
         done_until = int(self.redis.get(keys.rows_trimmed_until(pid)) or 0)
-        days = self.redis.zrangebyscore(keys.stat_days(pid), done_until + 1, cutoff)
+        days = members(self.redis.zrangebyscore(keys.stat_days(pid), done_until + 1, cutoff))
         for day in days:
-            counters = self.redis.hkeys(keys.day_counters(pid, day))
+            counters = texts(self.redis.hkeys(keys.day_counters(pid, day)))
             kinds = set(KINDS) | {name for name in counters if ":" in name}
             self.redis.unlink(*[keys.day_rows(pid, day, kind) for kind in kinds])
         self.redis.set(keys.rows_trimmed_until(pid), cutoff)
@@ -84,10 +112,10 @@ class Stats:
         start: int = 0,
         count: int = 100,
         reason: str | None = None,
-    ) -> list[dict]:
+    ) -> list[StatRow]:
         """The contacts behind one number (optionally one reason), in the order recorded."""
         list_kind = f"{kind}:{reason}" if reason and kind in NOT_SENT else kind
-        raw = self.redis.lrange(keys.day_rows(pid, day, list_kind), start, start + count - 1)
+        raw = texts(self.redis.lrange(keys.day_rows(pid, day, list_kind), start, start + count - 1))
         if kind in RECEIPTS:
             return self._receipt_rows(pid, day, raw)
         return [_row(kind, line) for line in raw]
@@ -96,28 +124,20 @@ class Stats:
         list_kind = f"{kind}:{reason}" if reason and kind in NOT_SENT else kind
         return int(self.redis.llen(keys.day_rows(pid, day, list_kind)))
 
-    def _receipt_rows(self, pid: str, day: str, raw: list[str]) -> list[dict]:
+    def _receipt_rows(self, pid: str, day: str, raw: list[str]) -> list[StatRow]:
         """Delivered/read rows point at the sent row: fetch those in one round trip."""
         pairs = [line.split(US) for line in raw]
         pipe = self.redis.pipeline(transaction=False)
         for _, index in pairs:
             pipe.lindex(keys.day_rows(pid, day, "sent"), int(index))
-        rows = []
-        for (at_ms, _), sent in zip(pairs, pipe.execute()):
-            row = _row("sent", sent) if sent else {"contact_id": "", "message_id": "", "sent_ms": 0}
-            rows.append(
-                {
-                    **row,
-                    "at_ms": int(at_ms),
-                    "sent_ms": row.get("at_ms", 0),
-                    "reason_code": "",
-                    "detail": "",
-                }
-            )
+        rows: list[StatRow] = []
+        for (at_ms, _), sent in zip(pairs, pipe.execute(), strict=True):
+            row = _row("sent", sent) if sent else _NO_SENT_ROW
+            rows.append({**row, "at_ms": int(at_ms), "sent_ms": row["at_ms"]})
         return rows
 
 
-def _row(kind: str, line: str) -> dict:
+def _row(kind: str, line: str) -> StatRow:
     parts = line.split(US)
     if kind == "sent":
         at_ms, contact, message_id = (parts + ["", ""])[:3]

@@ -1,4 +1,5 @@
-"""The app over real HTTP: in a background thread (werkzeug), or as production runs it (gunicorn)."""
+"""The app over real HTTP: in a background thread (werkzeug), or as production runs it
+(gunicorn)."""
 
 from __future__ import annotations
 

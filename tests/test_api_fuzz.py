@@ -161,7 +161,7 @@ field_values = st.text(
     )
 )
 def test_contact_fields_with_any_mix_of_surrogates(api, store, fields):
-    """422 naming exactly the values that hold a lone surrogate, else stored as sent; never a 5xx."""
+    """422 naming exactly the values that hold a lone surrogate, else stored as sent; no 5xx."""
     body = json.dumps({"fields": fields})
     received = json.loads(body)["fields"]  # a high then a low surrogate arrive as one character
     answer = api("put", "/contacts/c1", data=body, headers={"Content-Type": "application/json"})

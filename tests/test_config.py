@@ -216,8 +216,8 @@ def test_settings_table_has_one_row_per_setting_with_its_default_and_meaning():
     port = SETTINGS["PORT"]
     assert f"| `PORT` | `{port.default}` | {port.meaning} |" in rows
     assert (
-        "| `SECRET_KEY` | required outside sandbox (sandbox: `sandbox-secret-key-not-for-production`) |"
-        in (settings_table())
+        "| `SECRET_KEY` | required outside sandbox "
+        "(sandbox: `sandbox-secret-key-not-for-production`) |" in settings_table()
     )
 
 

@@ -58,7 +58,7 @@ class Deployment:
         self.store.inbound.apply(
             [
                 Event("optin", page["id"], p, now, profile=profile["id"], contact=c)
-                for c, p in zip(contacts, psids)
+                for c, p in zip(contacts, psids, strict=True)
             ]
         )
         node = {
@@ -170,7 +170,7 @@ def test_redis_restart_during_a_run_loses_no_outcome_and_sends_nobody_twice(depl
     wait_until(lambda: len(fb.sends()) >= 100, timeout=30)
     own_redis.restart()
     for run_id, contacts in runs:
-        wait_until(lambda: d.run(run_id)["state"] == "done", timeout=90)
+        wait_until(lambda run_id=run_id: d.run(run_id)["state"] == "done", timeout=90)
         outcomes = d.outcomes(run_id)
         assert set(outcomes) == set(contacts) and set(outcomes.values()) <= {"sent", "failed"}
     per_recipient = Counter(s["recipient"]["id"] for s in fb.sends(status="accepted"))

@@ -113,7 +113,7 @@ def csrf_token(html: str) -> str:
 
 
 def connect_demo_cafe(url: str, simulator_url: str) -> str:
-    """A newcomer's New profile: operator sign-in, the simulator's Facebook Login, the Page picked."""
+    """A newcomer's New profile: operator sign-in, the simulator's Facebook Login, a Page picked."""
     with requests.Session() as browser:
         csrf = csrf_token(browser.get(f"{url}/login", timeout=5).text)
         assert browser.post(
@@ -219,7 +219,7 @@ def test_make_run_serves_refuses_a_second_stops_in_order_and_keeps_data(tmp_path
         cafe = connect_demo_cafe(url, simulator_url)
         assert profile(url, cafe)["health"] == "ok"
 
-        # A send Facebook answers only after 7 s, in flight when Ctrl-C comes (honcho killed at 5 s).
+        # A send Facebook answers only after 7 s, in flight at Ctrl-C (honcho killed at 5 s).
         with SandboxControl(simulator_url) as control:
             control.configure(latency_ms=7000)
             requests.post(
@@ -282,7 +282,7 @@ def test_a_second_embedded_redis_on_the_same_data_refuses_and_leaves_the_first_a
         ):
             EmbeddedRedis(tmp_path / "redis").start()
         assert first.socket_path.exists()
-        first.kill()  # as when its launcher was killed: the socket file stays, nothing answers there
+        first.kill()  # as when its launcher was killed: the socket file stays, nobody answers
     assert first.socket_path.exists()
     second = EmbeddedRedis(tmp_path / "redis")
     second.start()

@@ -191,8 +191,8 @@ def test_disabling_in_use_profile_names_the_profile_and_each_program_once(
         follow_redirects=True,
     ).get_data(as_text=True)
     assert (
-        "The profile “Profile A” cannot be disabled: the active program “Order updates (demo)” uses it"
-        in html
+        "The profile “Profile A” cannot be disabled: "
+        "the active program “Order updates (demo)” uses it" in html
     )
     assert "(demo) (demo)" not in html and store.profiles.get(a.id).status == "enabled"
     api("put", "/programs/p2", json={"name": "Receipts", "status": "active", "nodes": [node]})

@@ -18,18 +18,18 @@ HOUR = 3_600_000
 
 
 def profile(**changes) -> Profile:
-    base = dict(
-        id="7",
-        name="P",
-        page_id="1",
-        page_name="P",
-        status="enabled",
-        optin_field="FBOPTIN_007",
-        health="ok",
-        health_reason="",
-        health_checked_at=None,
-        created_at=0,
-    )
+    base = {
+        "id": "7",
+        "name": "P",
+        "page_id": "1",
+        "page_name": "P",
+        "status": "enabled",
+        "optin_field": "FBOPTIN_007",
+        "health": "ok",
+        "health_reason": "",
+        "health_checked_at": None,
+        "created_at": 0,
+    }
     return Profile(**{**base, **changes})
 
 

@@ -69,7 +69,7 @@ def abridged_match(expected: object, actual: object) -> bool:
         return (
             isinstance(actual, list)
             and len(actual) == len(expected)
-            and all(abridged_match(e, a) for e, a in zip(expected, actual))
+            and all(abridged_match(e, a) for e, a in zip(expected, actual, strict=True))
         )
     return expected == actual
 

@@ -42,7 +42,8 @@ URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 def other_spellings(ref: str) -> list[str]:
     """`ref` with its last character changed but the same decoded bytes: the bits of the last
-    character that no byte uses (4 of its 6 when 1 byte is left over, 2 when 2 are) set otherwise."""
+    character that no byte uses (4 of its 6 when 1 byte is left over, 2 when 2 are) set
+    otherwise."""
     unused = {2: 4, 3: 2}.get(len(ref) % 4, 0)  # a canonical encoding leaves them 0
     value = URLSAFE.index(ref[-1])
     return [ref[:-1] + URLSAFE[value | low] for low in range(1, 1 << unused)]

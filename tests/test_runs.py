@@ -594,7 +594,7 @@ def test_blocked_page_pauses_the_profile(api, fb, drain, store, program, opted_i
     assert store.profiles.get(profile["id"]).health == "blocked"
 
 
-# -- at most once -----------------------------------------------------------------------------------
+# -- at most once ----------------------------------------------------------------------------------
 
 
 def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent(
@@ -673,7 +673,7 @@ def test_run_id_reused_for_another_node_is_a_conflict(api, program, opted_in):
     assert answer.status_code == 409 and answer.get_json()["error"]["code"] == "run_id_conflict"
 
 
-# -- the run API ------------------------------------------------------------------------------------
+# -- the run API -----------------------------------------------------------------------------------
 
 
 def test_runs_need_an_active_program_and_a_known_node(api, program):

@@ -48,7 +48,7 @@ def page_with_people(fb, store, api, live_app):
         contacts = [f"c{i:05d}" for i in range(n)]
         events = [
             Event("optin", page["id"], psid, now, profile=profile["id"], contact=cid)
-            for cid, psid in zip(contacts, psids)
+            for cid, psid in zip(contacts, psids, strict=True)
         ]
         for start in range(0, n, 2000):  # opt them in as the webhook would
             store.inbound.apply(events[start : start + 2000])

@@ -51,7 +51,7 @@ def test_pages_csv_and_json_show_contact_data_as_text(client, api, store, fb):
         )
     )
     header, row = rows[0], rows[1]
-    cells = dict(zip(header, row))
+    cells = dict(zip(header, row, strict=True))
     assert cells["firstname"] == NASTY["FIRSTNAME"] and cells["lastname"] == NASTY["LASTNAME"]
     assert (
         cells["email"] == "'" + NASTY["EMAIL"] and cells["phone"] == "'" + NASTY["PHONE"]

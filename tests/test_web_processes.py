@@ -167,7 +167,7 @@ def test_each_worker_listens_on_a_socket_of_its_own_and_a_second_server_is_refus
 
 
 def test_the_master_logs_the_address_it_serves(gunicorn, tmp_path):
-    """With reuse_port the master holds no socket, and gunicorn's line read "Listening at:  (pid)"."""
+    """With reuse_port the master holds no socket: gunicorn's line read "Listening at:  (pid)"."""
     log = (tmp_path / "gunicorn.log").read_text()
     assert f"Listening at: {gunicorn.url} ({gunicorn.process.pid})" in log, log
 
@@ -202,9 +202,12 @@ def test_a_worker_stopping_under_load_refuses_no_connection(gunicorn, store):
     try:
         for victim in master.children():
             answered = sum(results.values())
-            wait_until(lambda: sum(results.values()) >= answered + 100)  # under load
+            wait_until(lambda answered=answered: sum(results.values()) >= answered + 100)  # load
             victim.send_signal(signal.SIGTERM)
-            wait_until(lambda: victim.pid not in {c.pid for c in master.children()}, timeout=30)
+            wait_until(
+                lambda victim=victim: victim.pid not in {c.pid for c in master.children()},
+                timeout=30,
+            )
             wait_until(
                 lambda: (
                     len(master.children()) == 3

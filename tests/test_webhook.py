@@ -482,7 +482,7 @@ def test_batch_with_many_entries_and_pages_is_applied_in_full(post_webhook, stor
         assert store.contacts.get(f"c-{i}") == {owner.optin_field: f"9{i}"}
 
 
-# -- Redis unavailable ------------------------------------------------------------------------------
+# -- Redis unavailable -----------------------------------------------------------------------------
 
 
 def test_redis_down_answers_503_so_facebook_retries(app, settings, signer, ref, caplog):

@@ -5,6 +5,7 @@ real gunicorn: malformed chunked bodies get 400 and oversized ones 413, each wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -119,10 +120,10 @@ def test_webhook_never_fails_and_changes_nothing_unless_signed_and_well_formed(
 
 
 def test_fuzz_case_count_is_reported():
-    """The number of generated webhook cases of the test above (printed with -s, kept in the note)."""
-    print(
-        f"\nwebhook fuzz: {len(CASES)} cases ({', '.join(f'{k} {CASES.count(k)}' for k in sorted(set(CASES)))})"
-    )
+    """The number of generated webhook cases of the test above (printed with -s, kept in the
+    note)."""
+    kinds = ", ".join(f"{k} {CASES.count(k)}" for k in sorted(set(CASES)))
+    print(f"\nwebhook fuzz: {len(CASES)} cases ({kinds})")
     assert len(CASES) >= 300
 
 
@@ -235,10 +236,9 @@ def raw_exchange(
     answer by its Content-Length, then wait for the server to close the connection."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as conn:
-        try:
+        # OSError: the server refused the rest of an oversized body: its answer is waiting
+        with contextlib.suppress(OSError):
             conn.sendall(request)
-        except OSError:  # the server refused the rest of an oversized body: its answer is waiting
-            pass
         if half_close:
             conn.shutdown(socket.SHUT_WR)
         data = b""

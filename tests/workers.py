@@ -21,16 +21,15 @@ class WorkerProcesses:
         self.processes: list[subprocess.Popen] = []
 
     def start(self, **overrides: str) -> subprocess.Popen:
-        log = open(self.log_dir / f"worker-{len(self.processes)}.log", "w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobs.worker"],
-            cwd=ROOT,
-            env={**self.env, **overrides},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_dir / f"worker-{len(self.processes)}.log", "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "jobs.worker"],
+                cwd=ROOT,
+                env={**self.env, **overrides},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 

@@ -42,7 +42,7 @@ def get_contact(contact_id: str):
 
 
 def contact_json(contact_id: str, fields: dict[str, str]) -> dict:
-    """The contact with its data fields and, per profile, the signed ref its landing pages merge in."""
+    """The contact with its data fields and, per profile, the signed ref its landing pages use."""
     refs = current_app.extensions["refs"]
     return {
         "id": contact_id,

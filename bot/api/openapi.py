@@ -44,8 +44,8 @@ def _ok(status: int, schema: str, description: str) -> dict:
 INVALID_NODES = (
     'Validation failed. `invalid_nodes`: details.nodes maps each invalid node (by id, or "#3" for '
     "the third node when it has no usable id) to its problems in words, shape and rules together, "
-    "and details.fields the program's own field problems; `validation_failed` (details.fields) when "
-    "only those are wrong"
+    "and details.fields the program's own field problems; `validation_failed` (details.fields) "
+    "when only those are wrong"
 )
 
 
@@ -125,7 +125,8 @@ def build_spec() -> dict:
                 "responses": {**_ok(200, "Profile", "The profile"), **_errors(404), **common},
             },
             "patch": {
-                "summary": "Rename, enable or disable (409 profile_in_use when active programs use it)",
+                "summary": "Rename, enable or disable "
+                "(409 profile_in_use when active programs use it)",
                 "requestBody": _body("ProfilePatch"),
                 "responses": {
                     **_ok(200, "Profile", "The profile"),
@@ -261,7 +262,8 @@ def build_spec() -> dict:
         parameters=node_params,
         operations={
             "post": {
-                "summary": "Hand up to 10 000 contacts to a Messenger node (idempotent with run_id)",
+                "summary": "Hand up to 10 000 contacts to a Messenger node "
+                "(idempotent with run_id)",
                 "requestBody": _body("RunRequest"),
                 "responses": {
                     **_ok(202, "RunAccepted", "Accepted; sending happens in the background"),
@@ -276,8 +278,8 @@ def build_spec() -> dict:
         parameters=node_params,
         operations={
             "post": {
-                "summary": "What each contact would get now; sends nothing (a run's body: run_id is checked, "
-                f"then ignored; at most {v.MAX_PREVIEW_CONTACTS} contacts)",
+                "summary": "What each contact would get now; sends nothing (a run's body: "
+                f"run_id is checked, then ignored; at most {v.MAX_PREVIEW_CONTACTS} contacts)",
                 "requestBody": _body("PreviewRequest"),
                 "responses": {
                     **_ok(200, "Preview", "Per-contact outcome and rendered text"),

@@ -32,7 +32,8 @@ def node_problems(node: dict, profiles: dict) -> list[str]:
             problems.append(f"profile {node['profile_id']!r} does not exist")
         elif not profile.enabled:
             problems.append(
-                f"profile {node['profile_id']!r} is disabled; enable it before choosing it in a node"
+                f"profile {node['profile_id']!r} is disabled; "
+                "enable it before choosing it in a node"
             )
     if "tag" in node and node["tag"] not in policy.TAGS:
         problems.append(f"tag must be one of {', '.join(policy.TAGS)} (got {node['tag']!r})")
@@ -59,9 +60,10 @@ def _message_problems(text: str) -> list[str]:
 def _load(schema: Schema, data: object) -> tuple[dict, dict]:
     """(what loaded, marshmallow's messages): the valid part even when some fields are not."""
     try:
-        return schema.load(data), {}
-    except ValidationError as exc:
-        return exc.valid_data if isinstance(exc.valid_data, dict) else {}, exc.messages
+        # any JSON: marshmallow refuses a non-object itself (its stubs want a Mapping)
+        return schema.load(data), {}  # type: ignore[arg-type]
+    except ValidationError as exc:  # a schema's errors are a dict: messages_dict
+        return exc.valid_data if isinstance(exc.valid_data, dict) else {}, exc.messages_dict
 
 
 def checked_nodes(raw: list, store: Storage) -> tuple[list[dict], dict[str, list[str]]]:
@@ -126,7 +128,8 @@ def put_program(program_id: str):
         ProgramFieldsSchema(), {k: v for k, v in body.items() if k != "nodes"}
     )
     fields = {name: plain_problems(inner, name) for name, inner in messages.items()}
-    nodes, invalid = [], {}
+    nodes: list[dict] = []
+    invalid: dict[str, list[str]] = {}
     if list_problems := _nodes_list_problems(body):
         fields["nodes"] = list_problems
     else:

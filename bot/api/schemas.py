@@ -82,7 +82,9 @@ class ProfileListSchema(Schema):
 
 
 class ContactPutSchema(Schema):
-    fields = DataFields(required=True)
+    # mypy sees Schema.fields (the bound fields) overridden; marshmallow's metaclass takes
+    # declared fields out of the class body, so a field may be named "fields".
+    fields = DataFields(required=True)  # type: ignore[assignment]
 
 
 class ContactSchema(Schema):
@@ -95,7 +97,8 @@ class ContactSchema(Schema):
             "ref for each profile's generic opt-in code"
         },
     )
-    fields = fields.Dict(keys=fields.String(), values=fields.String())
+    # a field named "fields": see ContactPutSchema
+    fields = fields.Dict(keys=fields.String(), values=fields.String())  # type: ignore[assignment]
 
 
 class RunAcceptedSchema(Schema):
@@ -132,8 +135,8 @@ class RunContactOutcomeSchema(Schema):
         SentAsSchema,
         allow_none=True,
         metadata={
-            "description": "what went out (sent outcomes only; null otherwise): a standard text, a utility "
-            "template (its name) or a tagged message (its tag)"
+            "description": "what went out (sent outcomes only; null otherwise): a standard "
+            "text, a utility template (its name) or a tagged message (its tag)"
         },
     )
 

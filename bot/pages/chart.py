@@ -42,7 +42,7 @@ def bar_chart(rows: list[DayRow], first: date, last: date) -> Markup:
         _axis(peak),
     ]
     step = -(-len(days) // MAX_LABELS)
-    for i, (day, counts) in enumerate(zip(days, values)):
+    for i, (day, counts) in enumerate(zip(days, values, strict=True)):
         parts.append(_day_bars(i, len(days), day, counts, peak, label=i % step == 0))
     parts.append("</svg></figure>")
     return Markup("".join(parts))
@@ -76,17 +76,16 @@ def _day_bars(
     x0 = i * slot + bar / 2
     parts = []
     for j, (name, text, color) in enumerate(SERIES):
-        height = max(
-            plot * counts[name] / peak, 2 if counts[name] else 0
-        )  # a few among millions still shows
+        # at least 2: a few among millions still shows
+        height = max(plot * counts[name] / peak, 2 if counts[name] else 0)
         parts.append(
-            f'<rect x="{x0 + j * bar:.2f}%" y="{TOP + plot - height:.1f}" width="{bar * 0.85:.2f}%" '
-            f'height="{height:.1f}" fill="{color}"><title>{escape(day)}: {thousands(counts[name])} '
-            f"{escape(text.lower())}</title></rect>"
+            f'<rect x="{x0 + j * bar:.2f}%" y="{TOP + plot - height:.1f}" '
+            f'width="{bar * 0.85:.2f}%" height="{height:.1f}" fill="{color}">'
+            f"<title>{escape(day)}: {thousands(counts[name])} {escape(text.lower())}</title></rect>"
         )
     if label:
         parts.append(
-            f'<text x="{i * slot + slot / 2:.2f}%" y="{HEIGHT - 6}" text-anchor="middle" class="axis">'
-            f"{escape(day[5:])}</text>"
+            f'<text x="{i * slot + slot / 2:.2f}%" y="{HEIGHT - 6}" text-anchor="middle" '
+            f'class="axis">{escape(day[5:])}</text>'
         )
     return "".join(parts)

@@ -150,7 +150,7 @@ def _back(message: str, pending: dict):
 
 def _reauthorise(profile_id: str, nonce: str):
     """Swap in the token of a fresh login, if this person may still manage the Page."""
-    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
     try:
         onboarding.reauthorise(profile, nonce)
     except DomainError as refusal:

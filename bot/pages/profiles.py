@@ -28,7 +28,7 @@ from storage import get_storage
 
 @bp.get("/profiles")
 def list_profiles():
-    profiles = auth.visible_profiles(auth.current_user())
+    profiles = auth.visible_profiles(auth.signed_in_user())
     return render_template("pages/profiles.html", profiles=profiles)
 
 
@@ -82,7 +82,7 @@ def save_new_profile():
 
 @bp.get("/profiles/<profile_id>")
 def show_profile(profile_id: str):
-    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
     settings = current_app.config["SETTINGS"]
     code = optin_html(
         profile_name=profile.name,
@@ -95,7 +95,7 @@ def show_profile(profile_id: str):
     store = get_storage()
     programs = store.programs.using_profile(profile.id)
     week, rows = stats_view.last_week(store, profile.id)
-    # Younger than the week and nothing in it: it has never had a message (no need to read older days).
+    # Younger than the week and nothing in it: it never had a message (no need to read older days).
     never_sent = (
         not rows and datetime.fromtimestamp(profile.created_at, store.tz).date() >= week.first
     )
@@ -116,7 +116,7 @@ def show_profile(profile_id: str):
 
 @bp.post("/profiles/<profile_id>/status")
 def change_status(profile_id: str):
-    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
     status = request.form.get("status")
     if status not in ("enabled", "disabled"):
         abort(400, description="Status must be enabled or disabled.")
@@ -131,7 +131,7 @@ def change_status(profile_id: str):
 
 @bp.post("/profiles/<profile_id>/delete")
 def delete_profile(profile_id: str):
-    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
     if request.form.get("confirm") != profile.name:
         flash(f"To delete, type the profile's name exactly: “{profile.name}”.", "error")
         return redirect(url_for("pages.show_profile", profile_id=profile.id))
@@ -146,5 +146,5 @@ def delete_profile(profile_id: str):
 
 @bp.post("/profiles/<profile_id>/reauthorize")
 def reauthorize(profile_id: str):
-    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
     return redirect(dialog_url(f"reauth:{profile.id}"))

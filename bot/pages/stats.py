@@ -15,6 +15,7 @@ from bot.pages import bp
 from bot.pages import session as auth
 from bot.reasons import reason_text
 from storage import get_storage
+from storage.stats import StatRow
 
 PAGE_SIZE = 50
 MAX_PAGE = 10**9  # Redis takes 64-bit offsets: a larger page number would be a 500
@@ -78,35 +79,44 @@ def stats_csv(profile_id: str):
 
 def _day_table(profile_id: str):
     """The per-date table of a profile the user may see (404 otherwise), under the URL's filters."""
-    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
     store = get_storage()
     filters, notices = stats_view.parse_filters(store, request.args)
     return profile, filters, notices, stats_view.day_rows(store, profile.id, filters)
 
 
 def _list_args(day: str, kind: str) -> tuple[str | None, str | None]:
-    """(reason filter, what is wrong with it); a bad date or kind is a 400: there is nothing to list."""
+    """(reason filter, what is wrong with it); a bad date or kind is a 400: nothing to list."""
     if not stats_view.is_day(day):
         abort(400, description=stats_view.not_a_date(day))
     if kind not in stats_view.LIST_KINDS:
         abort(
             400,
-            description=f"There is no list of “{kind[:30]}”: choose one of {', '.join(stats_view.LIST_KINDS)}.",
+            description=f"There is no list of “{kind[:30]}”: "
+            f"choose one of {', '.join(stats_view.LIST_KINDS)}.",
         )
     reason = request.args.get("reason") or None
-    if not stats_view.list_reason_ok(kind, reason):
+    if reason and not stats_view.list_reason_ok(kind, reason):  # no reason is always fine
         return None, f"Unknown reason “{reason[:40]}” for {KIND_TITLES[kind].lower()}."
     return reason, None
 
 
-def _with_contact_data(rows: list[dict]) -> list[dict]:
+class ShownRow(StatRow):
+    """A row as the pages show it: with the contact's fields that help recognise them."""
+
+    recognise: dict[str, str]
+
+
+def _with_contact_data(rows: list[StatRow]) -> list[ShownRow]:
     fields = get_storage().contacts.get_many(
         list({r["contact_id"] for r in rows if r["contact_id"]})
     )
+    shown: list[ShownRow] = []
     for row in rows:
         data = fields.get(row["contact_id"], {})
-        row["recognise"] = {name: data[name] for name in RECOGNISE_FIELDS if data.get(name)}
-    return rows
+        recognise = {name: data[name] for name in RECOGNISE_FIELDS if data.get(name)}
+        shown.append({**row, "recognise": recognise})
+    return shown
 
 
 def _when(ms: int) -> str:
@@ -120,7 +130,7 @@ def _when(ms: int) -> str:
 
 @bp.get("/profiles/<profile_id>/stats/<day>/<kind>")
 def stats_contacts(profile_id: str, day: str, kind: str):
-    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
     reason, bad_reason = _list_args(day, kind)
     notices = [f"{bad_reason} Showing every reason."] if bad_reason else []
     try:
@@ -153,7 +163,7 @@ def stats_contacts(profile_id: str, day: str, kind: str):
 
 @bp.get("/profiles/<profile_id>/stats/<day>/<kind>.csv")
 def stats_contacts_csv(profile_id: str, day: str, kind: str):
-    profile = auth.visible_profile_or_404(auth.current_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
     reason, bad_reason = _list_args(day, kind)
     if bad_reason:
         abort(400, description=bad_reason)
@@ -198,7 +208,7 @@ def list_url(profile_id: str, day: str, kind: str, reason: str | None = None) ->
         profile_id=profile_id,
         day=day,
         kind=kind,
-        **({"reason": reason} if reason else {}),
+        reason=reason or None,  # None: no reason in the URL
     )
 
 
