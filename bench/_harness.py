@@ -402,25 +402,17 @@ def summarise_profile(
 def code_version() -> str:
     """The commit measured, and whether the work tree had changes on top of it."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            check=False,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            check=False,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=10
+    ).stdout.strip()
 
 
 def mark(ok: bool) -> str:

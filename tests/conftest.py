@@ -276,3 +276,15 @@ def gunicorn(redis_server, sandbox_server, redis_client, tmp_path):
         if process.poll() is None:
             process.terminate()
             process.wait(30)
+
+
+def messenger_node(profile_id: str, **fields: object) -> dict:
+    """A valid Messenger node `n1` sending "Hi" (any field overridden by `fields`)."""
+    return {
+        "id": "n1",
+        "type": "messenger",
+        "profile_id": profile_id,
+        "tag": "ACCOUNT_UPDATE",
+        "message": "Hi",
+        **fields,
+    }

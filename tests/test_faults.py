@@ -16,7 +16,7 @@ import pytest
 from bot.app import create_app
 from storage.embedded import EmbeddedRedis
 from storage.inbound import Event
-from tests.conftest import API_TOKEN, make_settings, service_env, wait_until
+from tests.conftest import API_TOKEN, make_settings, messenger_node, service_env, wait_until
 from tests.live import LiveServer
 from tests.workers import WorkerProcesses
 
@@ -61,13 +61,7 @@ class Deployment:
                 for c, p in zip(contacts, psids, strict=True)
             ]
         )
-        node = {
-            "id": "n1",
-            "type": "messenger",
-            "profile_id": profile["id"],
-            "tag": "ACCOUNT_UPDATE",
-            "message": "Hi",
-        }
+        node = messenger_node(profile["id"])
         assert (
             self.api(
                 "put", f"/programs/{name}", json={"name": name, "status": "active", "nodes": [node]}

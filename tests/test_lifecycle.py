@@ -14,7 +14,7 @@ from bot.signed_request import make_signed_request, parse_signed_request
 from storage import keys
 from storage.inbound import Event
 from storage.programs import Node
-from tests.conftest import APP_SECRET, wait_until
+from tests.conftest import APP_SECRET, messenger_node, wait_until
 
 
 @pytest.fixture
@@ -32,13 +32,7 @@ def profile(api, page):
 
 
 def program(api, profile, status="active", prog_id="p1", name="Orders"):
-    node = {
-        "id": "n1",
-        "type": "messenger",
-        "profile_id": profile["id"],
-        "tag": "ACCOUNT_UPDATE",
-        "message": "Hi",
-    }
+    node = messenger_node(profile["id"])
     assert api(
         "put", f"/programs/{prog_id}", json={"name": name, "status": status, "nodes": [node]}
     ).status_code in (200, 201)
@@ -83,13 +77,7 @@ def test_profile_used_by_an_active_program_can_be_neither_disabled_nor_deleted(a
 
 def test_a_disabled_profile_cannot_be_chosen_in_a_node_until_enabled(api, profile):
     api("patch", f"/profiles/{profile['id']}", json={"status": "disabled"})
-    node = {
-        "id": "n1",
-        "type": "messenger",
-        "profile_id": profile["id"],
-        "tag": "ACCOUNT_UPDATE",
-        "message": "Hi",
-    }
+    node = messenger_node(profile["id"])
     answer = api("put", "/programs/p1", json={"name": "P", "status": "draft", "nodes": [node]})
     assert (
         answer.status_code == 422

@@ -16,7 +16,7 @@ from storage import keys
 from storage.inbound import Event
 from storage.programs import Node
 from storage.stats import day_of
-from tests.conftest import wait_until
+from tests.conftest import messenger_node, wait_until
 
 TEMPLATE = {"name": "order_update", "language": "en", "parameters": ["ORDER_ID"]}
 
@@ -845,13 +845,7 @@ def test_one_worker_sends_for_several_pages_at_once(
             "/profiles",
             json={"name": name, "page_id": page["id"], "page_access_token": page["token"]},
         ).get_json()
-        node = {
-            "id": "n1",
-            "type": "messenger",
-            "profile_id": profile["id"],
-            "tag": "ACCOUNT_UPDATE",
-            "message": "Hi",
-        }
+        node = messenger_node(profile["id"])
         api("put", f"/programs/p{name}", json={"name": name, "status": "active", "nodes": [node]})
         psids = fb.add_people(page["id"], [{"last_interaction_ms": now} for _ in range(5)])
         store.inbound.apply(
