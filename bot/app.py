@@ -68,10 +68,12 @@ class UnsortedJSONProvider(DefaultJSONProvider):
     sort_keys = False
 
 
-def format_datetime(epoch_s: int | float | None) -> str:
-    if not epoch_s:
+def format_datetime(value: datetime | float | None) -> str:
+    """A time (an aware datetime, or epoch seconds) as pages show it, in UTC."""
+    if not value:
         return ""
-    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def init_services(app: Flask, settings: Settings) -> None:

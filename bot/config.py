@@ -372,6 +372,33 @@ class Settings:
         "30",
         _integer(1, 3650),
     )
+    breaker_error_percent: int = _setting(
+        "A profile's sending pauses when recipient and policy refusals reach this share of its "
+        "recent sends (BREAKER_WINDOW_MINUTES, at least BREAKER_MIN_SENDS); a Page restriction "
+        "pauses it at once.",
+        "50",
+        _integer(1, 100),
+    )
+    breaker_min_sends: int = _setting(
+        "Sends in the window before refusals can pause a profile's sending.",
+        "20",
+        _integer(1, 10_000),
+    )
+    breaker_window_minutes: int = _setting(
+        "How far back a profile's send results count for the breaker.", "10", _integer(1, 1440)
+    )
+    breaker_cooldown_minutes: int = _setting(
+        "How long sending stays paused before one probe send tests it (doubled after each "
+        "refused probe, up to 24 hours).",
+        "30",
+        _integer(1, 1440),
+    )
+    unreachable_days: int = _setting(
+        "How long a person Facebook says cannot be reached is not sent to by that profile "
+        "(a message, postback or opt-in from them lifts it at once).",
+        "30",
+        _integer(1, 365),
+    )
     tag_retirement_date: date = _setting(
         "Day Meta stopped accepting the three message tags; before it, nodes send tagged messages.",
         "2026-04-27",

@@ -103,6 +103,12 @@ class _RedisCollector:
         yield _counter(
             "messenger_send_retries", "Send attempts retried, by reason", "reason", read("retries")
         )
+        yield _counter(
+            "messenger_sending_paused",
+            "Times a profile's sending paused to protect its Page (its breaker tripped), by cause",
+            "reason",
+            read("breaker_trips"),
+        )
         yield _histogram(read("graph_latency"))
         gauges = self.store.metrics.gauges()
         yield GaugeMetricFamily(

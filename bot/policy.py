@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TypedDict
 
+from bot.config import Settings
 from bot.personalize import render
 from storage.profiles import Profile
 from storage.programs import Node
+from storage.sending import SendingRules
 
 # The three transactional tags the product offers, and the day Meta stopped accepting them
 # (tagged sends fail with error 100 from then on; chatwoot#14674, erxes#9177).
@@ -50,6 +52,7 @@ ERROR_RULES: dict[tuple[int, int | None], ErrorRule] = {
     (4, None): ErrorRule(RATE_LIMIT, "rate_limited"),
     (17, None): ErrorRule(RATE_LIMIT, "rate_limited"),
     (32, None): ErrorRule(RATE_LIMIT, "rate_limited"),
+    (613, 2018338): ErrorRule(FAIL, "policy_warning"),  # too many tagged messages to this person
     (613, None): ErrorRule(RATE_LIMIT, "rate_limited"),
     (10, 2018278): ErrorRule(OUTSIDE_WINDOW, "outside_window"),
     (10, 2534022): ErrorRule(OUTSIDE_WINDOW, "outside_window"),
@@ -149,11 +152,13 @@ def decide(
     now_ms: int,
     today: date,
     retirement: dict[str, date] | None = None,
+    unreachable_until_ms: int | None = None,
 ) -> Decision:
     """Rules 1-4, in order: who is not sent and why, else how the message goes out.
 
     `node` has tag, message and utility_template; `profile` has status, health and
-    optin_field; `fields` are the contact's data fields (None: unknown contact).
+    optin_field; `fields` are the contact's data fields (None: unknown contact);
+    `unreachable_until_ms`: Facebook said the person cannot be reached (left alone till then).
     """
     if profile is None or not profile.enabled:
         return not_sent(WARNING, "profile_disabled")
@@ -162,9 +167,11 @@ def decide(
     recipient = fields.get(profile.optin_field, "")
     if not recipient:
         return not_sent(WARNING, "no_optin")
+    if unreachable_until_ms is not None and unreachable_until_ms > now_ms:
+        return not_sent(WARNING, "recipient_unreachable")
     if profile.health in ("needs_reauth", "disconnected"):
         return not_sent(FAILED, "token_invalid")
-    if profile.health == "blocked":
+    if profile.health == "blocked":  # flagged before 2026-12-06; now the breaker pauses sending
         return not_sent(FAILED, "page_blocked")
     text = render(node.message, fields)
     by_user_ref = recipient.startswith(USER_REF_PREFIX)
@@ -198,6 +205,47 @@ def _text(text: str, messaging_type: str, tag: str | None = None) -> Decision:
     if not text.strip():
         return not_sent(WARNING, "empty_message")
     return Decision(SEND, messaging_type=messaging_type, tag=tag, text=text)
+
+
+# -- protecting the Page (2026-12-06) ----------------------------------------------------------
+# Facebook restricts Pages that keep messaging people who cannot or will not receive them, so a
+# profile's sending pauses (its breaker, storage/sending.py) when these refusals pile up, and at
+# once when Facebook restricts the Page. After a cool-down one probe send tests it.
+
+# Refusals that count against the Page: the person cannot be reached, a tagged send outside the
+# window (warnings when Facebook's refusal left no template to fall back to), policy warnings.
+BREAKER_REFUSALS = frozenset(
+    {
+        "recipient_unavailable",
+        "invalid_recipient",
+        "outside_window",
+        "outside_window_no_template",
+        "template_field_missing",
+        "policy_warning",
+    }
+)
+BREAKER_TRIPS = frozenset({"page_blocked", "messages_disabled"})  # the Page is restricted
+# Facebook says the person cannot be reached (551 / 1545041, 10/2018108, 100/2018001): they are
+# left alone for UNREACHABLE_DAYS, until they write, answer or opt in again.
+UNREACHABLE = frozenset({"recipient_unavailable", "invalid_recipient"})
+PROBE_TIMEOUT_MS = 120_000  # a probe send with no outcome by then (its worker died): probe again
+MAX_COOLDOWN_MS = 24 * 3600 * 1000
+
+
+def sending_rules(settings: Settings) -> SendingRules:
+    cooldown_ms = settings.breaker_cooldown_minutes * 60_000
+    return SendingRules(
+        window_ms=settings.breaker_window_minutes * 60_000,
+        min_sends=settings.breaker_min_sends,
+        bad_percent=settings.breaker_error_percent,
+        cooldown_ms=cooldown_ms,
+        max_cooldown_ms=max(MAX_COOLDOWN_MS, cooldown_ms),
+        probe_timeout_ms=PROBE_TIMEOUT_MS,
+        unreachable_ms=settings.unreachable_days * 86_400_000,
+        bad=BREAKER_REFUSALS,
+        trip=BREAKER_TRIPS,
+        unreachable=UNREACHABLE,
+    )
 
 
 # -- Page roles (Facebook Login; MESSENGER.md "Connecting a Page") --------------------------------

@@ -48,6 +48,11 @@ REASONS: dict[str, Reason] = {
         "The personalised message is empty.",
         "Give the node's placeholders fallbacks, like @FIRSTNAME|there@.",
     ),
+    "recipient_unreachable": Reason(
+        "warning",
+        "Facebook recently said this person cannot be reached; they are left alone for a while.",
+        "Nothing to do: a message, postback or opt-in from them lifts it at once.",
+    ),
     "opted_out": Reason(
         "warning", "The contact stopped messages from this Page.", "Nothing to do."
     ),
@@ -61,6 +66,16 @@ REASONS: dict[str, Reason] = {
         "failed",
         "Facebook restricted the Page from sending messages.",
         "Check the Page's policy status in Facebook's Business Suite.",
+    ),
+    "sending_paused": Reason(
+        "failed",
+        "Not sent: the profile's sending is paused to protect the Page.",
+        "See why on the profile's page; once it is resolved, resume and recover these sends.",
+    ),
+    "policy_warning": Reason(
+        "failed",
+        "Facebook warned that this Page sends this person too many tagged messages.",
+        "Send this person fewer messages.",
     ),
     "messages_disabled": Reason(
         "failed", "The Page has messaging turned off.", "Turn on messaging in the Page's settings."
@@ -129,6 +144,36 @@ REASONS: dict[str, Reason] = {
         "failed",
         "Facebook refused with an error we do not recognise.",
         "See the error code and message in the contact's details.",
+    ),
+}
+
+
+class Pause(NamedTuple):
+    text: str  # why the profile's sending is paused
+    advice: str  # what the page owner can do
+
+
+# What paused a profile's sending (storage/sending.py), as the API and the profile page say it.
+PAUSES: dict[str, Pause] = {
+    "error_rate": Pause(
+        "Too many recent sends were refused because the people could not be reached or "
+        "Facebook's policies forbade them; sending more would risk the Page.",
+        "Check the lists that feed this profile's programs (old or bought contacts?). Sending "
+        "tries again by itself after the pause; resume now only once the cause is fixed.",
+    ),
+    "page_blocked": Pause(
+        "Facebook restricted the Page from sending messages.",
+        "Check the Page's status in Meta Business Suite. Sending tries again by itself after "
+        "the pause; resume now once Facebook has lifted the restriction.",
+    ),
+    "messages_disabled": Pause(
+        "The Page has messaging turned off.",
+        "Turn messaging on in the Page's settings, then resume.",
+    ),
+    "policy_block": Pause(
+        "Facebook blocked the Page from messaging for its Platform Policies.",
+        "Check the Page's status in Meta Business Suite. Sending resumes when Facebook lifts "
+        "the block; resume now only if it has.",
     ),
 }
 

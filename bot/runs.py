@@ -157,21 +157,23 @@ def preview(program_id: str, node_id: str, body: object) -> list[PreviewContact]
         for cid, fields in contacts.items()
     }
     optin = profile.optin_field if profile else ""
-    seen = store.inbound.last_seen_many(
-        node.profile_id, [f[optin] for f in merged.values() if f and f.get(optin)]
-    )
+    recipients = [f[optin] for f in merged.values() if f and f.get(optin)]
+    seen = store.inbound.last_seen_many(node.profile_id, recipients)
+    unreachable = store.sending.unreachable_until(node.profile_id, recipients)
     now = time.time()
     settings: Settings = current_app.config["SETTINGS"]
     answer: list[PreviewContact] = []
     for cid, fields in merged.items():
+        recipient = (fields or {}).get(optin, "")
         decision = policy.decide(
             node,
             profile,
             fields,
-            seen.get((fields or {}).get(optin, "")),
+            seen.get(recipient),
             now_ms=int(now * 1000),
             today=datetime.fromtimestamp(now, UTC).date(),
             retirement=policy.retirement_on(settings.tag_retirement_date),
+            unreachable_until_ms=unreachable.get(recipient),
         )
         answer.append(
             {

@@ -118,12 +118,16 @@ def _check(profile) -> str:
 
 
 def trim_rows() -> int:
-    """Ticker task (daily): drop per-contact statistics rows past ROW_RETENTION_DAYS."""
+    """Ticker task (hourly): drop per-contact statistics rows past ROW_RETENTION_DAYS, and
+    unreachable recipients whose time to be left alone is over."""
     store = get_storage()
     keep = current_app.config["SETTINGS"].row_retention_days
-    trimmed = sum(
-        store.stats.trim_rows(p.id, keep, today(store).isoformat()) for p in store.profiles.list()
-    )
+    trimmed = forgiven = 0
+    for profile in store.profiles.list():
+        trimmed += store.stats.trim_rows(profile.id, keep, today(store).isoformat())
+        forgiven += store.sending.trim_unreachable(profile.id)
     if trimmed:
         log.info("dropped the per-contact rows of %d profile-days past %d days", trimmed, keep)
+    if forgiven:
+        log.info("%d unreachable recipients may be sent to again", forgiven)
     return trimmed

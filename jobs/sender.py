@@ -22,13 +22,16 @@ from bot import graph, metrics, policy
 from bot.config import Settings
 from bot.crypto import TokenDecryptError
 from storage import Storage
+from storage.errors import SendingPaused
 from storage.runs import Run, sent_as_code
+from storage.sending import SendingRules
 
 log = logging.getLogger(__name__)
 
 MAX_INLINE_WAIT_MS = 30_000  # a Page resting longer than this: stop and resume the batch later
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 8.0
 HIGH_USAGE_PERCENT, HIGH_USAGE_PAUSE_MS = 90, 2_000
+PROBE_POLL_S = 0.05  # how often a send waiting for the probe's answer asks again
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -69,8 +72,9 @@ class Recorder:
     _STOP = object()
     MAX_PER_WRITE = 200
 
-    def __init__(self, store: Storage):
+    def __init__(self, store: Storage, rules: SendingRules):
         self.store = store
+        self.rules = rules  # what the outcomes of sends teach the profile's breaker
         self._items: list = []  # outcomes (JSON), sync Events and _STOP, in order
         self._lock = threading.Lock()
         self._waiting = threading.Event()  # set when _items went from empty to not: one wake/write
@@ -114,7 +118,7 @@ class Recorder:
     def _write(self, outcomes: list[str]) -> None:
         for attempt in range(1, 4):
             try:
-                self.store.runs.finish_many(outcomes)
+                self.store.runs.finish_many(outcomes, self.rules)
                 return
             except RedisError as error:
                 log.warning(
@@ -156,6 +160,7 @@ class BatchSender:
         self.paused_ms = 0.0  # > 0: the Page rests; the rest of the batch waits for a later job
         self.recorder = recorder
         self.retirement = policy.retirement_on(settings.tag_retirement_date)
+        self.breaker = (run.profile_id, recorder.rules.probe_timeout_ms)
         self._lock = threading.Lock()
 
     def prepare(self, contacts: list[str]) -> list[str]:
@@ -164,9 +169,9 @@ class BatchSender:
         todo = [cid for cid in contacts if outcomes[cid] is None]
         self.fields = self.store.contacts.get_many(todo)
         recipients = [self.recipient_of(cid) for cid in todo]
-        self.seen = self.store.inbound.last_seen_many(
-            self.run.profile_id, [r for r in recipients if r]
-        )
+        known = [r for r in recipients if r]
+        self.seen = self.store.inbound.last_seen_many(self.run.profile_id, known)
+        self.unreachable = self.store.sending.unreachable_until(self.run.profile_id, known)
         return todo
 
     def recipient_of(self, cid: str) -> str:
@@ -184,6 +189,7 @@ class BatchSender:
             now_ms=int(now * 1000),
             today=datetime.fromtimestamp(now, UTC).date(),
             retirement=self.retirement,
+            unreachable_until_ms=self.unreachable.get(rcpt),
         )
 
     # -- one contact ------------------------------------------------------------------------
@@ -201,18 +207,35 @@ class BatchSender:
             self.finish(cid, policy.FAILED, self.stopped_reason)
             return 0.0
         deadline = int(time.time() * 1000) + self.settings.unknown_deadline_seconds * 1000
-        first_wait = self.store.runs.claim(
-            self.run.run_id,
-            cid,
-            deadline,
-            pace=(self.store.rates, self.page_id),
-            sent_as=sent_as(decision),
-        )
+        try:
+            first_wait = self.claim(cid, decision, deadline)
+        except SendingPaused:  # the breaker: no call to Facebook while the Page is at risk
+            self.finish(cid, policy.FAILED, "sending_paused")
+            return 0.0
         if first_wait is None:
             return 0.0  # another executor already has it
         started = time.monotonic()
         self.send(cid, decision, first_wait)
         return max(0.0, time.monotonic() - started - first_wait / 1000)  # retries included: rare
+
+    def claim(self, cid: str, decision: policy.Decision, deadline: int) -> float | None:
+        """Claim the contact (see Runs.claim). While a probe send tests whether the profile may
+        send again, wait for its answer rather than fail the contact: it takes a moment."""
+        give_up = time.monotonic() + self.breaker[1] / 1000
+        while True:
+            try:
+                return self.store.runs.claim(
+                    self.run.run_id,
+                    cid,
+                    deadline,
+                    pace=(self.store.rates, self.page_id),
+                    sent_as=sent_as(decision),
+                    sending=self.breaker,
+                )
+            except SendingPaused as paused:
+                if not paused.probing or time.monotonic() > give_up:
+                    raise
+            time.sleep(PROBE_POLL_S)
 
     def send(self, cid: str, decision: policy.Decision, first_wait: float) -> None:
         """Send one claimed contact until it has an outcome; each Graph error's handler
@@ -250,6 +273,7 @@ class BatchSender:
                 recipient=rcpt,
                 at_ms=sent_ms,
                 sent_as=sent_as(decision),
+                called=True,
             )
             self.slow_down_if_busy(result.usage)
             return
@@ -307,7 +331,7 @@ class BatchSender:
         template = policy.template_rule(self.node, self.fields.get(cid) or {})
         if template.outcome != policy.SEND:
             self.store.runs.release_claims(self.run.run_id, [cid])
-            self.finish(cid, template.outcome, template.reason)
+            self.finish(cid, template.outcome, template.reason, called=True)  # Facebook refused
             return None
         self.store.runs.relabel_claim(self.run.run_id, cid, sent_as(template))
         return Retry(template, 0.0)
@@ -368,15 +392,33 @@ class BatchSender:
             self.store.rates.rest(self.page_id, HIGH_USAGE_PAUSE_MS)
 
     def stop_page(self, error: graph.GraphError) -> None:
-        """A dead token or a blocked Page: flag the profile once and hold the Page's other sends."""
-        health = "needs_reauth" if isinstance(error, graph.TokenError) else "blocked"
+        """Hold this batch's other sends. A dead token: flag the profile once (they fail as
+        token_invalid). A restricted Page: the refused send's outcome pauses the profile's
+        sending (storage/lua/finish.lua); the others here get sending_paused at once."""
+        if not isinstance(error, graph.TokenError):
+            with self._lock:
+                self.stopped_reason = "sending_paused"
+            log.warning("profile %s: sending paused: %s", self.run.profile_id, error.summary())
+            return
         with self._lock:
             self.stopped_reason = error.reason
-        if self.store.profiles.flag_unhealthy(self.run.profile_id, health, error.summary()):
-            log.warning("profile %s marked %s: %s", self.run.profile_id, health, error.summary())
+        if self.store.profiles.flag_unhealthy(self.run.profile_id, "needs_reauth", error.summary()):
+            log.warning("profile %s marked needs_reauth: %s", self.run.profile_id, error.summary())
 
     def failed(self, cid: str, error: graph.GraphError, reason: str = "") -> None:
-        self.finish(cid, policy.FAILED, reason or error.reason, detail=error.summary())
+        """Facebook refused this contact's send (the refusal teaches the profile's breaker)."""
+        self.finish(cid, policy.FAILED, reason or error.reason, error.summary(), called=True)
 
-    def finish(self, cid: str, outcome: str, reason: str, detail: str = "") -> None:
-        self.recorder.finish(self.run.run_id, cid, outcome, reason=reason, detail=detail)
+    def finish(
+        self, cid: str, outcome: str, reason: str, detail: str = "", *, called: bool = False
+    ) -> None:
+        rcpt = self.recipient_of(cid) if called else ""
+        self.recorder.finish(
+            self.run.run_id,
+            cid,
+            outcome,
+            reason=reason,
+            detail=detail,
+            recipient=rcpt,
+            called=called,
+        )

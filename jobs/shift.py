@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot import policy
 from jobs.sender import BatchSender, Recorder
 from storage import Storage
 from storage.runs import Run
@@ -68,7 +69,7 @@ class Shift:
         self.open: list[OpenBatch] = []  # least recently served first
         self.ended: list[tuple[Run, int, str]] = []
         self.leases = LeaseKeeper(store, token, lease_ms)
-        self.recorder = Recorder(store)
+        self.recorder = Recorder(store, policy.sending_rules(settings))
         self._lock = threading.Lock()  # guards open, _to_end, _over and the batches' counters
         self._work = threading.Condition(self._lock)  # sending threads wait here for a contact
         self._ending = threading.Condition(self._lock)  # the shift's thread waits here for _to_end

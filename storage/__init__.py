@@ -21,6 +21,7 @@ from storage.profiles import Cipher, Profiles
 from storage.programs import Programs
 from storage.ratelimit import PageRateLimiter
 from storage.runs import Runs
+from storage.sending import Sending
 from storage.stats import Stats
 from storage.users import Users
 
@@ -78,6 +79,7 @@ class Storage:
         self.programs = Programs(client)
         self.runs = Runs(client, self.tz, run_retention_days)
         self.rates = PageRateLimiter(client, send_rate)
+        self.sending = Sending(client)
         self.users = Users(client, cipher)
         self.metrics = Metrics(client)
 

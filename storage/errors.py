@@ -38,3 +38,13 @@ class ProfileInUse(StorageError):
             "profile used by active programs: " + ", ".join(name for _, name in programs)
         )
         self.programs = programs
+
+
+class SendingPaused(StorageError):
+    """The profile's sending is paused (its breaker), or a probe send is testing whether it may
+    resume (`probing`): the contact was not claimed."""
+
+    def __init__(self, run_id: str, contact: str, *, probing: bool = False):
+        state = "being probed" if probing else "paused"
+        super().__init__(f"sending {state}: run {run_id} contact {contact} not claimed")
+        self.probing = probing

@@ -24,6 +24,14 @@ marked (s); US separates the parts of a packed value.
                                                           delivered/read "time sent-row-index"
     profile_programs    p:{pid}:programs          SET     ids of programs with a node using it
     rows_trimmed_until  p:{pid}:trimmed           STRING  YYYYMMDD up to which rows were dropped
+    sending             p:{pid}:sending           HASH    while sending is paused: state (paused,
+                                                          probing), reason, detail, since,
+                                                          resume_at, cooldown, probe, probe_at
+    send_window         p:{pid}:sendwin           HASH    recent send results in ten buckets:
+                                                          m<i> bucket, n<i> sends, b<i> refused
+                                                          (expires a window after the last send)
+    unreachable         p:{pid}:unreachable       ZSET    recipient -> until when it is not sent
+                                                          to (trimmed when due; lifted on contact)
     profile_runs        p:{pid}:run_ids           ZSET    run id -> created time, runs still kept
     profile_runs_v1     p:{pid}:runs              SET     run ids before 2026-11-26 (purge only)
     program             program:{id}              HASH    name, status, nodes JSON, updated_at (s)
@@ -202,6 +210,18 @@ def deletion(code: str) -> str:
     return f"{PREFIX}deletion:{code}"
 
 
+def sending(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:sending"
+
+
+def send_window(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:sendwin"
+
+
+def unreachable(pid: str) -> str:
+    return f"{PREFIX}p:{pid}:unreachable"
+
+
 def profile_scoped(pid: str) -> list[str]:
     """Keys of one profile that do not depend on a day (deleted with the profile)."""
     return [
@@ -213,6 +233,9 @@ def profile_scoped(pid: str) -> list[str]:
         stat_days(pid),
         profile_programs(pid),
         rows_trimmed_until(pid),
+        sending(pid),
+        send_window(pid),
+        unreachable(pid),
     ]
 
 
@@ -242,5 +265,8 @@ def lua_templates() -> dict[str, str]:
         "run_lease": run_lease(s, s),
         "profile_programs": profile_programs(s),
         "metric": metric(s),
+        "sending": sending(s),
+        "sendwin": send_window(s),
+        "unreachable": unreachable(s),
         "optin_field": OPTIN_FIELD_PREFIX + "%03d",
     }

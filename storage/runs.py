@@ -22,16 +22,18 @@ from redis.exceptions import WatchError
 
 from storage import keys, scripts
 from storage.contacts import Contacts
-from storage.errors import StorageError
+from storage.errors import SendingPaused, StorageError
 from storage.messages import expects_receipts
 from storage.programs import Node
 from storage.ratelimit import PageRateLimiter
 from storage.redis_types import field_map, members, text_map, texts, texts_or_none
+from storage.sending import SendingRules
 from storage.stats import day_of, day_score
 
 FINAL = ("sent", "warning", "failed")
 US = "\x1f"
 _WATCH_ATTEMPTS = 20
+CLAIM_PAUSED, CLAIM_PROBING = -2, -3  # claim.lua: the profile's sending is paused / being probed
 # What a sent message went out as, kept short in its record ("k": a letter, then the template's
 # name or the tag): "t", "uorder_update", "gACCOUNT_UPDATE".
 SENT_AS_KINDS = {"t": "text", "u": "utility_template", "g": "tag"}
@@ -48,6 +50,7 @@ class OutcomeDetails(TypedDict, total=False):
     recipient: str
     at_ms: int | None
     sent_as: str
+    called: bool
 
 
 def sent_as_code(kind: str, name: str = "") -> str:
@@ -326,30 +329,37 @@ class Runs:
         deadline_ms: int,
         pace: tuple[PageRateLimiter, str] | None = None,
         sent_as: str = "",
+        sending: tuple[str, int] | None = None,
     ) -> float | None:
         """Mark a contact in flight before its send leaves; None if it already has an outcome.
         With `pace` = (PageRateLimiter, page id), also reserves the Page's next send slot in the
         same round trip and returns the ms to wait for it (else 0). `sent_as` (see
         SENT_AS_KINDS) stays with the claim, for an echo that settles a send whose answer was
-        lost."""
+        lost. With `sending` = (profile id, probe timeout ms), raises SendingPaused (and claims
+        nothing) while the profile's sending is paused or a probe send is out (its `probing`
+        says which; storage/sending.py)."""
         # The claim's own id lets a call made again after a lost reply find the claim its own.
         record = json.dumps(
             {"s": "inflight", "t": int(time.time() * 1000), "c": os.urandom(6).hex(), "k": sent_as}
         )
         limiter, page_id = pace if pace else (None, "")
         timeline = limiter.keys(page_id) if limiter else [keys.rate("-"), keys.rate_rest("-")]
+        breaker = [keys.sending(sending[0])] if sending else []
         wait_us = int(
             self._claim(
-                keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline],
+                keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline, *breaker],
                 args=[
                     contact,
                     record,
                     deadline_ms,
                     f"{run_id}{US}{contact}",
                     limiter.interval_us if limiter else 0,
+                    sending[1] if sending else 0,
                 ],
             )
         )
+        if wait_us in (CLAIM_PAUSED, CLAIM_PROBING):
+            raise SendingPaused(run_id, contact, probing=wait_us == CLAIM_PROBING)
         if wait_us < 0:
             return None
         return wait_us / 1000 if limiter else 0.0
@@ -384,9 +394,13 @@ class Runs:
         if it already had one. `details` are those of `outcome`."""
         return self.finish_many([self.outcome(run_id, contact, state, **details)]) == 1
 
-    def finish_many(self, outcomes: list[str]) -> int:
-        """Record many outcomes (from `outcome`) in one round trip; returns how many were new."""
-        return int(self._finish(args=outcomes)) if outcomes else 0
+    def finish_many(self, outcomes: list[str], rules: SendingRules | None = None) -> int:
+        """Record many outcomes (from `outcome`) in one round trip; returns how many were new.
+        With `rules`, the outcomes of sends that called Facebook also feed the profile's sending
+        breaker and its unreachable recipients (storage/sending.py)."""
+        if not outcomes:
+            return 0
+        return int(self._finish(args=[rules.as_json if rules else "{}", *outcomes]))
 
     def outcome(
         self,
@@ -400,12 +414,15 @@ class Runs:
         recipient: str = "",
         at_ms: int | None = None,
         sent_as: str = "",
+        called: bool = False,
     ) -> str:
-        """One final outcome as `finish_many` takes it (`sent_as`: see SENT_AS_KINDS)."""
+        """One final outcome as `finish_many` takes it (`sent_as`: see SENT_AS_KINDS; `called`:
+        Facebook was called for it, so the result says something about the Page)."""
         at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
         day = day_of(at_ms, self.tz)
         return json.dumps(
             {
+                **({"fb": True} if called else {}),
                 "run": run_id,
                 "contact": contact,
                 "state": state,

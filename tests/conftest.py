@@ -30,6 +30,7 @@ from storage.embedded import EmbeddedRedis, free_port
 from tests.live import Gunicorn, LiveServer, start_gunicorn
 
 FIXTURES = Path(__file__).parent / "fixtures"
+pytest_plugins = ["tests.run_fixtures"]  # page, profile, opted_in, program: node-run fixtures
 APP_SECRET = "test-app-secret"
 API_TOKEN = "test-api-token"
 VERIFY_TOKEN = "test-verify-token"

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot import personalize, policy
+from bot.config import Settings
+from bot.reasons import REASONS
 from storage.profiles import Profile
 from storage.programs import Node, UtilityTemplate
 
@@ -81,6 +83,27 @@ def test_unhealthy_profile_holds_sends(health, reason):
     assert decide(p=profile(health=health)) == policy.Decision("failed", reason)
 
 
+def test_an_unreachable_person_gets_a_warning_until_their_time_is_over():
+    left_alone = policy.decide(
+        node(), profile(), OPTED, NOW, now_ms=NOW, today=AFTER, unreachable_until_ms=NOW + 1
+    )
+    assert left_alone == policy.Decision("warning", "recipient_unreachable")
+    over = policy.decide(
+        node(), profile(), OPTED, NOW, now_ms=NOW, today=AFTER, unreachable_until_ms=NOW
+    )
+    assert over.outcome == "send"
+
+
+def test_the_breaker_rules_come_from_the_settings_and_name_known_reasons():
+    env = {"SANDBOX": "1", "REDIS_URL": "redis://127.0.0.1:1/0", "BREAKER_COOLDOWN_MINUTES": "5"}
+    settings = Settings.from_env(env, dotenv=False)
+    rules = policy.sending_rules(settings)
+    assert (rules.cooldown_ms, rules.min_sends, rules.bad_percent) == (300_000, 20, 50)
+    assert rules.unreachable_ms == 30 * 86_400_000 and rules.window_ms == 600_000
+    assert rules.bad | rules.trip | rules.unreachable <= REASONS.keys()
+    assert all(REASONS[r].outcome == "failed" for r in rules.trip | rules.unreachable)
+
+
 def test_before_the_retirement_date_a_tagged_message_goes_even_outside_the_window():
     decision = decide(seen=None, today=BEFORE)
     assert (decision.messaging_type, decision.tag, decision.text) == (
@@ -148,6 +171,7 @@ def test_window_boundary():
         (2, None, "retry", "facebook_unavailable"),
         (1, 1357046, "ambiguous", "interrupted"),
         (613, 2534040, "rate_limit", "rate_limited"),
+        (613, 2018338, "fail", "policy_warning"),  # too many tagged messages to this person
         (4, None, "rate_limit", "rate_limited"),
         (80006, None, "rate_limit", "rate_limited"),
         (10, 2018278, "outside_window", "outside_window"),

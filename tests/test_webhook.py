@@ -362,10 +362,21 @@ def test_unknown_page_is_ignored(post_webhook, redis_client, ref):
     assert snapshot(redis_client) == before
 
 
-def test_policy_block_marks_the_profile_blocked(post_webhook, store, profile):
-    post_webhook(load_webhook("policy_block", page_id=PAGE, ts=now_ms()))
-    blocked = store.profiles.get(profile.id)
-    assert blocked.health == "blocked" and "Platform Policies" in blocked.health_reason
+def test_policy_block_pauses_sending_until_facebook_lifts_it(post_webhook, store, profile):
+    """A policy-enforcement block pauses the profile's sending at once, with no probe time (it
+    waits for Facebook), once however often it is delivered; the unblock resumes it."""
+    block = load_webhook("policy_block", page_id=PAGE, ts=now_ms())
+    post_webhook(block)
+    paused = store.sending.state(profile.id)
+    assert (paused.state, paused.reason, paused.resume_at_ms) == ("paused", "policy_block", None)
+    assert "Platform Policies" in paused.detail
+    post_webhook(block)  # Facebook delivers it again: still one pause, counted once
+    assert store.sending.state(profile.id) == paused
+    assert store.metrics.read("breaker_trips") == {"policy_block": 1.0}
+    unblock = load_webhook("policy_block", page_id=PAGE, ts=now_ms())
+    unblock["entry"][0]["messaging"][0]["policy_enforcement"] = {"action": "unblock"}
+    post_webhook(unblock)
+    assert store.sending.state(profile.id).state == "open"
 
 
 @pytest.mark.parametrize(

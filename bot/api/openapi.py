@@ -141,6 +141,17 @@ def build_spec() -> dict:
         },
     )
     spec.path(
+        "/profiles/{profile_id}/resume",
+        parameters=[_id_param("profile_id")],
+        operations={
+            "post": {
+                "summary": "Resume a paused profile's sending now, whatever paused it "
+                "(the profile's `sending` shows why it paused)",
+                "responses": {**_ok(200, "Profile", "The profile"), **_errors(404), **common},
+            },
+        },
+    )
+    spec.path(
         "/profiles/{profile_id}/optin-code",
         parameters=[
             _id_param("profile_id"),

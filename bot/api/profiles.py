@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from flask import current_app, request
 
-from bot import lifecycle
+from bot import lifecycle, protection
 from bot.api import bp, load_body
 from bot.api.contacts import check_id
 from bot.api.schemas import ProfileCreateSchema, ProfilePatchSchema, ProfileSchema
@@ -18,7 +18,7 @@ from storage.profiles import Profile
 
 
 def profile_json(profile: Profile) -> dict:
-    def when(seconds: int | None) -> datetime | None:
+    def when(seconds: float | None) -> datetime | None:
         return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
     return ProfileSchema().dump(
@@ -32,6 +32,7 @@ def profile_json(profile: Profile) -> dict:
             "health": profile.health,
             "health_reason": profile.health_reason,
             "health_checked_at": when(profile.health_checked_at),
+            "sending": protection.sending_status(profile.id),
             "created_at": when(profile.created_at),
         }
     )
@@ -84,6 +85,13 @@ def delete_profile(profile_id: str):
     """Delete the profile and all its statistics (409 profile_in_use if active programs use it)."""
     lifecycle.delete(get_profile_or_404(profile_id).id)
     return "", 204
+
+
+@bp.post("/profiles/<profile_id>/resume")
+def resume_sending(profile_id: str):
+    """Resume a paused profile's sending now, whatever paused it (200 either way)."""
+    protection.resume(get_profile_or_404(profile_id).id)
+    return profile_json(get_profile_or_404(profile_id))
 
 
 @bp.get("/profiles/<profile_id>/optin-code")

@@ -64,6 +64,22 @@ class OptinCodeSchema(Schema):
     html = fields.String()
 
 
+class SendingSchema(Schema):
+    """Whether the profile sends: "open", or "paused" (its breaker) / "probing" (one send tests
+    whether it may resume)."""
+
+    state = fields.String(metadata={"enum": ["open", "paused", "probing"]})
+    reason = fields.String(
+        allow_none=True,
+        metadata={"enum": ["error_rate", "page_blocked", "messages_disabled", "policy_block"]},
+    )
+    message = fields.String(allow_none=True)
+    advice = fields.String(allow_none=True)
+    detail = fields.String(allow_none=True)
+    since = fields.DateTime(allow_none=True)
+    resume_at = fields.DateTime(allow_none=True)
+
+
 class ProfileSchema(Schema):
     id = fields.String()
     name = fields.String()
@@ -74,6 +90,7 @@ class ProfileSchema(Schema):
     health = fields.String(metadata={"enum": ["ok", "needs_reauth", "disconnected", "blocked"]})
     health_reason = fields.String()
     health_checked_at = fields.DateTime(allow_none=True)
+    sending = fields.Nested(SendingSchema)
     created_at = fields.DateTime()
 
 

@@ -16,7 +16,7 @@ from flask import (
     url_for,
 )
 
-from bot import lifecycle, onboarding, policy, stats_view
+from bot import lifecycle, onboarding, policy, protection, stats_view
 from bot.errors import DomainError
 from bot.optin_code import generic_ref, optin_html, ref_field
 from bot.pages import bp
@@ -111,7 +111,21 @@ def show_profile(profile_id: str):
         never_sent=never_sent,
         problems=stats_view.problems(rows),
         chart=bar_chart(rows, week.first, week.last) if rows else "",
+        sending=protection.sending_status(profile.id),
     )
+
+
+@bp.post("/profiles/<profile_id>/resume")
+def resume_sending(profile_id: str):
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
+    if protection.resume(profile.id):
+        flash(
+            f"Sending is resumed for “{profile.name}”. If Facebook still refuses, it pauses again.",
+            "info",
+        )
+    else:
+        flash(f"“{profile.name}” was not paused: it is sending.", "info")
+    return redirect(url_for("pages.show_profile", profile_id=profile.id))
 
 
 @bp.post("/profiles/<profile_id>/status")

@@ -45,6 +45,7 @@ end
 -- Give a run's contact its final outcome, once, and count it.
 -- o: run, contact, state (sent/warning/failed), reason, mid, at, detail, day, score, rcpt, receipts,
 -- k (what a sent message went out as; an echo has none: the claim's own is kept)
+-- Returns 1 and the run's profile id if recorded, 0 if the contact already had its outcome.
 local function finish(o)
   local meta = key('run', o.run)
   local pid = redis.call('HGET', meta, 'profile_id')
@@ -71,7 +72,20 @@ local function finish(o)
   else
     count_not_sent(pid, o.day, o.score, o.state, o.reason, o.contact, o.at, o.detail)
   end
-  return 1
+  return 1, pid
+end
+
+-- The profile's sending breaker (p:{pid}:sending, present only while sending is paused) and
+-- its window of recent send results (p:{pid}:sendwin): the rules come from the caller
+-- (bot/policy.py SENDING_RULES), this is only the mechanism.
+-- Pause a profile's sending: `resume_at` nil means until Facebook lifts it or the owner resumes.
+local function pause_sending(pid, reason, detail, since, resume_at, cooldown, counted)
+  local bk = key('sending', pid)
+  redis.call('DEL', bk, key('sendwin', pid))
+  redis.call('HSET', bk, 'state', 'paused', 'reason', reason, 'detail', detail or '', 'since', since,
+             'cooldown', cooldown or 0)
+  if resume_at then redis.call('HSET', bk, 'resume_at', resume_at) end
+  if counted then redis.call('HINCRBY', key('metric', 'breaker_trips'), reason, 1) end
 end
 
 -- Reserve the next send slot on a Page's shared timeline (GCRA without burst), in

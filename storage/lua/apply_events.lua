@@ -23,10 +23,12 @@ local function profile_of(page)
   return pid
 end
 
+-- The person wrote, opted in or answered: the window opens, and they are reachable again.
 local function touch_seen(pid, rcpt, ts)
   local k = key('seen', pid)
   local old = tonumber(redis.call('HGET', k, rcpt) or '0')
   if ts > old then redis.call('HSET', k, rcpt, ts) end
+  redis.call('ZREM', key('unreachable', pid), rcpt)
 end
 
 local handlers = {}
@@ -140,14 +142,17 @@ handlers.echo = function(pid, e)
           detail = '', day = e.day, score = e.score, rcpt = e.rcpt, receipts = true})
 end
 
+-- Facebook blocked the Page for its policies: sending pauses, with no probe, until Facebook
+-- lifts the block (or the owner resumes by hand).
 handlers.block = function(pid, e)
-  redis.call('HSET', key('profile', pid), 'health', 'blocked', 'health_reason', e.reason or '',
-             'health_checked_at', math.floor(e.ts / 1000))
+  if redis.call('HGET', key('sending', pid), 'reason') == 'policy_block' then return end  -- again
+  pause_sending(pid, 'policy_block', e.reason, e.ts, nil, 0, true)
 end
 
--- Facebook lifted its block: back to ok, unless something else is wrong meanwhile.
 handlers.unblock = function(pid, e)
-  local k = key('profile', pid)
+  local bk = key('sending', pid)
+  if redis.call('HGET', bk, 'reason') == 'policy_block' then redis.call('DEL', bk) end
+  local k = key('profile', pid)  -- profiles marked "blocked" before 2026-12-06 held their block here
   if redis.call('HGET', k, 'health') == 'blocked' then
     redis.call('HSET', k, 'health', 'ok', 'health_reason', '', 'health_checked_at', math.floor(e.ts / 1000))
   end
