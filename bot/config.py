@@ -31,6 +31,7 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _HTTP_URL = re.compile(r"https?://[^\s/]+(/[^\s]*)?")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _FACEBOOK_GRAPH, _FACEBOOK_WWW = "https://graph.facebook.com", "https://www.facebook.com"
+_SANDBOX_CALLBACK_SECRET = "sandbox-callback-secret"
 
 
 class _Invalid(ValueError):
@@ -225,6 +226,16 @@ def _secure_cookie(r: _Reader) -> str:
     return "0" if r.value("SANDBOX") else "1"
 
 
+def _callback_secret(r: _Reader) -> str:
+    """Sandbox: a development secret; outside it none (required only once a run asks for a
+    callback: bot/callbacks.py refuses the run then)."""
+    return _SANDBOX_CALLBACK_SECRET if r.value("SANDBOX") else ""
+
+
+def _allow_private(r: _Reader) -> str:
+    return "1" if r.value("SANDBOX") else "0"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated configuration; build it with `Settings.from_env`.
@@ -371,6 +382,21 @@ class Settings:
         "How long a run's per-contact outcomes stay readable through the API.",
         "30",
         _integer(1, 3650),
+    )
+    callback_secret: str = _setting(
+        "Signs the run summaries posted to a run's `callback_url` "
+        "(`X-Signature-256: sha256=<HMAC-SHA256 of the body>`). Long and random.",
+        _callback_secret,
+        secret=True,
+        shown="required outside sandbox for runs with a `callback_url` "
+        f"(sandbox: `{_SANDBOX_CALLBACK_SECRET}`)",
+    )
+    callback_allow_private: bool = _setting(
+        "`1` lets a run's `callback_url` name a host on a private, loopback or link-local "
+        "address (a program engine inside your network); `0` refuses it.",
+        _allow_private,
+        _flag,
+        shown="`1` in sandbox mode, `0` outside it",
     )
     breaker_error_percent: int = _setting(
         "A profile's sending pauses when recipient and policy refusals reach this share of its "

@@ -24,6 +24,7 @@ def enqueue_run(
     contacts: list[dict],
     run_id: str | None = None,
     *,
+    callback_url: str | None = None,
     app: Flask | None = None,
 ) -> RunAccepted:
     """Hand contacts to a Messenger node.
@@ -31,7 +32,12 @@ def enqueue_run(
     `contacts` is a list of `{"id": ..., "fields": {...}}` (at most 10 000); returns
     `{"run_id", "created", "duplicates_ignored"}` at once. Raises a `bot.errors.DomainError`
     (`NotFound`, `Malformed`, `Invalid`, `Conflict`: its code, message and details) when the
-    request is refused. `app` defaults to one built once from the environment.
+    request is refused. With `callback_url` the run's summary is POSTed there when it is done
+    (README, "Telling the program engine"). `app` defaults to one built once from the
+    environment.
     """
+    body: dict[str, object] = {"contacts": contacts, "run_id": run_id}
+    if callback_url is not None:
+        body["callback_url"] = callback_url
     with (app or _service_app()).app_context():
-        return accept_run_request(program_id, node_id, {"contacts": contacts, "run_id": run_id})
+        return accept_run_request(program_id, node_id, body)

@@ -8,6 +8,7 @@ its token encrypted. Facebook is called before anything is written, so a refusal
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import current_app
 
@@ -42,6 +43,25 @@ def connect_page(
     owner = store.profiles.owner_of_page(page_id)
     if owner:
         raise page_taken(page_id, owner)
+    page = _checked_and_subscribed(page_id, page_token)
+    try:
+        profile = store.profiles.create(
+            name=name,
+            page_id=page_id,
+            page_name=str(page.get("name", "")),
+            page_token=page_token,
+            status=status,
+            connected_by=connected_by,
+        )
+    except PageTaken as exc:  # another request connected the same Page meanwhile
+        raise page_taken(page_id, exc.owner_id) from None
+    log.info("profile %s connected to page %s", profile.id, page_id)
+    return profile
+
+
+def _checked_and_subscribed(page_id: str, page_token: str) -> dict[str, Any]:
+    """The Page as Facebook describes it to this token, after subscribing our app to it; a
+    `DomainError` if the token is not that Page's or Facebook refuses."""
     client: graph.GraphClient = current_app.extensions["graph"]
     try:
         page = client.page(page_id, page_token)
@@ -61,19 +81,15 @@ def connect_page(
             "page_not_accessible",
             "Facebook refused access to that Page with this token: " + exc.summary(),
         ) from None
-    try:
-        profile = store.profiles.create(
-            name=name,
-            page_id=page_id,
-            page_name=str(page.get("name", "")),
-            page_token=page_token,
-            status=status,
-            connected_by=connected_by,
-        )
-    except PageTaken as exc:  # another request connected the same Page meanwhile
-        raise page_taken(page_id, exc.owner_id) from None
-    log.info("profile %s connected to page %s", profile.id, page_id)
-    return profile
+    return page
+
+
+def replace_token(profile: Profile, page_token: str) -> None:
+    """Give a profile a new Page token through the API: it must be a token of the same Page
+    (checked with Facebook, which also gets our app subscribed again); health back to ok."""
+    _checked_and_subscribed(profile.page_id, page_token)
+    get_storage().profiles.replace_token(profile.id, page_token, "api")
+    log.info("profile %s has a new Page token (API)", profile.id)
 
 
 def _login_expired() -> Expired:

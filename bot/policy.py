@@ -228,6 +228,13 @@ BREAKER_TRIPS = frozenset({"page_blocked", "messages_disabled"})  # the Page is 
 # Facebook says the person cannot be reached (551 / 1545041, 10/2018108, 100/2018001): they are
 # left alone for UNREACHABLE_DAYS, until they write, answer or opt in again.
 UNREACHABLE = frozenset({"recipient_unavailable", "invalid_recipient"})
+# Failures a recovery may send again (bot/recovery.py): the send never reached the person for a
+# reason about the Page or Facebook, not about them. `interrupted` sends may have reached
+# Facebook, so only when the owner asks.
+RECOVERABLE = frozenset(
+    {"token_invalid", "page_blocked", "facebook_unavailable", "rate_limited", "sending_paused"}
+)
+RECOVERABLE_IF_ASKED = frozenset({"interrupted"})
 PROBE_TIMEOUT_MS = 120_000  # a probe send with no outcome by then (its worker died): probe again
 MAX_COOLDOWN_MS = 24 * 3600 * 1000
 

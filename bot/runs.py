@@ -7,6 +7,7 @@ domain errors (bot/errors.py): the HTTP layer gives them their status.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from flask import current_app
 from marshmallow import Schema, ValidationError
 from rq import Retry
 
-from bot import policy, tasks
+from bot import callbacks, policy, tasks
 from bot.config import Settings
 from bot.errors import Conflict, Invalid, Malformed, NotFound
 from bot.reasons import reason_text
@@ -28,9 +29,15 @@ BATCH_RETRY = Retry(max=3, interval=[5, 30, 120])
 
 
 def accept_run(
-    program_id: str, node_id: str, contacts: dict[str, dict[str, str]], run_id: str | None = None
+    program_id: str,
+    node_id: str,
+    contacts: dict[str, dict[str, str]],
+    run_id: str | None = None,
+    callback_url: str = "",
 ) -> tuple[Run, bool]:
-    """Store the run and queue its first batches; a known run_id changes nothing: (run, created)."""
+    """Store the run and queue its first batches; a known run_id changes nothing: (run, created).
+    `callback_url` (checked by the caller: bot/callbacks.py `url_problem`) is where the run's
+    summary is posted once it is done."""
     store = get_storage()
     settings: Settings = current_app.config["SETTINGS"]
     program = store.programs.get(program_id)
@@ -47,7 +54,9 @@ def accept_run(
     run, created = (
         (existing, False)
         if existing
-        else store.runs.create(run_id, program_id, node, contacts, settings.run_batch_size)
+        else store.runs.create(
+            run_id, program_id, node, contacts, settings.run_batch_size, callback_url
+        )
     )
     if (run.program_id, run.node_id) != (program_id, node_id):
         raise Conflict("run_id_conflict", f"run {run_id!r} belongs to another node")
@@ -55,6 +64,11 @@ def accept_run(
         for batch in range(min(settings.run_parallel_batches, run.batches)):
             queue_batch(store, run_id, batch)
     return run, created
+
+
+# RQ job ids take letters, digits, _ and - only; run ids may also hold . : @ (the suffix keeps
+# job ids unique whatever the replacement merges).
+_JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def queue_batch(
@@ -69,7 +83,7 @@ def queue_batch(
         run_id,
         batch,
         delay_s=delay_s,
-        job_id=f"run-{run_id}-{batch}-{uuid.uuid4().hex[:8]}",
+        job_id=f"run-{_JOB_ID_UNSAFE.sub('_', run_id)}-{batch}-{uuid.uuid4().hex[:8]}",
         retry=BATCH_RETRY,
         job_timeout=max(600, int(settings.run_batch_size / settings.send_rate_per_page * 4)),
         result_ttl=3600,
@@ -130,8 +144,17 @@ def _validated(schema: Schema, body: object) -> RunRequest:
 def accept_run_request(program_id: str, node_id: str, body: object) -> RunAccepted:
     """Validate a run request (API or Python entry point) and accept it."""
     data = _validated(RunRequestSchema(), body)
+    callback_url = data["callback_url"] or ""
+    if callback_url:
+        problem = callbacks.url_problem(callback_url, current_app.config["SETTINGS"])
+        if problem:
+            raise Invalid(
+                "validation_failed",
+                "The request is not valid",
+                {"fields": {"callback_url": [problem]}},
+            )
     contacts, duplicates = _contacts_by_id(data["contacts"])
-    run, created = accept_run(program_id, node_id, contacts, data["run_id"])
+    run, created = accept_run(program_id, node_id, contacts, data["run_id"], callback_url)
     return {
         "run_id": run.run_id,
         "status_url": f"/api/v1/runs/{run.run_id}",

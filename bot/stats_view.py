@@ -105,6 +105,7 @@ class DayRow:
     failed: int
     no_receipts: int
     reasons: dict[str, int] = field(default_factory=dict)  # "warning:no_optin" -> n
+    recovered: int = 0  # of the failed: sent again by a recovery (counted on its own day)
 
     @property
     def awaiting(self) -> int:
@@ -135,6 +136,7 @@ def day_rows(store: Storage, profile_id: str, filters: Filters) -> list[DayRow]:
             failed=counts["failed"],
             no_receipts=counts.get("no_receipts", 0),
             reasons={k: v for k, v in counts.items() if ":" in k and v},
+            recovered=counts.get("recovered", 0),
         )
         if filters.kind == "all" or row.count(filters.kind):
             rows.append(row)
@@ -172,7 +174,7 @@ def last_week(store: Storage, profile_id: str) -> tuple[Filters, list[DayRow]]:
 def totals(rows: list[DayRow]) -> DayRow:
     total = DayRow("total", 0, 0, 0, 0, 0, 0)
     for row in rows:
-        for name in ("sent", "delivered", "read", "warning", "failed", "no_receipts"):
+        for name in ("sent", "delivered", "read", "warning", "failed", "no_receipts", "recovered"):
             setattr(total, name, getattr(total, name) + getattr(row, name))
         for key, count in row.reasons.items():
             total.reasons[key] = total.reasons.get(key, 0) + count
@@ -190,6 +192,7 @@ class DayJson(TypedDict):
     no_receipts: int
     warning: int
     failed: int
+    recovered: int  # of the failed, sent again by a recovery: that send counts on its own day
     reasons: dict[str, int]  # reason code -> n
 
 
@@ -203,5 +206,6 @@ def day_json(row: DayRow) -> DayJson:
         "no_receipts": row.no_receipts,
         "warning": row.warning,
         "failed": row.failed,
+        "recovered": row.recovered,
         "reasons": {k.split(":", 1)[1]: v for k, v in row.reasons.items()},
     }

@@ -91,6 +91,7 @@ class RunRequest(TypedDict):
 
     run_id: str | None
     contacts: list[RunContact]
+    callback_url: str | None
 
 
 class RunContactSchema(Schema):
@@ -102,6 +103,7 @@ class RunContactSchema(Schema):
 
 MAX_RUN_CONTACTS = 10_000
 MAX_PREVIEW_CONTACTS = 1_000
+MAX_CALLBACK_URL = 2000
 
 
 class RunContacts(fields.List[RunContact]):
@@ -147,6 +149,11 @@ class RunRequestSchema(Schema):
         load_default=None, allow_none=True, validate=FullMatch(ID_PATTERN, error=ID_ERROR)
     )
     contacts = RunContacts(required=True, validate=validate.Length(1, MAX_RUN_CONTACTS))
+    # Where the run's summary is posted once every contact has its outcome. Its scheme and
+    # address are checked against the settings by bot/callbacks.py (`url_problem`).
+    callback_url = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(1, MAX_CALLBACK_URL)
+    )
 
 
 PREVIEW_LIMIT_ERROR = (
@@ -156,8 +163,9 @@ PREVIEW_LIMIT_ERROR = (
 
 
 class PreviewRequestSchema(RunRequestSchema):
-    """A run's body: `run_id` is checked as a run checks it, then ignored (a preview records
-    nothing); fewer contacts, as each is rendered and answered at once."""
+    """A run's body: `run_id` is checked as a run checks it, then ignored with `callback_url` (a
+    preview records nothing, posts nothing); fewer contacts, as each is rendered and answered
+    at once."""
 
     contacts = RunContacts(
         required=True,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from flask import Flask
 from redis.exceptions import RedisError
 
-from jobs import profile_checks, runs
+from jobs import callbacks, profile_checks, runs
 from storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ def default_tasks(app: Flask) -> list[Task]:
     return [
         Task("resume_runs", 5, runs.resume_runs),
         Task("expire_unknown", 10, runs.expire_unknown),
+        Task("queue_callbacks", 2, callbacks.queue_callbacks),
         Task(
             "check_profiles",
             check_every,

@@ -20,6 +20,7 @@ from storage.metrics import Metrics
 from storage.profiles import Cipher, Profiles
 from storage.programs import Programs
 from storage.ratelimit import PageRateLimiter
+from storage.recoveries import Recoveries
 from storage.runs import Runs
 from storage.sending import Sending
 from storage.stats import Stats
@@ -78,6 +79,7 @@ class Storage:
         self.stats = Stats(client, self.tz)
         self.programs = Programs(client)
         self.runs = Runs(client, self.tz, run_retention_days)
+        self.recoveries = Recoveries(client, self.tz, run_retention_days)
         self.rates = PageRateLimiter(client, send_rate)
         self.sending = Sending(client)
         self.users = Users(client, cipher)

@@ -38,15 +38,26 @@ marked (s); US separates the parts of a packed value.
     programs            programs                  ZSET    program id -> updated_at (s)
     run                 run:{rid}                 HASH    ids, node JSON, total, batch_size,
                                                           batches, state, created_at, done_at,
-                                                          sent/warning/failed counts
+                                                          sent/warning/failed counts,
+                                                          failed:<reason> counts; callback_url,
+                                                          callback_state,
+                                                          callback_attempts, callback_attempted_at,
+                                                          callback_delivered_at / _failed_at,
+                                                          callback_error
     run_contacts        run:{rid}:contacts        LIST    contact ids in order; a batch is a slice
     run_outcomes        run:{rid}:outcomes        HASH    contact id -> outcome JSON
     run_batches         run:{rid}:batches         HASH    batch n -> queued/done, job:<n> -> RQ
                                                           job id, resumes:<n> -> times resumed
+    run_recovered       run:{rid}:recovered       HASH    contact id -> the run that sent it again
+                                                          (a recovery's; same retention as the run)
+    recovery            recovery:{id}             HASH    a recovery: profile, window, state,
+                                                          its runs (JSON), contacts; run retention
     run_lease           run:{rid}:lease:{batch}   STRING  token of the worker holding the batch
     runs_active         runs:active               ZSET    run id -> created time, until all settled
     runs_ready          runs:ready                ZSET    "profile US run US batch" -> ready time
     deadlines           runs:deadlines            ZSET    "run US contact" -> time it is interrupted
+    callbacks_due       runs:callbacks_due        ZSET    run id -> time its summary is due to the
+                                                          program engine (runs with callback_url)
     rate                rate:{page_id}            STRING  next free send slot (us, Redis clock)
     rate_rest           rate:{page_id}:rest       STRING  present while the Page rests
     tick                tick:{task}               STRING  lock of a periodic task for an interval
@@ -166,6 +177,14 @@ def run_batches(rid: str) -> str:
     return f"{PREFIX}run:{rid}:batches"
 
 
+def run_recovered(rid: str) -> str:
+    return f"{PREFIX}run:{rid}:recovered"
+
+
+def recovery(recovery_id: str) -> str:
+    return f"{PREFIX}recovery:{recovery_id}"
+
+
 def run_lease(rid: str, batch: int | str) -> str:
     return f"{PREFIX}run:{rid}:lease:{batch}"
 
@@ -176,6 +195,10 @@ def runs_active() -> str:
 
 def runs_ready() -> str:
     return f"{PREFIX}runs:ready"
+
+
+def callbacks_due() -> str:
+    return f"{PREFIX}runs:callbacks_due"
 
 
 def deadlines() -> str:
@@ -257,8 +280,10 @@ def lua_templates() -> dict[str, str]:
         "rows": day_rows(s, s, s),
         "run": run(s),
         "run_outcomes": run_outcomes(s),
+        "run_recovered": run_recovered(s),
         "runs_active": runs_active(),
         "deadlines": deadlines(),
+        "callbacks_due": callbacks_due(),
         "program": program(s),
         "programs": programs(),
         "ready": runs_ready(),

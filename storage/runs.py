@@ -109,6 +109,7 @@ class Run:
     state: str
     created_at_ms: int
     counts: dict[str, int] = field(default_factory=dict)
+    callback_url: str = ""  # where the summary goes once the run is done (storage/callbacks.py)
 
     @property
     def pending(self) -> int:
@@ -128,6 +129,7 @@ class Run:
             state=data["state"],
             created_at_ms=int(data["created_at"]),
             counts={k: int(data.get(k, 0)) for k in FINAL},
+            callback_url=data.get("callback_url", ""),
         )
 
 
@@ -155,8 +157,10 @@ class Runs:
         node: Node,
         contacts: dict[str, dict[str, str]],
         batch_size: int,
+        callback_url: str = "",
     ) -> tuple[Run, bool]:
-        """Store a run and merge the contacts' fields, unless `run_id` exists: (run, created)."""
+        """Store a run and merge the contacts' fields, unless `run_id` exists: (run, created).
+        A run that exists keeps what it was created with (its callback_url too)."""
         meta_key = keys.run(run_id)
         with self.redis.pipeline() as pipe:
             for _ in range(_WATCH_ATTEMPTS):
@@ -166,7 +170,9 @@ class Runs:
                         pipe.reset()
                         return self._stored(run_id), False
                     pipe.multi()
-                    self._write_new(pipe, run_id, program_id, node, contacts, batch_size)
+                    self._write_new(
+                        pipe, run_id, program_id, node, contacts, batch_size, callback_url
+                    )
                     pipe.execute()
                     return self._stored(run_id), True
                 except WatchError:
@@ -188,27 +194,32 @@ class Runs:
         node: Node,
         contacts: dict[str, dict[str, str]],
         batch_size: int,
+        callback_url: str = "",
     ) -> None:
         ids = list(contacts)
         now_ms = int(time.time() * 1000)
-        pipe.hset(
-            keys.run(run_id),
-            mapping={
-                "run_id": run_id,
-                "program_id": program_id,
-                "node_id": node.id,
-                "profile_id": node.profile_id,
-                "node": json.dumps(node.to_dict()),
-                "total": len(ids),
-                "batch_size": batch_size,
-                "batches": -(-len(ids) // batch_size),
-                "state": "queued" if ids else "done",
-                "created_at": now_ms,
-                "sent": 0,
-                "warning": 0,
-                "failed": 0,
-            },
-        )
+        meta: dict[str, str | int] = {
+            "run_id": run_id,
+            "program_id": program_id,
+            "node_id": node.id,
+            "profile_id": node.profile_id,
+            "node": json.dumps(node.to_dict()),
+            "total": len(ids),
+            "batch_size": batch_size,
+            "batches": -(-len(ids) // batch_size),
+            "state": "queued" if ids else "done",
+            "created_at": now_ms,
+            "sent": 0,
+            "warning": 0,
+            "failed": 0,
+        }
+        # A run of no contacts is done at once; `finish` (storage/lua/_lib.lua) makes the others
+        # done, and due for their callback, with their last outcome.
+        if not ids:
+            meta["done_at"] = now_ms
+        if callback_url:
+            meta["callback_url"] = callback_url
+        pipe.hset(keys.run(run_id), mapping=field_map(meta))
         for start in range(0, len(ids), 1000):
             pipe.rpush(keys.run_contacts(run_id), *ids[start : start + 1000])
         Contacts(self.redis).merge_many(contacts, pipeline=pipe)
@@ -218,6 +229,8 @@ class Runs:
         pipe.zremrangebyscore(run_index, "-inf", now_ms - self.retention_s * 1000)
         if ids:
             pipe.zadd(keys.runs_active(), {run_id: now_ms})
+        elif callback_url:
+            pipe.zadd(keys.callbacks_due(), {run_id: now_ms}, nx=True)
         for key in (
             keys.run(run_id),
             keys.run_contacts(run_id),

@@ -23,7 +23,15 @@ from redis.typing import EncodableT
 from storage import keys
 
 _DIR = Path(__file__).parent / "lua"
-_USES_LIB = {"apply_events", "record_sent", "finish", "expire_unknown", "rate_reserve", "claim"}
+_USES_LIB = {
+    "apply_events",
+    "record_sent",
+    "finish",
+    "expire_unknown",
+    "rate_reserve",
+    "claim",
+    "mark_recovered",
+}
 _USES_TEMPLATES = _USES_LIB | {"forget_recipient", "profile_status", "put_program", "take_ready"}
 
 

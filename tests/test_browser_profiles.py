@@ -47,3 +47,64 @@ def test_sign_in_create_a_profile_and_copy_the_optin_code(
     page.screenshot(path=str(ARTIFACTS / "profile-page.png"), full_page=True)
     (profile,) = store.profiles.list()
     assert profile.connected_by == ann["id"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"SESSION_COOKIE_SECURE": "0"}])
+@pytest.mark.parametrize("width", [1200, 390])
+def test_a_paused_profile_says_why_and_resumes_from_its_page(
+    page_in_browser, live_app, fb, store, settings_overrides, width
+):
+    page = page_in_browser
+    page.set_viewport_size({"width": width, "height": 900})
+    fb_page = fb.create_page(name="Bakery")
+    profile = store.profiles.create(
+        name="Bakery updates",
+        page_id=fb_page["id"],
+        page_name="Bakery",
+        page_token=fb_page["token"],
+    )
+    assert fb.post_event("policy_block", page_id=fb_page["id"])["status"] == 200
+    page.goto(f"{live_app.url}/login")
+    page.fill("#password", "test-admin")
+    page.click("#sign-in")
+    page.goto(f"{live_app.url}/profiles/{profile.id}")
+    card = page.locator("#sending-paused")
+    expect(card).to_contain_text("blocked the Page from messaging for its Platform Policies")
+    expect(card).to_contain_text("until Facebook lifts the block")
+    page.screenshot(path=str(ARTIFACTS / f"profile-paused-{width}.png"), full_page=True)
+    too_wide = page.evaluate(
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right"
+        " > window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className)"
+    )
+    assert too_wide == [], "the page must fit the screen"
+    page.click("#resume-sending")
+    expect(page.locator("body")).to_contain_text("Sending is resumed for “Bakery updates”")
+    expect(page.locator("#sending-paused")).to_have_count(0)
+    assert store.sending.state(profile.id).state == "open"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"SESSION_COOKIE_SECURE": "0"}])
+@pytest.mark.parametrize("width", [1200, 390])
+def test_recover_failed_sends_counts_first_then_shows_the_progress(
+    page_in_browser, live_app, fb, store, settings_overrides, width
+):
+    page = page_in_browser
+    page.set_viewport_size({"width": width, "height": 900})
+    fb_page = fb.create_page(name="Bakery")
+    profile = store.profiles.create(
+        name="Bakery updates",
+        page_id=fb_page["id"],
+        page_name="Bakery",
+        page_token=fb_page["token"],
+    )
+    page.goto(f"{live_app.url}/login")
+    page.fill("#password", "test-admin")
+    page.click("#sign-in")
+    page.goto(f"{live_app.url}/profiles/{profile.id}")
+    page.click("#recover-link")
+    expect(page.locator("#recover")).to_contain_text("may have delivered it")
+    page.click("#count")
+    expect(page.locator("#recover-count")).to_contain_text("0 contacts would be sent again")
+    assert page.locator("#recover-start").count() == 0  # nothing to send: no button
+    page.screenshot(path=str(ARTIFACTS / f"recover-{width}.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

@@ -696,6 +696,14 @@ def test_preview_limit_is_said_plainly(api, program):
     }
 
 
+def test_run_ids_with_every_allowed_character_run(api, fb, drain, program, opted_in):
+    """Run ids may hold . : @ (the API's id rule); RQ's job ids may not: still 202 and sent."""
+    program()
+    opted_in("c1", ORDER_ID="1")
+    run_id, result = run_to_end(api, drain, ["c1"], run_id="order.2026-12:shop@eu")
+    assert run_id == "order.2026-12:shop@eu" and result["c1"]["outcome"] == "sent"
+
+
 def test_python_entry_point_for_the_program_engine(app, fb, drain, program, opted_in):
     from bot.engine import enqueue_run
     from bot.errors import Invalid

@@ -254,7 +254,9 @@ def test_csv_exports_are_streamed_and_spreadsheet_safe(client, operator, store, 
         )
     )
     assert details[0][:4] == ["date", "sent", "delivered", "read"] and details[1][0] == day
-    assert details[1][6] == "1" and "warning:no_optin=1" in details[1][8]
+    row = dict(zip(details[0], details[1], strict=True))
+    assert row["warning"] == "1" and "warning:no_optin=1" in row["reasons"]
+    assert row["recovered"] == "0"
 
 
 def test_csv_cell_escaping():

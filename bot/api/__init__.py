@@ -120,4 +120,12 @@ def _put(problems: dict, path: tuple, message: str) -> None:
     node.setdefault(path[-1], [message])
 
 
-from bot.api import contacts, openapi, profiles, programs, runs, stats  # noqa: E402,F401  (routes register on bp)
+from bot.api import (  # noqa: E402,F401  (routes register on bp)
+    contacts,
+    openapi,
+    profiles,
+    programs,
+    recoveries,
+    runs,
+    stats,
+)

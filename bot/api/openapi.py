@@ -95,6 +95,9 @@ def build_spec() -> dict:
         "StatsContacts": s.StatsContactsSchema,
         "OptinCode": s.OptinCodeSchema,
         "ProfilePatch": s.ProfilePatchSchema,
+        "Recover": s.RecoverSchema,
+        "RecoveryAccepted": s.RecoveryAcceptedSchema,
+        "RecoveryStatus": s.RecoveryStatusSchema,
     }.items():
         spec.components.schema(name, schema=schema)
     common = _errors(401, 503)
@@ -148,6 +151,43 @@ def build_spec() -> dict:
                 "summary": "Resume a paused profile's sending now, whatever paused it "
                 "(the profile's `sending` shows why it paused)",
                 "responses": {**_ok(200, "Profile", "The profile"), **_errors(404), **common},
+            },
+        },
+    )
+    spec.path(
+        "/profiles/{profile_id}/recover",
+        parameters=[_id_param("profile_id")],
+        operations={
+            "post": {
+                "summary": "Send again the failures of the profile's runs created in a window "
+                "whose reason was about the Page or Facebook (token_invalid, page_blocked, "
+                "facebook_unavailable, rate_limited, sending_paused; interrupted only if asked); "
+                "202 a new recovery, 200 the same request again",
+                "requestBody": _body("Recover"),
+                "responses": {
+                    **_ok(202, "RecoveryAccepted", "Recovery started"),
+                    **_ok(200, "RecoveryAccepted", "The same recovery, asked again"),
+                    **_errors(400, 404, 413, 422),
+                    **common,
+                },
+            },
+        },
+    )
+    spec.path(
+        "/recoveries/{recovery_id}",
+        parameters=[
+            _id_param("recovery_id", v.ID_PATTERN),
+            _query("cursor", "integer"),
+            _query("limit", "integer"),
+        ],
+        operations={
+            "get": {
+                "summary": "A recovery's progress, its runs and each contact's new outcome",
+                "responses": {
+                    **_ok(200, "RecoveryStatus", "The recovery"),
+                    **_errors(404, 422),
+                    **common,
+                },
             },
         },
     )

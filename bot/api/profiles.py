@@ -6,12 +6,11 @@ from datetime import UTC, datetime
 
 from flask import current_app, request
 
-from bot import lifecycle, protection
+from bot import lifecycle, onboarding, protection, recovery
 from bot.api import bp, load_body
 from bot.api.contacts import check_id
-from bot.api.schemas import ProfileCreateSchema, ProfilePatchSchema, ProfileSchema
+from bot.api.schemas import ProfileCreateSchema, ProfilePatchSchema, ProfileSchema, RecoverSchema
 from bot.errors import not_found
-from bot.onboarding import connect_page
 from bot.optin_code import generic_ref, optin_html
 from storage import get_storage
 from storage.profiles import Profile
@@ -48,7 +47,7 @@ def get_profile_or_404(profile_id: str) -> Profile:
 @bp.post("/profiles")
 def create_profile():
     body = load_body(ProfileCreateSchema())
-    profile = connect_page(
+    profile = onboarding.connect_page(
         name=body["name"],
         page_id=body["page_id"],
         page_token=body["page_access_token"],
@@ -70,9 +69,12 @@ def get_profile(profile_id: str):
 
 @bp.patch("/profiles/<profile_id>")
 def update_profile(profile_id: str):
-    """Rename, enable or disable; disabling one used by an active program is 409 profile_in_use."""
+    """Rename, enable or disable, give a new Page token; disabling one used by an active program
+    is 409 profile_in_use."""
     profile = get_profile_or_404(profile_id)
     body = load_body(ProfilePatchSchema())
+    if "page_access_token" in body:  # checked with Facebook before anything else changes
+        onboarding.replace_token(profile, body["page_access_token"])
     if "status" in body and body["status"] != profile.status:
         lifecycle.set_status(profile.id, body["status"])
     if "name" in body:
@@ -92,6 +94,25 @@ def resume_sending(profile_id: str):
     """Resume a paused profile's sending now, whatever paused it (200 either way)."""
     protection.resume(get_profile_or_404(profile_id).id)
     return profile_json(get_profile_or_404(profile_id))
+
+
+@bp.post("/profiles/<profile_id>/recover")
+def recover_sends(profile_id: str):
+    """Send again the recoverable failures of the profile's runs created in the window: 202 with
+    the recovery, or 200 with the same one when the same request comes again."""
+    profile = get_profile_or_404(profile_id)
+    body = load_body(RecoverSchema())
+    found, created = recovery.recover(
+        profile.id, _ms(body["since"]) or 0, _ms(body["until"]), body["include_interrupted"]
+    )
+    url = f"/api/v1/recoveries/{found.recovery_id}"
+    contacts = recovery.status(found)["contacts"]
+    answer = {"recovery_id": found.recovery_id, "contacts": contacts, "status_url": url}
+    return answer, 202 if created else 200, {"Location": url}
+
+
+def _ms(when: datetime | None) -> int | None:
+    return int(when.timestamp() * 1000) if when is not None else None
 
 
 @bp.get("/profiles/<profile_id>/optin-code")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from bot import recovery
 from bot.api import bp, json_body, load_args
 from bot.api.contacts import check_id
 from bot.api.schemas import RunPageArgs
@@ -28,6 +30,17 @@ def preview_node(program_id: str, node_id: str):
     return {
         "contacts": preview(check_id(program_id, "program"), check_id(node_id, "node"), json_body())
     }
+
+
+def _with_recovery(
+    contact: dict[str, Any], sent_again: tuple[str, str, Outcome | None] | None
+) -> dict[str, Any]:
+    """A failed contact a recovery sent again says so, and how it ended this time."""
+    if sent_again is None:
+        return contact
+    recovery_id, run_id, outcome = sent_again
+    again = outcome_json(contact["id"], outcome)
+    return {**contact, "recovered_by": recovery_id, "recovery": {"run_id": run_id, **again}}
 
 
 def outcome_json(contact_id: str, outcome: Outcome | None) -> dict:
@@ -65,12 +78,13 @@ def get_run(run_id: str):
     args = load_args(RunPageArgs())
     cursor, limit = args["cursor"], args["limit"]
     rows, next_cursor = store.runs.page(run.run_id, cursor, limit)
+    sent_again = recovery.recovered(run.run_id, [cid for cid, _ in rows])
     return {
         "run_id": run.run_id,
         "program_id": run.program_id,
         "node_id": run.node_id,
         "state": run.state,
         "counts": {**run.counts, "pending": run.pending},
-        "contacts": [outcome_json(cid, o) for cid, o in rows],
+        "contacts": [_with_recovery(outcome_json(cid, o), sent_again.get(cid)) for cid, o in rows],
         "next_cursor": None if next_cursor is None else str(next_cursor),
     }

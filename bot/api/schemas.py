@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from marshmallow import (
     EXCLUDE,
     INCLUDE,
@@ -55,6 +57,70 @@ class ProfileCreateSchema(Schema):
 class ProfilePatchSchema(Schema):
     name = fields.String(validate=validate.Length(1, 100))
     status = fields.String(validate=validate.OneOf(("enabled", "disabled")))
+    page_access_token = fields.String(
+        load_only=True,
+        validate=FullMatch(
+            r"^[\x21-\x7e]{1,1000}$",
+            error="must be a Facebook access token (visible ASCII, no spaces)",
+        ),
+        metadata={"description": "A new token of the same Page (checked with Facebook)"},
+    )
+
+
+class RecoverSchema(Schema):
+    """Send again the recoverable failures of the profile's runs created in [since, until]."""
+
+    since = fields.AwareDateTime(required=True, default_timezone=UTC)
+    until = fields.AwareDateTime(load_default=None, default_timezone=UTC)
+    include_interrupted = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "also sends that were interrupted (they may have reached Facebook)"
+        },
+    )
+
+    @validates_schema
+    def a_window_in_the_past(self, data, **_kwargs):
+        now = datetime.now(UTC)
+        if data["since"] > now:
+            raise ValidationError("must not be in the future", "since")
+        if data.get("until") is not None and data["until"] <= data["since"]:
+            raise ValidationError("must be after since", "until")
+
+
+class RecoveryAcceptedSchema(Schema):
+    recovery_id = fields.String()
+    contacts = fields.Integer()
+    status_url = fields.String()
+
+
+class RecoveryRunSchema(Schema):
+    run_id = fields.String()
+    recovers_run = fields.String()
+    total = fields.Integer()
+    status_url = fields.String()
+
+
+class RecoveryContactSchema(Schema):
+    run_id = fields.String()
+    id = fields.String()
+    outcome = fields.String()
+    reason_code = fields.String()
+    message_id = fields.String()
+
+
+class RecoveryStatusSchema(Schema):
+    recovery_id = fields.String()
+    profile_id = fields.String()
+    state = fields.String(metadata={"enum": ["preparing", "sending", "done"]})
+    since = fields.DateTime()
+    until = fields.DateTime()
+    include_interrupted = fields.Boolean()
+    contacts = fields.Integer()
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    runs = fields.List(fields.Nested(RecoveryRunSchema))
+    outcomes = fields.List(fields.Nested(RecoveryContactSchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class OptinCodeSchema(Schema):
@@ -303,6 +369,9 @@ class DayStatsSchema(Schema):
     no_receipts = fields.Integer()
     warning = fields.Integer()
     failed = fields.Integer()
+    recovered = fields.Integer(
+        metadata={"description": "of the failed, sent again by a recovery (counted on its day)"}
+    )
     reasons = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 

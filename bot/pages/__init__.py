@@ -52,4 +52,4 @@ def protect(response):
     return response
 
 
-from bot.pages import login, profiles, stats  # noqa: E402,F401  (routes register on bp)
+from bot.pages import login, profiles, recovery, stats  # noqa: E402,F401  (routes register on bp)

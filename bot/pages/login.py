@@ -156,5 +156,9 @@ def _reauthorise(profile_id: str, nonce: str):
     except DomainError as refusal:
         flash(refusal.message, "error")
     else:
-        flash("The profile is reauthorised: its new Page token works.", "info")
+        flash(
+            "The profile is reauthorised: its new Page token works. Sends that failed meanwhile "
+            "can be sent again: Recover failed sends, below.",
+            "info",
+        )
     return redirect(url_for("pages.show_profile", profile_id=profile.id))

@@ -58,6 +58,7 @@ def stats_csv(profile_id: str):
         "no_receipts",
         "warning",
         "failed",
+        "recovered",
         "reasons",
     ]
     lines = (
@@ -70,6 +71,7 @@ def stats_csv(profile_id: str):
             r.no_receipts,
             r.warning,
             r.failed,
+            r.recovered,
             "; ".join(f"{k}={v}" for k, v in sorted(r.reasons.items())),
         ]
         for r in rows

@@ -60,12 +60,14 @@ local function finish(o)
                                                   k = sent_as}))
   redis.call('ZREM', key('deadlines'), o.run .. US .. o.contact)
   redis.call('HINCRBY', meta, o.state, 1)
+  if o.state == 'failed' then redis.call('HINCRBY', meta, 'failed:' .. o.reason, 1) end
   redis.call('HINCRBY', key('metric', 'sends'), o.state .. '|' .. o.reason, 1)
-  local c = redis.call('HMGET', meta, 'sent', 'warning', 'failed', 'total')
+  local c = redis.call('HMGET', meta, 'sent', 'warning', 'failed', 'total', 'callback_url')
   local final = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
   if final >= tonumber(c[4]) then
     redis.call('HSET', meta, 'state', 'done', 'done_at', o.at)
     redis.call('ZREM', key('runs_active'), o.run)
+    if nonempty(c[5]) then redis.call('ZADD', key('callbacks_due'), 'NX', o.at, o.run) end
   end
   if o.state == 'sent' then
     record_sent(pid, o.day, o.score, o.contact, o.mid, o.at, o.rcpt, o.receipts)
