@@ -21,7 +21,6 @@ from flask import current_app
 from bot import callbacks, logs, tasks
 from bot.config import Settings
 from storage import get_storage
-from storage.callbacks import Callbacks
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def _now_ms() -> int:
 def queue_callbacks(now_ms: int | None = None) -> int:
     """Periodic: queue a job for every run whose callback is due; returns how many."""
     now_ms = _now_ms() if now_ms is None else now_ms
-    run_ids, claim = Callbacks(get_storage().redis).take_due(now_ms, LEASE_MS, TAKE_LIMIT)
+    run_ids, claim = get_storage().callbacks.take_due(now_ms, LEASE_MS, TAKE_LIMIT)
     for run_id in run_ids:
         tasks.enqueue(
             tasks.SEND_CALLBACK,
@@ -57,7 +56,7 @@ def send_callback(run_id: str, claim: int, now_ms: int | None = None) -> str:
     was taken with: a job whose claim has moved on does nothing. `now_ms` fixes the clock."""
     logs.context_id.set(f"run:{run_id}")
     settings: Settings = current_app.config["SETTINGS"]
-    store = Callbacks(get_storage().redis)
+    store = get_storage().callbacks
     attempt = store.begin(run_id, claim, _now_ms() if now_ms is None else now_ms, LEASE_MS)
     if attempt.status != "go":
         return attempt.status

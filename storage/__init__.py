@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from storage import keys
+from storage.callbacks import Callbacks
 from storage.contacts import Contacts
 from storage.inbound import Inbound
 from storage.messages import Messages
@@ -82,6 +83,7 @@ class Storage:
         self.recoveries = Recoveries(client, self.tz, run_retention_days)
         self.rates = PageRateLimiter(client, send_rate)
         self.sending = Sending(client)
+        self.callbacks = Callbacks(client)
         self.users = Users(client, cipher)
         self.metrics = Metrics(client)
 

@@ -104,11 +104,18 @@ def test_a_page_restriction_pauses_at_once_and_keeps_its_own_reason(
 
 @pytest.mark.parametrize("settings_overrides", [FAST])
 def test_after_the_cool_down_one_probe_resumes_sending(
-    api, fb, drain, store, page, profile, program, opted_in, settings_overrides
+    api,
+    fb,
+    drain,
+    store,
+    page,
+    profile,
+    program,
+    opted_in,
+    settings_overrides,
+    paused_by_a_restriction,
 ):
-    program()
-    fb.add_fault(page_id=page["id"], times=1, **RESTRICTED)
-    run_to_end(api, drain, contacts(opted_in, 2))
+    paused_by_a_restriction()
     cool_down_over(store, profile)
     _, result = run_to_end(api, drain, contacts(opted_in, 4, "p"), run_id="probe")
     assert reasons(result) == {"sent": 4}  # the probe was accepted: the rest went too
@@ -117,11 +124,18 @@ def test_after_the_cool_down_one_probe_resumes_sending(
 
 @pytest.mark.parametrize("settings_overrides", [FAST])
 def test_a_refused_probe_pauses_twice_as_long(
-    api, fb, drain, store, page, profile, program, opted_in, settings_overrides
+    api,
+    fb,
+    drain,
+    store,
+    page,
+    profile,
+    program,
+    opted_in,
+    settings_overrides,
+    paused_by_a_restriction,
 ):
-    program()
-    fb.add_fault(page_id=page["id"], times=1, **RESTRICTED)
-    run_to_end(api, drain, contacts(opted_in, 2))
+    paused_by_a_restriction()
     cool_down_over(store, profile)
     fb.add_fault(page_id=page["id"], times=1, **RESTRICTED)
     before = len(fb.sends())
@@ -135,13 +149,20 @@ def test_a_refused_probe_pauses_twice_as_long(
 
 @pytest.mark.parametrize("settings_overrides", [FAST])
 def test_one_probe_at_a_time_and_a_lost_probe_is_replaced(
-    api, fb, drain, store, page, profile, program, opted_in, settings_overrides
+    api,
+    fb,
+    drain,
+    store,
+    page,
+    profile,
+    program,
+    opted_in,
+    settings_overrides,
+    paused_by_a_restriction,
 ):
     """While another probe's answer is not known, sends wait for it instead of failing; a probe
     that never ends (its worker died) is replaced by the next send after PROBE_TIMEOUT_MS."""
-    program()
-    fb.add_fault(page_id=page["id"], times=1, **RESTRICTED)
-    run_to_end(api, drain, contacts(opted_in, 2))
+    paused_by_a_restriction()
     lost_probe_ends_at = now_ms() + 1500
     store.redis.hset(
         keys.sending(profile["id"]),
@@ -227,6 +248,18 @@ def test_unreachable_people_are_forgotten_when_their_time_is_over(
     assert store.sending.trim_unreachable(profile["id"], now_ms=until) == 1
     _, later = run_to_end(api, drain, ["c1"], run_id="later")
     assert later["c1"]["outcome"] == "sent"
+
+
+@pytest.fixture
+def paused_by_a_restriction(api, fb, drain, page, program, opted_in):
+    """Pause the profile's sending: Facebook restricts the Page on a run's first send."""
+
+    def pause() -> None:
+        program()
+        fb.add_fault(page_id=page["id"], times=1, **RESTRICTED)
+        run_to_end(api, drain, contacts(opted_in, 2))
+
+    return pause
 
 
 @pytest.fixture

@@ -56,17 +56,9 @@ def test_a_paused_profile_says_why_and_resumes_from_its_page(
 ):
     page = page_in_browser
     page.set_viewport_size({"width": width, "height": 900})
-    fb_page = fb.create_page(name="Bakery")
-    profile = store.profiles.create(
-        name="Bakery updates",
-        page_id=fb_page["id"],
-        page_name="Bakery",
-        page_token=fb_page["token"],
-    )
+    fb_page, profile = bakery_profile(fb, store)
     assert fb.post_event("policy_block", page_id=fb_page["id"])["status"] == 200
-    page.goto(f"{live_app.url}/login")
-    page.fill("#password", "test-admin")
-    page.click("#sign-in")
+    sign_in_as_operator(page, live_app)
     page.goto(f"{live_app.url}/profiles/{profile.id}")
     card = page.locator("#sending-paused")
     expect(card).to_contain_text("blocked the Page from messaging for its Platform Policies")
@@ -90,16 +82,8 @@ def test_recover_failed_sends_counts_first_then_shows_the_progress(
 ):
     page = page_in_browser
     page.set_viewport_size({"width": width, "height": 900})
-    fb_page = fb.create_page(name="Bakery")
-    profile = store.profiles.create(
-        name="Bakery updates",
-        page_id=fb_page["id"],
-        page_name="Bakery",
-        page_token=fb_page["token"],
-    )
-    page.goto(f"{live_app.url}/login")
-    page.fill("#password", "test-admin")
-    page.click("#sign-in")
+    fb_page, profile = bakery_profile(fb, store)
+    sign_in_as_operator(page, live_app)
     page.goto(f"{live_app.url}/profiles/{profile.id}")
     page.click("#recover-link")
     expect(page.locator("#recover")).to_contain_text("may have delivered it")
@@ -108,3 +92,21 @@ def test_recover_failed_sends_counts_first_then_shows_the_progress(
     assert page.locator("#recover-start").count() == 0  # nothing to send: no button
     page.screenshot(path=str(ARTIFACTS / f"recover-{width}.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def bakery_profile(fb, store):
+    """A Page on the simulator and its profile, made directly in storage."""
+    fb_page = fb.create_page(name="Bakery")
+    profile = store.profiles.create(
+        name="Bakery updates",
+        page_id=fb_page["id"],
+        page_name="Bakery",
+        page_token=fb_page["token"],
+    )
+    return fb_page, profile
+
+
+def sign_in_as_operator(page, live_app) -> None:
+    page.goto(f"{live_app.url}/login")
+    page.fill("#password", "test-admin")
+    page.click("#sign-in")
