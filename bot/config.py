@@ -372,11 +372,23 @@ class Settings:
         "60",
         _integer(1, 7 * 24 * 60),
     )
+    stats_retention_days: int = _setting(
+        "How long a profile's daily statistics are kept at all (its counters; the rows behind "
+        "them go sooner, ROW_RETENTION_DAYS).",
+        "1830",
+        _integer(31, 36_600),
+    )
     row_retention_days: int = _setting(
-        "How long the per-contact rows behind the statistics are kept (the counters stay until the "
-        "profile is deleted).",
+        "How long the per-contact rows behind the statistics are kept (the counters stay "
+        "STATS_RETENTION_DAYS).",
         "90",
         _integer(1, 3650),
+    )
+    receipt_wait_days: int = _setting(
+        "How long a sent message awaits its delivery and read receipts; one never delivered by "
+        'then counts as "no receipt" on the day it was sent.',
+        "7",
+        _integer(1, 90),
     )
     run_retention_days: int = _setting(
         "How long a run's per-contact outcomes stay readable through the API.",

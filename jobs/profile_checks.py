@@ -117,17 +117,30 @@ def _check(profile) -> str:
         return "skipped"
 
 
-def trim_rows() -> int:
-    """Ticker task (hourly): drop per-contact statistics rows past ROW_RETENTION_DAYS, and
-    unreachable recipients whose time to be left alone is over."""
+def retention_pass(now_ms: int | None = None) -> dict[str, int]:
+    """Ticker task (hourly), so that what each profile keeps stays bounded: statistics past
+    STATS_RETENTION_DAYS, per-contact rows past ROW_RETENTION_DAYS, unreachable recipients whose
+    time is over, and messages awaiting receipts past RECEIPT_WAIT_DAYS (the undelivered count
+    as no receipt)."""
     store = get_storage()
-    keep = current_app.config["SETTINGS"].row_retention_days
-    trimmed = forgiven = 0
+    settings = current_app.config["SETTINGS"]
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    wait_cutoff = now_ms - settings.receipt_wait_days * 86_400_000
+    done = {"days": 0, "row_days": 0, "unreachable": 0, "no_receipt": 0, "awaiting_dropped": 0}
+    day = today(store).isoformat()
     for profile in store.profiles.list():
-        trimmed += store.stats.trim_rows(profile.id, keep, today(store).isoformat())
-        forgiven += store.sending.trim_unreachable(profile.id)
-    if trimmed:
-        log.info("dropped the per-contact rows of %d profile-days past %d days", trimmed, keep)
-    if forgiven:
-        log.info("%d unreachable recipients may be sent to again", forgiven)
-    return trimmed
+        done["days"] += store.stats.trim_days(profile.id, settings.stats_retention_days, day)
+        done["row_days"] += store.stats.trim_rows(profile.id, settings.row_retention_days, day)
+        done["unreachable"] += store.sending.trim_unreachable(profile.id, now_ms)
+        undelivered, dropped = store.messages.stop_awaiting(profile.id, wait_cutoff)
+        done["no_receipt"] += undelivered
+        done["awaiting_dropped"] += dropped
+    if any(done.values()):
+        log.info(
+            "retention: %(days)d profile-days forgotten, %(row_days)d profile-days of rows "
+            "dropped, %(unreachable)d unreachable "
+            "recipients forgiven, %(awaiting_dropped)d messages no longer awaiting receipts "
+            "(%(no_receipt)d never delivered)",
+            done,
+        )
+    return done

@@ -48,7 +48,7 @@ def default_tasks(app: Flask) -> list[Task]:
             profile_checks.queue_checks,
             at_start=profile_checks.queue_start_checks,
         ),
-        Task("trim_rows", 3600, profile_checks.trim_rows),
+        Task("retention", 3600, profile_checks.retention_pass),
     ]
 
 

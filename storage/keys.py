@@ -66,6 +66,31 @@ marked (s); US separates the parts of a packed value.
     login               login:{nonce}             STRING  a login's Pages, tokens encrypted (15 min)
     deletion            deletion:{code}           STRING  data deletion result JSON (90 days)
 
+What bounds each family (none grows with time alone; "retention" is the hourly pass,
+jobs/profile_checks.py `retention_pass`; TTLs are set where the key is written):
+
+    profile_seq, profiles, profile, page_owner, profile_programs, rows_trimmed_until: one or
+        one entry per profile (a deleted profile's keys go with its purge).
+    program, programs: one per program.
+    contact, recipients, seen, marketing: proportional to contacts and the people who opted in
+        or wrote to a Page (one entry each, overwritten, never appended).
+    unmatched: capped per profile (storage/inbound.py UNMATCHED_KEPT, oldest dropped).
+    awaiting: messages sent in the last RECEIPT_WAIT_DAYS (retention ends the wait).
+    stat_days, day_counters: one per profile-day for STATS_RETENTION_DAYS (retention).
+    day_rows: one row per message and event for ROW_RETENTION_DAYS (retention).
+    sending: only while a profile's sending is paused. send_window: TTL of one window.
+    unreachable: people refused as unreachable in the last UNREACHABLE_DAYS (retention).
+    profile_runs: runs of the last RUN_RETENTION_DAYS (trimmed as runs are created).
+    profile_runs_v1: runs from before 2026-11-26, no longer written (the purge removes it).
+    run, run_contacts, run_outcomes, run_batches, run_recovered, recovery: TTL
+        RUN_RETENTION_DAYS. run_lease: TTL RUN_LEASE_SECONDS.
+    runs_active, runs_ready, deadlines, callbacks_due: runs not finished, batches ready, sends
+        in flight or unknown (UNKNOWN_DEADLINE_SECONDS), callbacks owed (at most a day).
+    rate, rate_rest, tick, login, deletion: TTL. metric: one field per label, from fixed sets
+        (kinds, outcomes and reasons, buckets). user: one per person who signed in (data
+        deletion removes it). RQ's own keys: results and failures with the TTLs each job is
+        queued with.
+
 `optin_field` names a profile's field on contacts; `profile_scoped` lists a profile's keys that
 do not depend on a day. Lua scripts receive key *templates* made by calling these functions with
 "%s" placeholders (`lua_templates`), so a key's shape is still written only once.

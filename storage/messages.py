@@ -43,6 +43,7 @@ class Messages:
         self.redis = redis
         self.tz = tz
         self._record_sent = scripts.register(redis, "record_sent")
+        self._age = scripts.register(redis, "age_receipts")
 
     def record_sent(
         self,
@@ -68,6 +69,19 @@ class Messages:
             ],
             client=pipeline,
         )
+
+    def stop_awaiting(self, pid: str, sent_before_ms: int, page: int = 500) -> tuple[int, int]:
+        """Messages sent before `sent_before_ms` stop awaiting receipts; the undelivered ones
+        count as "no receipt" on their send day. Returns (undelivered, dropped)."""
+        undelivered = dropped = 0
+        cursor = 0
+        while True:
+            cursor, found = self.redis.hscan(keys.awaiting(pid), cursor, count=page)
+            if found:
+                counted = self._age(args=[pid, sent_before_ms, *found])
+                undelivered, dropped = undelivered + int(counted[0]), dropped + int(counted[1])
+            if cursor == 0:
+                return undelivered, dropped
 
     def awaiting(self, pid: str, rcpt: str) -> list[AwaitingMessage]:
         """Messages to one recipient still awaiting a delivery or read receipt."""

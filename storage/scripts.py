@@ -31,6 +31,7 @@ _USES_LIB = {
     "rate_reserve",
     "claim",
     "mark_recovered",
+    "age_receipts",
 }
 _USES_TEMPLATES = _USES_LIB | {"forget_recipient", "profile_status", "put_program", "take_ready"}
 

@@ -104,6 +104,22 @@ class Stats:
         self.redis.set(keys.rows_trimmed_until(pid), cutoff)
         return len(days)
 
+    def trim_days(self, pid: str, keep_days: int, today: str) -> int:
+        """Forget days older than `keep_days` altogether: counters, rows, the day itself.
+        Returns days forgotten."""
+        from datetime import date, timedelta
+
+        cutoff = day_score((date.fromisoformat(today) - timedelta(days=keep_days)).isoformat())
+        days = members(self.redis.zrangebyscore(keys.stat_days(pid), "-inf", cutoff))
+        for day in days:
+            counters = texts(self.redis.hkeys(keys.day_counters(pid, day)))
+            kinds = set(KINDS) | {name for name in counters if ":" in name}
+            self.redis.unlink(
+                keys.day_counters(pid, day), *[keys.day_rows(pid, day, kind) for kind in kinds]
+            )
+            self.redis.zrem(keys.stat_days(pid), day)  # after its keys: a crash leaves it listed
+        return len(days)
+
     def rows(
         self,
         pid: str,

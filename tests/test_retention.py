@@ -1,0 +1,75 @@
+"""State that stays bounded: the hourly retention pass stops awaiting receipts after
+RECEIPT_WAIT_DAYS (an undelivered message then counts as "no receipt" on its send day), and the
+statistics settle. Real Redis; the pass is called as the ticker calls it, with a fixed clock."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from jobs.profile_checks import retention_pass
+from storage import keys
+from storage.inbound import Event
+
+DAY_MS = 86_400_000
+PAGE = "104857600000777"
+
+
+@pytest.fixture
+def profile(store):
+    return store.profiles.create(name="Shop", page_id=PAGE, page_name="Shop", page_token="t")
+
+
+def day_of(store, ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, store.tz).date().isoformat()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"RECEIPT_WAIT_DAYS": "7"}])
+def test_messages_stop_awaiting_receipts_after_the_wait(
+    app, api, store, profile, settings_overrides
+):
+    now = int(time.time() * 1000)
+    old, recent = now - 8 * DAY_MS, now - DAY_MS
+    store.messages.record_sent(profile.id, "c1", "psid-1", "m.old-undelivered", old)
+    store.messages.record_sent(profile.id, "c2", "psid-2", "m.old-delivered", old + 1)
+    store.messages.record_sent(profile.id, "c3", "psid-3", "m.recent", recent)
+    store.inbound.apply([Event("delivery", PAGE, "psid-2", old + 5, wm=old + 1)])
+
+    with app.app_context():
+        done = retention_pass(now_ms=now)
+        assert done["awaiting_dropped"] == 2 and done["no_receipt"] == 1
+        again = retention_pass(now_ms=now)
+    assert (again["awaiting_dropped"], again["no_receipt"]) == (0, 0)  # done once
+    assert store.redis.hkeys(keys.awaiting(profile.id)) == ["psid-3"]
+    assert store.stats.day(profile.id, day_of(store, old))["no_receipts"] == 1
+
+    stats = api("get", f"/profiles/{profile.id}/stats?from={day_of(store, old)}").get_json()
+    rows = {row["date"]: row for row in stats["days"]}
+    settled = rows[day_of(store, old)]
+    assert (settled["sent"], settled["delivered"], settled["no_receipts"]) == (2, 1, 1)
+    assert settled["awaiting_receipt"] == 0  # it no longer waits forever
+    assert rows[day_of(store, recent)]["awaiting_receipt"] == 1  # still within the wait
+
+    # A receipt Facebook sends after the wait finds nothing left to count.
+    store.inbound.apply([Event("delivery", PAGE, "psid-1", now, wm=now)])
+    assert store.stats.day(profile.id, day_of(store, old))["delivered"] == 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"STATS_RETENTION_DAYS": "40"}])
+def test_statistics_older_than_their_retention_are_forgotten(
+    app, store, profile, settings_overrides
+):
+    now = int(time.time() * 1000)
+    old, kept = now - 41 * DAY_MS, now - 39 * DAY_MS
+    store.messages.record_sent(profile.id, "c1", "user_ref:a", "m.1", old)  # no receipts
+    store.messages.record_sent(profile.id, "c2", "user_ref:b", "m.2", kept)
+    with app.app_context():
+        assert retention_pass(now_ms=now)["days"] == 1
+    old_day, kept_day = day_of(store, old), day_of(store, kept)
+    assert store.redis.zrange(keys.stat_days(profile.id), 0, -1) == [kept_day]
+    assert not store.redis.exists(
+        keys.day_counters(profile.id, old_day), keys.day_rows(profile.id, old_day, "sent")
+    )
+    assert store.stats.day(profile.id, kept_day)["sent"] == 1
