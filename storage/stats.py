@@ -7,7 +7,7 @@ Pages read these counters; they never scan messages.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import NotRequired, TypedDict
 from zoneinfo import ZoneInfo
@@ -92,33 +92,30 @@ class Stats:
     def trim_rows(self, pid: str, keep_days: int, today: str) -> int:
         """Drop the per-contact rows of days older than `keep_days` (counters stay). Returns days
         trimmed."""
-        from datetime import date, timedelta
-
-        cutoff = day_score((date.fromisoformat(today) - timedelta(days=keep_days)).isoformat())
+        cutoff = _cutoff(today, keep_days)
         done_until = int(self.redis.get(keys.rows_trimmed_until(pid)) or 0)
         days = members(self.redis.zrangebyscore(keys.stat_days(pid), done_until + 1, cutoff))
         for day in days:
-            counters = texts(self.redis.hkeys(keys.day_counters(pid, day)))
-            kinds = set(KINDS) | {name for name in counters if ":" in name}
-            self.redis.unlink(*[keys.day_rows(pid, day, kind) for kind in kinds])
+            self.redis.unlink(*self._row_keys(pid, day))
         self.redis.set(keys.rows_trimmed_until(pid), cutoff)
         return len(days)
 
     def trim_days(self, pid: str, keep_days: int, today: str) -> int:
         """Forget days older than `keep_days` altogether: counters, rows, the day itself.
         Returns days forgotten."""
-        from datetime import date, timedelta
-
-        cutoff = day_score((date.fromisoformat(today) - timedelta(days=keep_days)).isoformat())
-        days = members(self.redis.zrangebyscore(keys.stat_days(pid), "-inf", cutoff))
+        days = members(
+            self.redis.zrangebyscore(keys.stat_days(pid), "-inf", _cutoff(today, keep_days))
+        )
         for day in days:
-            counters = texts(self.redis.hkeys(keys.day_counters(pid, day)))
-            kinds = set(KINDS) | {name for name in counters if ":" in name}
-            self.redis.unlink(
-                keys.day_counters(pid, day), *[keys.day_rows(pid, day, kind) for kind in kinds]
-            )
+            self.redis.unlink(keys.day_counters(pid, day), *self._row_keys(pid, day))
             self.redis.zrem(keys.stat_days(pid), day)  # after its keys: a crash leaves it listed
         return len(days)
+
+    def _row_keys(self, pid: str, day: str) -> list[str]:
+        """Every row list a day may have: one per kind, and per kind and reason counted."""
+        counters = texts(self.redis.hkeys(keys.day_counters(pid, day)))
+        kinds = set(KINDS) | {name for name in counters if ":" in name}
+        return [keys.day_rows(pid, day, kind) for kind in kinds]
 
     def rows(
         self,
@@ -172,3 +169,8 @@ def _row(kind: str, line: str) -> StatRow:
         "reason_code": reason,
         "detail": detail,
     }
+
+
+def _cutoff(today: str, keep_days: int) -> int:
+    """The YYYYMMDD score of the last day older than `keep_days` before `today`."""
+    return day_score((date.fromisoformat(today) - timedelta(days=keep_days)).isoformat())
