@@ -106,6 +106,7 @@ class DayRow:
     no_receipts: int
     reasons: dict[str, int] = field(default_factory=dict)  # "warning:no_optin" -> n
     recovered: int = 0  # of the failed: sent again by a recovery (counted on its own day)
+    unconfirmed: int = 0  # sends whose answer was lost, until Facebook's echo or the deadline
 
     @property
     def awaiting(self) -> int:
@@ -137,6 +138,7 @@ def day_rows(store: Storage, profile_id: str, filters: Filters) -> list[DayRow]:
             no_receipts=counts.get("no_receipts", 0),
             reasons={k: v for k, v in counts.items() if ":" in k and v},
             recovered=counts.get("recovered", 0),
+            unconfirmed=counts.get("unconfirmed", 0),
         )
         if filters.kind == "all" or row.count(filters.kind):
             rows.append(row)
@@ -171,10 +173,22 @@ def last_week(store: Storage, profile_id: str) -> tuple[Filters, list[DayRow]]:
     return filters, day_rows(store, profile_id, filters)
 
 
+COUNTED = (
+    "sent",
+    "delivered",
+    "read",
+    "warning",
+    "failed",
+    "no_receipts",
+    "recovered",
+    "unconfirmed",
+)
+
+
 def totals(rows: list[DayRow]) -> DayRow:
     total = DayRow("total", 0, 0, 0, 0, 0, 0)
     for row in rows:
-        for name in ("sent", "delivered", "read", "warning", "failed", "no_receipts", "recovered"):
+        for name in COUNTED:
             setattr(total, name, getattr(total, name) + getattr(row, name))
         for key, count in row.reasons.items():
             total.reasons[key] = total.reasons.get(key, 0) + count
@@ -193,6 +207,7 @@ class DayJson(TypedDict):
     warning: int
     failed: int
     recovered: int  # of the failed, sent again by a recovery: that send counts on its own day
+    unconfirmed: int  # sends whose answer was lost, not settled yet (sent or failed later)
     reasons: dict[str, int]  # reason code -> n
 
 
@@ -207,5 +222,6 @@ def day_json(row: DayRow) -> DayJson:
         "warning": row.warning,
         "failed": row.failed,
         "recovered": row.recovered,
+        "unconfirmed": row.unconfirmed,
         "reasons": {k.split(":", 1)[1]: v for k, v in row.reasons.items()},
     }

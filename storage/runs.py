@@ -393,10 +393,11 @@ class Runs:
     def _set_pending(self, run_id: str, source: str, target: str, contacts: list[str]) -> int:
         if not contacts:
             return 0
+        day = day_of(int(time.time() * 1000), self.tz)
         return int(
             self._pending_state(
                 keys=[keys.run_outcomes(run_id), keys.deadlines()],
-                args=[source, target, run_id, *contacts],
+                args=[source, target, run_id, day, day_score(day), *contacts],
             )
         )
 

@@ -32,6 +32,7 @@ _USES_LIB = {
     "claim",
     "mark_recovered",
     "age_receipts",
+    "set_pending_state",
 }
 _USES_TEMPLATES = _USES_LIB | {"forget_recipient", "profile_status", "put_program", "take_ready"}
 

@@ -498,8 +498,11 @@ def test_dead_token_flips_health_once_and_holds_the_pages_other_sends(
 
 
 def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent(
-    api, fb, drain, app, program, opted_in
+    api, fb, drain, app, program, opted_in, profile
 ):
+    def today_row() -> dict:
+        return api("get", f"/profiles/{profile['id']}/stats").get_json()["days"][0]
+
     app.extensions["graph"].timeout = 0.3
     program()
     psid = opted_in("c1", FIRSTNAME="Ann")
@@ -508,6 +511,7 @@ def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent
     run_id, result = run_to_end(api, drain, ["c1"])
     assert result["c1"]["outcome"] == "unknown"
     assert api("get", f"/runs/{run_id}").get_json()["state"] == "running"
+    assert (today_row()["unconfirmed"], today_row()["sent"]) == (1, 0)  # seen, not invisible
     wait_until(lambda: fb.sends(status="accepted"))
     (accepted,) = fb.sends(status="accepted")
     answer = fb.post_event(
@@ -524,6 +528,7 @@ def test_timeout_after_facebook_accepted_is_unknown_until_the_echo_makes_it_sent
     assert settled["sent_as"] == {"kind": "text"}  # kept with the claim: the echo does not say
     assert api("get", f"/runs/{run_id}").get_json()["state"] == "done"
     assert len(fb.sends()) == 1  # never resent
+    assert (today_row()["unconfirmed"], today_row()["sent"]) == (0, 1)  # settled
 
 
 @pytest.mark.parametrize("settings_overrides", [{"UNKNOWN_DEADLINE_SECONDS": "1"}])
@@ -539,7 +544,8 @@ def test_unknown_without_echo_becomes_failed_interrupted_after_the_deadline(
     wait_until(lambda: store.runs.expire_unknown(), timeout=5)
     settled = outcomes(api, run_id)["c1"]
     assert (settled["outcome"], settled["reason_code"]) == ("failed", "interrupted")
-    assert store.stats.day(profile["id"], day_of(now_ms(), store.tz))["failed:interrupted"] == 1
+    counts = store.stats.day(profile["id"], day_of(now_ms(), store.tz))
+    assert (counts["failed:interrupted"], counts["unconfirmed"]) == (1, 0)
     assert len(fb.sends()) == 1
 
 

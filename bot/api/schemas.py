@@ -372,6 +372,9 @@ class DayStatsSchema(Schema):
     recovered = fields.Integer(
         metadata={"description": "of the failed, sent again by a recovery (counted on its day)"}
     )
+    unconfirmed = fields.Integer(
+        metadata={"description": "sends whose answer was lost, until the echo or the deadline"}
+    )
     reasons = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 

@@ -59,6 +59,7 @@ def stats_csv(profile_id: str):
         "warning",
         "failed",
         "recovered",
+        "unconfirmed",
         "reasons",
     ]
     lines = (
@@ -72,6 +73,7 @@ def stats_csv(profile_id: str):
             r.warning,
             r.failed,
             r.recovered,
+            r.unconfirmed,
             "; ".join(f"{k}={v}" for k, v in sorted(r.reasons.items())),
         ]
         for r in rows

@@ -54,6 +54,9 @@ local function finish(o)
   local cur = redis.call('HGET', hk, o.contact)
   local prev = cur and cjson.decode(cur)
   if prev and FINAL[prev.s] then return 0 end
+  if prev and prev.s == 'unknown' and prev.u then  -- settled: no longer unconfirmed on its day
+    redis.call('HINCRBY', key('day', pid, prev.u), 'unconfirmed', -1)
+  end
   local sent_as = nil
   if o.state == 'sent' then sent_as = nonempty(o.k) or (prev and nonempty(prev.k)) end
   redis.call('HSET', hk, o.contact, cjson.encode({s = o.state, r = o.reason, m = o.mid, t = o.at, d = o.detail,

@@ -1,22 +1,32 @@
--- Move claimed contacts between the non-final states, never touching final outcomes.
+-- Move claimed contacts between the non-final states, never touching final outcomes. A send
+-- becoming unknown (its answer was lost) counts as "unconfirmed" on `day` until it settles
+-- (finish() in _lib.lua takes it off that day's count again).
 -- KEYS[1] run outcomes, KEYS[2] deadlines. ARGV: from state, to state ("" = release the claim),
--- run id, contacts... Returns how many changed.
-local from, to, run = ARGV[1], ARGV[2], ARGV[3]
+-- run id, day, YYYYMMDD, contacts... Returns how many changed.
+local from, to, run, day, score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local changed = 0
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
   if cur then
     local o = cjson.decode(cur)
     if o.s == from then
       if to == '' then
         redis.call('HDEL', KEYS[1], ARGV[i])
-        redis.call('ZREM', KEYS[2], run .. '\31' .. ARGV[i])
+        redis.call('ZREM', KEYS[2], run .. US .. ARGV[i])
       else
         o.s = to
+        if to == 'unknown' then o.u = day end
         redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(o))
       end
       changed = changed + 1
     end
+  end
+end
+if to == 'unknown' and changed > 0 then
+  local pid = redis.call('HGET', key('run', run), 'profile_id')
+  if pid then
+    redis.call('HINCRBY', key('day', pid, day), 'unconfirmed', changed)
+    redis.call('ZADD', key('days', pid), 'NX', score, day)
   end
 end
 return changed
