@@ -14,6 +14,7 @@ from typing import TypedDict
 
 from bot.reasons import REASONS, Reason
 from storage import Storage
+from storage.stats import DELIVERY_BUCKETS_S
 
 FILTER_KINDS = ("all", "sent", "delivered", "read", "warning", "failed")
 LIST_KINDS = FILTER_KINDS[1:]  # the contacts behind one number: one kind of it
@@ -107,6 +108,11 @@ class DayRow:
     reasons: dict[str, int] = field(default_factory=dict)  # "warning:no_optin" -> n
     recovered: int = 0  # of the failed: sent again by a recovery (counted on its own day)
     unconfirmed: int = 0  # sends whose answer was lost, until Facebook's echo or the deadline
+    latency: dict[str, int] = field(default_factory=dict)  # time-to-delivery histogram: dl_* -> n
+
+    @property
+    def delivery_latency(self) -> DeliveryLatency:
+        return delivery_latency(self.latency)
 
     @property
     def awaiting(self) -> int:
@@ -139,6 +145,7 @@ def day_rows(store: Storage, profile_id: str, filters: Filters) -> list[DayRow]:
             reasons={k: v for k, v in counts.items() if ":" in k and v},
             recovered=counts.get("recovered", 0),
             unconfirmed=counts.get("unconfirmed", 0),
+            latency={k: v for k, v in counts.items() if k.startswith("dl_") and v},
         )
         if filters.kind == "all" or row.count(filters.kind):
             rows.append(row)
@@ -192,7 +199,53 @@ def totals(rows: list[DayRow]) -> DayRow:
             setattr(total, name, getattr(total, name) + getattr(row, name))
         for key, count in row.reasons.items():
             total.reasons[key] = total.reasons.get(key, 0) + count
+        for key, count in row.latency.items():
+            total.latency[key] = total.latency.get(key, 0) + count
     return total
+
+
+class DeliveryLatency(TypedDict):
+    """Time from our send to the delivery receipt's watermark, over a row's delivered messages:
+    median and 90th percentile (interpolated within the histogram's bucket), and how many were
+    delivered within a minute, within an hour (after the first minute), within a day, later."""
+
+    p50_s: float | None
+    p90_s: float | None
+    within_1m: int
+    within_1h: int
+    within_1d: int
+    later: int
+
+
+_BOUNDS = [(f"dl_{b}", float(b)) for b in DELIVERY_BUCKETS_S] + [("dl_inf", float("inf"))]
+
+
+def delivery_latency(histogram: dict[str, int]) -> DeliveryLatency:
+    counts = [(bound, histogram.get(field, 0)) for field, bound in _BOUNDS]
+    return {
+        "p50_s": _quantile(counts, 0.5),
+        "p90_s": _quantile(counts, 0.9),
+        "within_1m": sum(n for bound, n in counts if bound <= 60),
+        "within_1h": sum(n for bound, n in counts if 60 < bound <= 3600),
+        "within_1d": sum(n for bound, n in counts if 3600 < bound <= 86400),
+        "later": sum(n for bound, n in counts if bound > 86400),
+    }
+
+
+def _quantile(counts: list[tuple[float, int]], q: float) -> float | None:
+    """The q-quantile of a histogram, linear within the bucket it falls in (as Prometheus'
+    histogram_quantile); the last bucket has no upper bound, so its lower bound is the answer."""
+    total = sum(n for _, n in counts)
+    if not total:
+        return None
+    rank, seen, lower = q * total, 0, 0.0
+    for upper, n in counts:
+        if n and seen + n >= rank:
+            if upper == float("inf"):
+                return lower
+            return round(lower + (upper - lower) * (rank - seen) / n, 1)
+        seen, lower = seen + n, upper
+    return lower
 
 
 class DayJson(TypedDict):
@@ -208,6 +261,7 @@ class DayJson(TypedDict):
     failed: int
     recovered: int  # of the failed, sent again by a recovery: that send counts on its own day
     unconfirmed: int  # sends whose answer was lost, not settled yet (sent or failed later)
+    delivery_latency: DeliveryLatency
     reasons: dict[str, int]  # reason code -> n
 
 
@@ -223,5 +277,6 @@ def day_json(row: DayRow) -> DayJson:
         "failed": row.failed,
         "recovered": row.recovered,
         "unconfirmed": row.unconfirmed,
+        "delivery_latency": row.delivery_latency,
         "reasons": {k.split(":", 1)[1]: v for k, v in row.reasons.items()},
     }

@@ -21,6 +21,7 @@ from redis.commands.core import Script
 from redis.typing import EncodableT
 
 from storage import keys
+from storage.stats import DELIVERY_BUCKETS_S
 
 _DIR = Path(__file__).parent / "lua"
 _USES_LIB = {
@@ -49,6 +50,8 @@ def templates_table() -> str:
 @cache
 def source(name: str) -> str:
     parts = [templates_table()] if name in _USES_TEMPLATES else []
+    if name == "apply_events":
+        parts.append(f"local DELIVERY_BUCKETS = {{{', '.join(map(str, DELIVERY_BUCKETS_S))}}}\n")
     if name in _USES_LIB:
         parts.append((_DIR / "_lib.lua").read_text())
     parts.append((_DIR / f"{name}.lua").read_text())

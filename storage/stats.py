@@ -18,6 +18,26 @@ from storage import keys
 from storage.redis_types import members, text_map, texts
 
 KINDS = ("sent", "delivered", "read", "warning", "failed")
+# Upper bounds (s) of the time-to-delivery histogram kept per profile-day (fields dl_<bound>,
+# and dl_inf): 1 minute, 1 hour and 1 day are bounds, so those counts are exact.
+DELIVERY_BUCKETS_S = (
+    1,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    21600,
+    43200,
+    86400,
+    172800,
+    604800,
+)
 RECEIPTS = ("delivered", "read")
 NOT_SENT = ("warning", "failed")
 US = "\x1f"

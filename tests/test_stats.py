@@ -380,7 +380,7 @@ def test_counts_have_thousands_separators_and_the_delivered_rate_beside_them(
     ]
     assert cells[1:5] == [
         ["1,500"],
-        ["1,000", "66.6%"],
+        ["1,000", "66.6%", "median", "0.5", "s"],  # time to delivery, from the histogram
         ["0"],
         ["500"],
     ]  # sent, delivered + rate, read, awaiting

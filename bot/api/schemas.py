@@ -360,6 +360,15 @@ class PreviewSchema(Schema):
     contacts = fields.List(fields.Nested(PreviewContactSchema))
 
 
+class DeliveryLatencySchema(Schema):
+    p50_s = fields.Float(allow_none=True)
+    p90_s = fields.Float(allow_none=True)
+    within_1m = fields.Integer()
+    within_1h = fields.Integer(metadata={"description": "after the first minute"})
+    within_1d = fields.Integer(metadata={"description": "after the first hour"})
+    later = fields.Integer()
+
+
 class DayStatsSchema(Schema):
     date = fields.Date(allow_none=True)
     sent = fields.Integer()
@@ -375,6 +384,7 @@ class DayStatsSchema(Schema):
     unconfirmed = fields.Integer(
         metadata={"description": "sends whose answer was lost, until the echo or the deadline"}
     )
+    delivery_latency = fields.Nested(DeliveryLatencySchema)
     reasons = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 

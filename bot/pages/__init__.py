@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, request, url_for
 
 from bot.pages import session as auth
-from bot.pages.format import percent_of, thousands
+from bot.pages.format import duration, percent_of, thousands
 
 bp = Blueprint("pages", __name__)
 PUBLIC_ENDPOINTS = {"pages.login", "pages.facebook_callback", "pages.login_with_facebook"}
@@ -34,6 +34,7 @@ def template_helpers():
 
 
 bp.add_app_template_filter(thousands, "thousands")
+bp.add_app_template_filter(duration, "duration")
 bp.add_app_template_filter(percent_of, "percent_of")
 
 

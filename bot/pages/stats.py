@@ -60,6 +60,12 @@ def stats_csv(profile_id: str):
         "failed",
         "recovered",
         "unconfirmed",
+        "delivery_p50_s",
+        "delivery_p90_s",
+        "delivered_within_1m",
+        "delivered_within_1h",
+        "delivered_within_1d",
+        "delivered_later",
         "reasons",
     ]
     lines = (
@@ -74,11 +80,23 @@ def stats_csv(profile_id: str):
             r.failed,
             r.recovered,
             r.unconfirmed,
+            *_latency_cells(r.delivery_latency),
             "; ".join(f"{k}={v}" for k, v in sorted(r.reasons.items())),
         ]
         for r in rows
     )
     return csv_response(f"messenger-{profile.id}-{filters.first}-{filters.last}.csv", header, lines)
+
+
+def _latency_cells(latency: stats_view.DeliveryLatency) -> list[object]:
+    return [
+        "" if latency["p50_s"] is None else latency["p50_s"],
+        "" if latency["p90_s"] is None else latency["p90_s"],
+        latency["within_1m"],
+        latency["within_1h"],
+        latency["within_1d"],
+        latency["later"],
+    ]
 
 
 def _day_table(profile_id: str):

@@ -81,6 +81,26 @@ end
 -- a 100-event webhook then makes a few HINCRBY and RPUSH calls instead of ~160.
 local receipts, receipt_order = {}, {}
 
+-- Time to delivery, send to the receipt's watermark, as a histogram per (profile, day): fields
+-- dl_<upper bound in s>, the last one dl_inf. DELIVERY_BUCKETS (storage/stats.py) is put in
+-- front of this file by storage/scripts.py.
+local latencies, latency_order = {}, {}
+
+local function count_latency(pid, day, seconds)
+  local field = 'dl_inf'
+  for _, upper in ipairs(DELIVERY_BUCKETS) do
+    if seconds <= upper then field = 'dl_' .. upper break end
+  end
+  local k = pid .. US .. day
+  local h = latencies[k]
+  if not h then
+    h = {pid = pid, day = day, n = {}}
+    latencies[k] = h
+    latency_order[#latency_order + 1] = h
+  end
+  h.n[field] = (h.n[field] or 0) + 1
+end
+
 -- A receipt for the message at `index` of the day's sent list.
 local function count_receipt(pid, day, kind, index, at)
   local k = pid .. US .. day .. US .. kind
@@ -94,6 +114,10 @@ local function count_receipt(pid, day, kind, index, at)
 end
 
 local function write_receipts()
+  for _, h in ipairs(latency_order) do
+    local dk = key('day', h.pid, h.day)
+    for field, n in pairs(h.n) do redis.call('HINCRBY', dk, field, n) end
+  end
   for _, r in ipairs(receipt_order) do
     redis.call('HINCRBY', key('day', r.pid, r.day), r.kind, #r.rows)
     for i = 1, #r.rows, 1000 do  -- unpack() has a stack limit
@@ -115,6 +139,7 @@ local function receipt(pid, e, is_read)
     local covered = mids[mid] or tonumber(sent) <= e.wm + skew
     if covered and state == 's' then
       count_receipt(pid, day, 'delivered', index, e.ts)
+      count_latency(pid, day, math.max(0, e.wm - tonumber(sent)) / 1000)
       state = 'd'
     end
     if covered and is_read then
