@@ -15,8 +15,6 @@ signed with CALLBACK_SECRET, and the rules a callback URL keeps.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import random
 import socket
@@ -33,6 +31,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionErro
 
 from bot.config import Settings
 from bot.graph import USER_AGENT, environment_proxy, transport
+from bot.signature import WebhookSignature
 from storage.callbacks import CallbackRun
 
 TIMEOUT = urllib3.Timeout(connect=5.0, read=10.0)
@@ -198,7 +197,7 @@ def body(run: CallbackRun) -> bytes:
 def signature(payload: bytes, secret: str) -> str:
     """`sha256=<hex>`: HMAC-SHA256 of the body with CALLBACK_SECRET (as Facebook signs its
     webhooks, so the engine checks it the same way, with a constant-time compare)."""
-    return "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+    return WebhookSignature(secret).sign(payload)
 
 
 def headers(run_id: str, payload: bytes, secret: str, attempt: int) -> dict[str, str]:

@@ -13,16 +13,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from datetime import UTC, datetime
 from typing import TypedDict
 
 from flask import current_app
 
 from bot import policy
 from bot.config import Settings
-from bot.runs import queue_batch
+from bot.runs import start_batches
 from storage import Storage, get_storage
 from storage.recoveries import Recovery
-from storage.runs import FINAL, Outcome, Run
+from storage.runs import Outcome, Run
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +48,28 @@ def reasons_for(include_interrupted: bool) -> frozenset[str]:
 
 
 def count_recoverable(
-    profile_id: str, since_ms: int, until_ms: int | None, include_interrupted: bool
+    profile_id: str, since: datetime, until: datetime | None, include_interrupted: bool
 ) -> int:
     """How many contacts a recovery of this window would send again now (a preview)."""
     store = get_storage()
-    until = until_ms if until_ms is not None else int(time.time() * 1000)
     reasons = reasons_for(include_interrupted)
     return sum(
         sum(1 for _ in store.recoveries.failed_contacts(run_id, reasons))
-        for run_id in store.recoveries.runs_between(profile_id, since_ms, until)
+        for run_id in store.recoveries.runs_between(profile_id, _ms(since), _ms_or_now(until))
     )
 
 
 def recover(
-    profile_id: str, since_ms: int, until_ms: int | None, include_interrupted: bool
+    profile_id: str, since: datetime, until: datetime | None, include_interrupted: bool
 ) -> tuple[Recovery, bool]:
-    """Start (or find) the recovery of this window: (recovery, created)."""
+    """Start (or find) the recovery of this window (`until` None: up to now):
+    (recovery, created)."""
     store = get_storage()
-    rid = recovery_id(profile_id, since_ms, until_ms, include_interrupted)
-    until = until_ms if until_ms is not None else int(time.time() * 1000)
+    rid = recovery_id(
+        profile_id, _ms(since), None if until is None else _ms(until), include_interrupted
+    )
     recovery, created = store.recoveries.begin(
-        rid, profile_id, since_ms, until, include_interrupted
+        rid, profile_id, _ms(since), _ms_or_now(until), include_interrupted
     )
     if recovery.state == "preparing":  # new, or its preparation was cut short: finish it
         _prepare(store, current_app.config["SETTINGS"], recovery)
@@ -118,8 +120,7 @@ def _recover_run(
         failures = [(cid, o) for cid, o in store.runs.outcomes(run_id, ids).items() if o]
     store.recoveries.mark(original.profile_id, run_id, by_run, failures)
     if created:
-        for batch in range(min(settings.run_parallel_batches, run.batches)):
-            queue_batch(store, by_run, batch)
+        start_batches(store, run)
     return True
 
 
@@ -131,8 +132,8 @@ class RecoveryStatus(TypedDict):
     recovery_id: str
     profile_id: str
     state: str  # preparing, sending, done
-    since: int
-    until: int
+    since: datetime
+    until: datetime
     include_interrupted: bool
     contacts: int
     counts: RecoveryCounts
@@ -142,23 +143,24 @@ class RecoveryStatus(TypedDict):
 def status(recovery: Recovery) -> RecoveryStatus:
     store = get_storage()
     counts: RecoveryCounts = {"sent": 0, "warning": 0, "failed": 0, "pending": 0}
-    runs = []
+    runs, total = [], 0
     for by_run, original in recovery.runs.items():
         run = store.runs.get(by_run)
         if run is None:  # past retention
             continue
-        for state in FINAL:
-            counts[state] += run.counts.get(state, 0)  # type: ignore[literal-required]
+        counts["sent"] += run.counts.get("sent", 0)
+        counts["warning"] += run.counts.get("warning", 0)
+        counts["failed"] += run.counts.get("failed", 0)
         counts["pending"] += run.pending
         runs.append({"run_id": by_run, "recovers_run": original, "total": run.total})
-    total = sum(int(str(r["total"])) for r in runs)
+        total += run.total
     done = recovery.state == "sending" and counts["pending"] == 0
     return {
         "recovery_id": recovery.recovery_id,
         "profile_id": recovery.profile_id,
         "state": "done" if done else recovery.state,
-        "since": recovery.since_ms,
-        "until": recovery.until_ms,
+        "since": datetime.fromtimestamp(recovery.since_ms / 1000, UTC),
+        "until": datetime.fromtimestamp(recovery.until_ms / 1000, UTC),
         "include_interrupted": recovery.include_interrupted,
         "contacts": total,
         "counts": counts,
@@ -198,3 +200,11 @@ def recovered(run_id: str, contacts: list[str]) -> dict[str, tuple[str, str, Out
         for cid, outcome in store.runs.outcomes(run, mine).items():
             found[cid] = (run.rsplit(".", 1)[0], run, outcome)
     return found
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _ms_or_now(when: datetime | None) -> int:
+    return _ms(when) if when is not None else int(time.time() * 1000)

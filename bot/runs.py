@@ -61,9 +61,15 @@ def accept_run(
     if (run.program_id, run.node_id) != (program_id, node_id):
         raise Conflict("run_id_conflict", f"run {run_id!r} belongs to another node")
     if created:
-        for batch in range(min(settings.run_parallel_batches, run.batches)):
-            queue_batch(store, run_id, batch)
+        start_batches(store, run)
     return run, created
+
+
+def start_batches(store: Storage, run: Run) -> None:
+    """Queue a new run's first batches (RUN_PARALLEL_BATCHES of them); each queues the next."""
+    settings: Settings = current_app.config["SETTINGS"]
+    for batch in range(min(settings.run_parallel_batches, run.batches)):
+        queue_batch(store, run.run_id, batch)
 
 
 # RQ job ids take letters, digits, _ and - only; run ids may also hold . : @ (the suffix keeps

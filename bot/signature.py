@@ -14,7 +14,8 @@ _HEADER = re.compile(r"sha256=([0-9a-fA-F]{64})")
 
 
 class WebhookSignature:
-    """Sign and verify webhook bodies with the app secret."""
+    """Sign and verify webhook bodies with the app secret (and sign the run callbacks we send,
+    bot/callbacks.py, with CALLBACK_SECRET: the same scheme)."""
 
     def __init__(self, app_secret: str):
         self._secret = app_secret.encode()

@@ -48,10 +48,9 @@ class SendingRules:
                 "cooldown_ms": self.cooldown_ms,
                 "max_cooldown_ms": self.max_cooldown_ms,
                 "unreachable_ms": self.unreachable_ms,
-                # cjson turns an empty object into an empty table; a missing one would be nil
-                "bad": reason_set(self.bad) or {"": True},
-                "trip": reason_set(self.trip) or {"": True},
-                "unreachable": reason_set(self.unreachable) or {"": True},
+                "bad": reason_set(self.bad),
+                "trip": reason_set(self.trip),
+                "unreachable": reason_set(self.unreachable),
             }
         )
 

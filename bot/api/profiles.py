@@ -103,16 +103,12 @@ def recover_sends(profile_id: str):
     profile = get_profile_or_404(profile_id)
     body = load_body(RecoverSchema())
     found, created = recovery.recover(
-        profile.id, _ms(body["since"]) or 0, _ms(body["until"]), body["include_interrupted"]
+        profile.id, body["since"], body["until"], body["include_interrupted"]
     )
     url = f"/api/v1/recoveries/{found.recovery_id}"
     contacts = recovery.status(found)["contacts"]
     answer = {"recovery_id": found.recovery_id, "contacts": contacts, "status_url": url}
     return answer, 202 if created else 200, {"Location": url}
-
-
-def _ms(when: datetime | None) -> int | None:
-    return int(when.timestamp() * 1000) if when is not None else None
 
 
 @bp.get("/profiles/<profile_id>/optin-code")

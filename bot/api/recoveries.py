@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from bot import recovery
 from bot.api import bp, load_args
 from bot.api.contacts import check_id
@@ -24,14 +22,8 @@ def get_recovery(recovery_id: str):
     rows, next_cursor = recovery.contacts_page(found, args["cursor"], args["limit"])
     body = {
         **status,
-        "since": _when(status["since"]),
-        "until": _when(status["until"]),
         "runs": [{**run, "status_url": f"/api/v1/runs/{run['run_id']}"} for run in status["runs"]],
         "outcomes": [{"run_id": run_id, **outcome_json(cid, o)} for run_id, cid, o in rows],
         "next_cursor": None if next_cursor is None else str(next_cursor),
     }
     return RecoveryStatusSchema().dump(body)
-
-
-def _when(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -22,7 +22,7 @@ def recover_form(profile_id: str):
     interrupted = request.args.get("include_interrupted") == "1"
     count = None
     if since is not None and "count" in request.args:
-        count = recovery.count_recoverable(profile.id, _ms(since), None, interrupted)
+        count = recovery.count_recoverable(profile.id, since, None, interrupted)
     return render_template(
         "pages/recover.html",
         profile=profile,
@@ -41,7 +41,7 @@ def recover_start(profile_id: str):
         flash("Choose when the failures started (a date and time in the past, UTC).", "error")
         return redirect(url_for("pages.recover_form", profile_id=profile.id))
     interrupted = request.form.get("include_interrupted") == "1"
-    found, _created = recovery.recover(profile.id, _ms(since), None, interrupted)
+    found, _created = recovery.recover(profile.id, since, None, interrupted)
     return redirect(
         url_for("pages.recovery_progress", profile_id=profile.id, recovery_id=found.recovery_id)
     )
@@ -65,7 +65,3 @@ def _since(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return when if when <= datetime.now(UTC) else None
-
-
-def _ms(when: datetime) -> int:
-    return int(when.timestamp() * 1000)

@@ -81,6 +81,6 @@ for i = 2, #ARGV do
   local o = cjson.decode(ARGV[i])
   local n, pid = finish(o)
   recorded = recorded + n
-  if n == 1 and o.fb then learn(pid, o) end
+  if n == 1 and o.fb and rules.bad then learn(pid, o) end  -- no rules given: nothing to learn
 end
 return recorded
