@@ -6,10 +6,11 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 RUN_STAMP := $(VENV)/.requirements-installed
 DEV_STAMP := $(VENV)/.requirements-dev-installed
 # Debian packages the tests and benchmarks need: chromium for the browser tests (driven by
-# Playwright, never a downloaded browser build), wrk for the webhook benchmark.
-TEST_SYSTEM_PACKAGES := chromium wrk
+# Playwright, never a downloaded browser build), wrk for the webhook benchmark, faketime for the
+# soak's simulated days (bench/soak.py).
+TEST_SYSTEM_PACKAGES := chromium wrk faketime
 
-.PHONY: run test check bench install install-dev system-packages clean
+.PHONY: run test check bench soak install install-dev system-packages clean
 
 run: $(RUN_STAMP)
 	@$(PY) -m bot.launch
@@ -27,6 +28,10 @@ check: $(DEV_STAMP)
 
 bench: $(DEV_STAMP) system-packages
 	$(PY) -m bench
+
+# 30 simulated days of traffic: Redis memory stops growing (about three minutes; not in `bench`).
+soak: $(DEV_STAMP) system-packages
+	$(PY) -m bench.soak
 
 install: $(RUN_STAMP)
 

@@ -72,11 +72,12 @@ def parse_sizes(
 # -- private servers (each stopped by `stack`) -------------------------------------------------
 
 
-def start_redis(stack: ExitStack, tmp: Path):
-    """A redis-server of our own on a free TCP port (never the shared 6379), no AOF."""
+def start_redis(stack: ExitStack, tmp: Path, appendonly: bool = False):
+    """A redis-server of our own on a free TCP port (never the shared 6379), without AOF unless
+    `appendonly` (then `appendfsync everysec`, as production is advised to run)."""
     from storage.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis(tmp / "redis", appendonly=False, use_socket=False)
+    server = EmbeddedRedis(tmp / "redis", appendonly=appendonly, use_socket=False)
     server.start()
     stack.callback(server.stop)
     return server

@@ -2,6 +2,7 @@
 
     python -m bench.send_throughput [--contacts 10000] [--pages 50] [--latency-ms 50]
                                     [--concurrency 16] [--workers 1] [--quick] [--profile]
+                                    [--trace-contacts 40]
 
 Everything runs on this machine and is private to this process: a redis-server of our own on a
 free port (never the shared 6379), the Facebook simulator (`sandbox.SandboxProcess`: one event loop
@@ -25,6 +26,10 @@ Measured, in this order, on the same simulator:
             The service's runs arrive one POST at a time (~10 ms each) and a Page may send
             only 20/s, so its first second ramps up; the "steady" rows leave out the first
             and the last second of each phase to show the rate once every Page is open.
+  Redis     the service phase's Redis CPU per send (INFO cpu; the ceiling of one Redis core it
+            implies, the issue's target), round trips and commands per send, the costliest
+            commands; then a traced phase (`--trace-contacts` more sends per Page, new runs)
+            with the slowlog recording every command, split by script (bench/_redis_cpu.py).
 The figures end with `ratio service/baseline` and `ratio service/ideal`, where ideal =
 messages in flight / latency.
 """
@@ -68,16 +73,27 @@ from bench._harness import (
     start_simulator,
     summarise_profile,
 )
+from bench._redis_cpu import (
+    RedisMeter,
+    Usage,
+    command_lines,
+    headline,
+    per_op_us,
+    trace_lines,
+    traffic_line,
+)
 
 MESSAGE = "Your account was updated."
 TAG = "ACCOUNT_UPDATE"  # retired since 2026-04-27: inside the 24-hour window it goes as UPDATE
 BASELINE_METADATA = "bench-baseline"
-QUICK = {"contacts": 600, "pages": 30}  # enough Pages that their 20/s paces are not the limit
+# Enough Pages that their 20/s paces are not the limit; a few of them traced.
+QUICK = {"contacts": 600, "pages": 30, "trace_contacts": 5}
 
 # Targets of the issue (for 16 in flight and 50 ms latency).
 TARGET_OF_IDEAL = 0.9
 TARGET_PER_WORKER = 300.0
 TARGET_BOOKKEEPING = 0.10
+TARGET_REDIS_US_PER_SEND = 50.0  # issue 16: Redis CPU per send
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -134,11 +150,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="sample worker 1 and its work horses with py-spy and summarise",
     )
+    parser.add_argument(
+        "--trace-contacts",
+        type=int,
+        default=40,
+        help="after the measured phase, send again to this many contacts of every Page with "
+        "Redis's slowlog recording every command, for the split of Redis CPU by script "
+        "(default 40; 0: no traced phase)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
     args = parse_sizes(parser, argv, QUICK)
     if not 1 <= args.pages <= args.contacts:
         parser.error("need 1 <= --pages <= --contacts")
+    args.trace_contacts = max(0, min(args.trace_contacts, args.contacts // args.pages))
     if args.workers < 1 or args.concurrency < 1 or args.latency_ms < 0:
         parser.error("--workers and --concurrency must be >= 1, --latency-ms >= 0")
     return args
@@ -413,10 +438,119 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
+def post_runs(api, nodes: list[dict], runs_contacts: list[list[str]]) -> dict[str, int]:
+    """POST one run per node with its contacts, as the program engine does: {run id: size}."""
+    run_sizes: dict[str, int] = {}
+    for node, contacts in zip(nodes, runs_contacts, strict=True):
+        answer = api(
+            "POST",
+            f"/programs/bench/nodes/{node['id']}/runs",
+            json={"contacts": [{"id": c} for c in contacts]},
+        )
+        if answer.status_code != 202:
+            raise RuntimeError(
+                f"run not accepted: {answer.status_code} {answer.get_data(as_text=True)}"
+            )
+        run_sizes[answer.get_json()["run_id"]] = len(contacts)
+    return run_sizes
+
+
+def wait_done(store, pending: list[str], deadline: float, poll_ms: int, tmp: Path) -> None:
+    """Until every run's state is `done` (perf_counter `deadline`)."""
+    started = time.perf_counter()
+    while pending:
+        for position, run_id in enumerate(pending):  # runs end roughly in order: oldest first
+            if store.runs.get(run_id).state != "done":  # one HGETALL: the API costs ~5 ms
+                pending = pending[position:]
+                break
+        else:
+            pending = []
+        if pending:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(
+                    f"{len(pending)} runs not done after {time.perf_counter() - started:.0f} s; "
+                    f"worker logs in {tmp}"
+                )
+            time.sleep(poll_ms / 1000)
+
+
+def wait_quiet(rq_connection, timeout_s: float = 15.0) -> None:
+    """The last work horses record their jobs (and are reaped: their CPU counts). Shifts drop
+    the queued jobs of the batches they take, so wait for the queue and the workers to be idle,
+    not for one finished job per batch."""
     from rq import Queue, Worker
     from rq.registry import StartedJobRegistry
 
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and (
+        Queue(QUEUE, connection=rq_connection).count
+        or StartedJobRegistry(QUEUE, connection=rq_connection).count
+        or any(w.get_state() != "idle" for w in Worker.all(connection=rq_connection))
+    ):
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
+def run_counts(api, run_ids) -> Counter[str]:
+    """The runs' outcome counts added up, as the API gives them."""
+    counts: Counter[str] = Counter()
+    for run_id in run_ids:
+        for key, value in api("GET", f"/runs/{run_id}?limit=1").get_json()["counts"].items():
+            counts[key] += value
+    return counts
+
+
+@dataclass
+class TracedPhase:
+    sends: int
+    seconds: float
+    usage: Usage
+    counts: Counter
+
+
+def traced_phase(args, api, store, nodes, runs_contacts, rq_connection, tmp: Path) -> TracedPhase:
+    """A new run to the first `--trace-contacts` contacts of every Page, with the slowlog
+    recording every Redis command. Every Page, as in the measured phase: over fewer Pages
+    their pace would be the limit, and each send would claim in two calls (a slot to wait
+    for, then the claim) where the measured phase mostly needs one."""
+    runs_contacts = [contacts[: args.trace_contacts] for contacts in runs_contacts]
+    sends = sum(len(c) for c in runs_contacts)
+    meter = RedisMeter(store.redis, trace=True)
+    meter.start()
+    started = time.perf_counter()
+    run_sizes = post_runs(api, nodes, runs_contacts)
+    wait_done(store, list(run_sizes), started + 60 + sends / 5, args.poll_ms, tmp)
+    seconds = time.perf_counter() - started
+    wait_quiet(rq_connection)
+    usage = meter.stop()
+    return TracedPhase(sends, seconds, usage, run_counts(api, run_sizes))
+
+
+def redis_lines(args, usage: Usage, traced: TracedPhase | None) -> list[str]:
+    """Redis CPU per send in the measured phase and where it goes; the traced phase's split."""
+    us = per_op_us(usage, args.contacts)
+    lines = [
+        "Redis during the service phase (run POSTs, claims, pacing, outcomes, leases, RQ, "
+        "the bench's polling):",
+        "  " + headline(usage, args.contacts, "send"),
+        traffic_line(usage, args.contacts, "send"),
+        f"  target <= {TARGET_REDIS_US_PER_SEND:.0f} µs per send: "
+        f"{mark(us <= TARGET_REDIS_US_PER_SEND)}",
+        *command_lines(usage, args.contacts, "send"),
+    ]
+    if traced:
+        traced_us = per_op_us(traced.usage, traced.sends)
+        lines += [
+            f"traced phase: {traced.sends:,} more sends, a new run of {args.trace_contacts} "
+            f"contacts per Page, in {traced.seconds:.1f} s, the slowlog recording every "
+            f"command: Redis CPU per send {traced_us:.1f} µs (untraced {us:.1f}); "
+            f"outcomes {dict(traced.counts)}",
+            *trace_lines(traced.usage, traced.sends, "send"),
+        ]
+    return lines
+
+
+def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     from storage.inbound import Event
 
     C, W, latency_s = args.concurrency, args.workers, args.latency_ms / 1000
@@ -488,7 +622,10 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
             Event("optin", page["id"], psid, now_ms, profile=profile_id, contact=cid)
             for cid, psid in zip(contacts, psids, strict=True)
         ]
-        for start in range(0, size, 2000):
+        for start in range(0, size, 2000):  # an opt-in names a contact we hold
+            store.contacts.merge_many(
+                {cid: {"FIRSTNAME": f"Person {cid}"} for cid in contacts[start : start + 2000]}
+            )
             store.inbound.apply(events[start : start + 2000])
         nodes.append(
             {
@@ -566,69 +703,35 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         time.sleep(1.0)  # let py-spy attach before the first job
     cpu2 = cpu_now()
     latency_before = store.metrics.read("graph_latency")
+    redis_meter = RedisMeter(store.redis)
+    redis_meter.start()
     first_post_epoch = time.time()
     started = time.perf_counter()
-    run_sizes: dict[str, int] = {}
-    for node, contacts in zip(nodes, runs_contacts, strict=True):
-        answer = api(
-            "POST",
-            f"/programs/bench/nodes/{node['id']}/runs",
-            json={"contacts": [{"id": c} for c in contacts]},
-        )
-        if answer.status_code != 202:
-            raise RuntimeError(
-                f"run not accepted: {answer.status_code} {answer.get_data(as_text=True)}"
-            )
-        run_sizes[answer.get_json()["run_id"]] = len(contacts)
+    run_sizes = post_runs(api, nodes, runs_contacts)
     posted_s = time.perf_counter() - started
-    pending = list(run_sizes)
     deadline = started + 60 + 10 * args.contacts / min(ideal, baseline_rate)
-    while pending:
-        for position, run_id in enumerate(
-            pending
-        ):  # runs end roughly in order: check the oldest first
-            if (
-                store.runs.get(run_id).state != "done"
-            ):  # one HGETALL: the API would cost ~5 ms a poll
-                pending = pending[position:]
-                break
-        else:
-            pending = []
-        if pending:
-            if time.perf_counter() > deadline:
-                raise RuntimeError(
-                    f"{len(pending)} runs not done after {time.perf_counter() - started:.0f} s; "
-                    f"worker logs in {tmp}"
-                )
-            time.sleep(args.poll_ms / 1000)
+    wait_done(store, list(run_sizes), deadline, args.poll_ms, tmp)
     service_s = time.perf_counter() - started
     service_rate = args.contacts / service_s
 
     batches = sum(math.ceil(n / args.batch_size) for n in run_sizes.values())
-    # The last work horses record their jobs (and are reaped: CPU below). Shifts drop the queued
-    # jobs of the batches they take, so wait for the queue and the workers to be idle, not for
-    # one finished job per batch.
-    registry_wait = time.monotonic() + 15
-    while time.monotonic() < registry_wait and (
-        Queue(QUEUE, connection=rq_connection).count
-        or StartedJobRegistry(QUEUE, connection=rq_connection).count
-        or any(w.get_state() != "idle" for w in Worker.all(connection=rq_connection))
-    ):
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_quiet(rq_connection)
     cpu3 = cpu_now()
+    redis_usage = redis_meter.stop()
     latency_after = store.metrics.read("graph_latency")
     if profiler:
         profiler.stop()
 
-    counts = Counter()
-    for run_id in run_sizes:
-        for key, value in api("GET", f"/runs/{run_id}?limit=1").get_json()["counts"].items():
-            counts[key] += value
+    counts = run_counts(api, run_sizes)
     sends = fb.sends()
     sim_service_n, sim_service_rate, steady_service_rate = simulator_rate(sends, service=True)
     _, sim_base_rate, steady_base_rate = simulator_rate(sends, service=False)
     stats = job_stats(rq_connection, run_sizes, args.batch_size, latency_s, C, first_post_epoch)
+    traced = (
+        traced_phase(args, api, store, nodes, runs_contacts, rq_connection, tmp)
+        if args.trace_contacts
+        else None
+    )
 
     # -- report ----------------------------------------------------------------------------
     per_worker = service_rate / W
@@ -744,6 +847,8 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         f"simulator {cpu_share(base_cpu['simulator'], args.contacts)}; "
         f"other processes on the machine {max(0.0, base_other):.1f} s"
     )
+    for line in redis_lines(args, redis_usage, traced):
+        out(line)
     out()
     out(f"ratio service/baseline: {service_rate / baseline_rate:.2f}")
     out(f"ratio service/ideal: {service_rate / ideal:.2f}")
@@ -763,6 +868,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
             out("  " + line)
         out("  (sampling slows the worker: the figures above are not the benchmark's)")
     ok = counts.get("sent", 0) == args.contacts and stats.failed_jobs == 0
+    ok = ok and (traced is None or traced.counts.get("sent", 0) == traced.sends)
     if not ok:
         out(f"PROBLEM: not every contact was sent (logs in {tmp})")
     return 0 if ok else 1

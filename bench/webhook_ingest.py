@@ -2,6 +2,7 @@
 
     python -m bench.webhook_ingest [--duration 10] [--warmup 2] [--rounds 2] [--connections 32]
                                    [--threads 2] [--quick] [--profile] [--keep]
+                                   [--trace-duration 5]
                                    [--web-concurrency N] [--web-threads N]
 
 Everything runs on this machine and is private to this process: a redis-server of our own on a
@@ -43,8 +44,11 @@ keep-alive connection stays with the worker that accepted it; a phase where one 
 90 % or more is "lopsided", one process on two cores, and is left out of the pooled figures
 unless every round of it was). The summary pools the rounds
 (requests over seconds; p50 the median round, p99 the worst) and gives the three ratios with
-the issue's targets, CPU per event, and the apply_events script's own time inside Redis
-(INFO commandstats). `--profile` adds two app phases sampled with py-spy (not in the figures).
+the issue's targets, CPU per event, and Redis's: its CPU per event (INFO cpu over each app
+phase; the ceiling of one Redis core, the issue's target for 1-event POSTs), round trips and
+the costliest commands (INFO commandstats). Two more app phases (`--trace-duration`) then run
+with Redis's slowlog recording every command, split by script (bench/_redis_cpu.py).
+`--profile` adds two app phases sampled with py-spy (not in the figures).
 """
 
 from __future__ import annotations
@@ -86,16 +90,33 @@ from bench._harness import (
     start_redis,
     summarise_profile,
 )
+from bench._redis_cpu import (
+    RedisMeter,
+    Usage,
+    command_lines,
+    headline,
+    per_op_us,
+    trace_lines,
+    traffic_line,
+)
 
 CONF = ROOT / "gunicorn.conf.py"
 PAGES = 4
-QUICK = {"duration": 1, "warmup": 1, "rounds": 1, "bodies_1": 3000, "bodies_100": 150}
+QUICK = {
+    "duration": 1,
+    "warmup": 1,
+    "rounds": 1,
+    "bodies_1": 3000,
+    "bodies_100": 150,
+    "trace_duration": 1,
+}
 
 # Targets of the issue, at 32 connections.
 TARGET_OF_BASELINE = 0.75
 REFERENCE_OF_BASELINE = "0.66-0.82"
 TARGET_P99_MS = 50.0
 TARGET_BATCH_GAIN = 20.0
+TARGET_REDIS_US_PER_EVENT = 10.0  # issue 16: Redis CPU per event of 1-event webhooks
 # A phase whose busiest worker held this share of the connections is left out of the pooled
 # figures; one where other processes took more than this share of the machine's CPU is flagged.
 LOPSIDED_SHARE = 0.9
@@ -222,6 +243,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="after the rounds, sample the app's workers with py-spy during two extra app phases",
+    )
+    parser.add_argument(
+        "--trace-duration",
+        type=int,
+        default=5,
+        help="seconds of each of two more app phases (1- and 100-event) with Redis's slowlog "
+        "recording every command, for the split of Redis CPU by script (default 5; 0: none)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (bodies, logs)"
@@ -606,6 +634,7 @@ class Phase:
     recycled: int = 0
     problems: list[str] = field(default_factory=list)
     checks: dict = field(default_factory=dict)
+    redis: Usage | None = None  # what redis-server spent (app phases; bench/_redis_cpu.py)
     spread: list[int] = field(
         default_factory=list
     )  # wrk's connections held by each worker, half-way
@@ -786,25 +815,35 @@ class Bench:
                 delivered += counts["delivered"]
                 read += counts["read"]
             recipients += self.redis.hlen(keys.recipients(page.pid))
-        evalsha = self.redis.info("commandstats").get("cmdstat_evalsha", {})
         return {
             "events": sum(int(v) for v in events.values()),
             "rejected": sum(int(v) for v in rejected.values()),
             "delivered": delivered,
             "read": read,
             "recipients": recipients,
-            "evalsha_calls": int(evalsha.get("calls", 0)),
-            "evalsha_usec": int(evalsha.get("usec", 0)),
         }
 
-    def phase(self, round_: str, server: Gunicorn, body_set: BodySet, warm_set: BodySet) -> Phase:
+    def phase(
+        self,
+        round_: str,
+        server: Gunicorn,
+        body_set: BodySet,
+        warm_set: BodySet,
+        trace: bool = False,
+        duration: int | None = None,
+    ) -> Phase:
+        """One wrk run against `server` after its warm-up; with `trace`, Redis's slowlog records
+        every command (bench/_redis_cpu.py)."""
         args = self.args
-        name = f"{server.name} {body_set.events_per_body}-event"
+        name = f"{server.name} {body_set.events_per_body}-event{' traced' if trace else ''}"
         if args.warmup:
             run_wrk(self.script, server.url, warm_set, args.warmup, args)
             time.sleep(0.3)  # requests in flight when wrk stopped finish
         is_app = server is self.app
         before = self.counters() if is_app else None
+        meter = RedisMeter(self.redis, trace=trace)
+        if is_app:
+            meter.start()
         pids = server.worker_pids()
         cpu0 = {
             "gunicorn": server.cpu(),
@@ -817,7 +856,7 @@ class Bench:
             self.script,
             server.url,
             body_set,
-            args.duration,
+            duration or args.duration,
             args,
             midway=server.connections_by_worker,
         )
@@ -849,7 +888,8 @@ class Bench:
                 f"write {result['write']}, timeout {result['timeout']}"
             )
         if is_app:
-            time.sleep(0.3)
+            time.sleep(0.3)  # requests in flight when wrk stopped finish: Redis's work counts
+            phase.redis = meter.stop()
             self.check_effects(phase, body_set, before, self.counters())
         self.phases.append(phase)
         self.print_row(phase)
@@ -863,11 +903,7 @@ class Bench:
         in_flight = -(-self.args.connections // self.args.threads)
         grown = {k: after[k] - before[k] for k in after}
         low, high = result["requests"] * E, sum(sent) * E
-        phase.checks = {
-            "events": grown["events"],
-            "evalsha_calls": grown["evalsha_calls"],
-            "evalsha_usec": grown["evalsha_usec"],
-        }
+        phase.checks = {"events": grown["events"]}
         if not low <= grown["events"] <= high:
             phase.problems.append(
                 f"webhook_events grew by {grown['events']}, expected {low}..{high}"
@@ -985,22 +1021,18 @@ class Bench:
         app_phases = [p for p in self.phases if p.name.startswith("app")]
         for n in ("app 1-event", "app 100-event"):
             ps = [p for p in app_phases if p.name == n and p.round != "prof"]
-            per_event = sum(p.cpu["gunicorn"] for p in ps) / sum(
-                p.wrk["requests"] * p.events_per_body for p in ps
-            )
-            redis_per_event = sum(p.cpu["redis"] for p in ps) / sum(
-                p.wrk["requests"] * p.events_per_body for p in ps
-            )
             requests = sum(p.wrk["requests"] for p in ps)
-            calls = max(1, sum(p.checks.get("evalsha_calls", 0) for p in ps))
-            inside = sum(p.checks.get("evalsha_usec", 0) for p in ps)
+            events = requests * ps[0].events_per_body
+            redis = Usage.merged([p.redis for p in ps if p.redis])
+            calls, inside = max(1, redis.calls("evalsha")), redis.usec("evalsha")
+            gunicorn_us = 1e6 * sum(p.cpu["gunicorn"] for p in ps) / events
             print(
-                f"CPU per event, {n}: gunicorn {1e6 * per_event:.0f} us, "
-                f"redis-server {1e6 * redis_per_event:.0f} us (of which the apply_events script "
-                f"{inside / (requests * ps[0].events_per_body):.1f} us; "
-                f"{inside / calls:.0f} us per EVALSHA, {requests / calls:.2f} requests per EVALSHA "
-                f"(shared writes), INFO commandstats)"
+                f"CPU per event, {n}: gunicorn {gunicorn_us:.0f} µs, "
+                f"redis-server {per_op_us(redis, events):.1f} µs (of which the scripts "
+                f"{inside / events:.1f} µs; {inside / calls:.0f} µs per EVALSHA, "
+                f"{requests / calls:.2f} requests per EVALSHA (shared writes), INFO commandstats)"
             )
+        self.redis_summary(app_phases)
         checked = [p for p in app_phases if p.checks]
         if checked:
             events = sum(p.checks["events"] for p in checked)
@@ -1020,6 +1052,65 @@ class Bench:
             print("PROBLEMS:")
             for problem in self.problems:
                 print(f"  {problem}")
+
+    def redis_summary(self, app_phases: list[Phase]) -> None:
+        """Redis CPU per event of the app phases (their rounds pooled), the ceiling of one Redis
+        core, the issue's target, and the commands that took the time."""
+        print("Redis during the app phases (its own redis-server; rounds pooled):")
+        for n in ("app 1-event", "app 100-event"):
+            ps = [p for p in app_phases if p.name == n and p.round != "prof" and p.redis]
+            events = sum(p.wrk["requests"] * p.events_per_body for p in ps)
+            redis = Usage.merged([p.redis for p in ps if p.redis])
+            print(f"  {n} POSTs: {headline(redis, events, 'event')}")
+            print(traffic_line(redis, events, "event"))
+            if n == "app 1-event":
+                us = per_op_us(redis, events)
+                print(
+                    f"  target <= {TARGET_REDIS_US_PER_EVENT:.0f} µs per event of 1-event POSTs: "
+                    f"{mark(us <= TARGET_REDIS_US_PER_EVENT)}"
+                )
+                for line in command_lines(redis, events, "event"):
+                    print(line)
+
+    def traced(self, warm1: BodySet, warm100: BodySet) -> None:
+        """A 1-event and a 100-event app phase with Redis's slowlog recording every command:
+        where Redis's time goes, by script (not in the figures above: recording costs CPU)."""
+        args = self.args
+        print(
+            f"\ntraced app phases ({args.trace_duration} s each; Redis's slowlog records every "
+            "command, so Redis works more than above):"
+        )
+        print(self.HEADER)
+        sizes = ((1, warm1), (100, warm100))
+        for events, warm in sizes[:1] if args.quick else sizes:  # a smoke run: the split only
+            bodies = args.bodies_1 if events == 1 else args.bodies_100
+            body_set = self.workload.make(  # tracing slows the app: half as many suffice
+                max(args.threads, bodies * args.trace_duration // (2 * args.duration)),
+                events,
+                args.threads,
+            )
+            phase = self.phase(
+                "trace", self.app, body_set, warm, trace=True, duration=args.trace_duration
+            )
+            self.problems += [f"{phase.name}: {problem}" for problem in phase.problems]
+            untraced = Usage.merged(
+                [p.redis for p in self.phases if p.name == f"app {events}-event" and p.redis]
+            )
+            untraced_events = sum(
+                p.wrk["requests"] * events
+                for p in self.phases
+                if p.name == f"app {events}-event" and p.redis
+            )
+            n, traced = phase.wrk["requests"] * events, phase.redis
+            assert traced is not None  # an app phase: measured
+            print(
+                f"  {phase.name}: Redis CPU per event {per_op_us(traced, n):.1f} µs "
+                f"(untraced {per_op_us(untraced, untraced_events):.1f}), "
+                f"{phase.wrk['requests'] / max(1, traced.calls('evalsha')):.2f} "
+                "requests per EVALSHA"
+            )
+            for line in trace_lines(traced, n, "event"):
+                print(line)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -1081,6 +1172,8 @@ class Bench:
             self.phase(r, self.app, hundred, warm100)
             self.phase(r, self.hello, hundred, warm100)
         self.summary()
+        if args.trace_duration:
+            self.traced(warm1, warm100)
         if args.profile:
             self.profile(warm1, warm100)
         print(f"\ntotal time {time.monotonic() - started:.0f} s")

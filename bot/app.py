@@ -79,7 +79,7 @@ def format_datetime(value: datetime | float | None) -> str:
 def init_services(app: Flask, settings: Settings) -> None:
     """Storage, the Graph client, signature and ref checkers on `app.extensions`."""
     storage.init_app(app, settings, TokenCipher(settings.token_encryption_keys))
-    rq_connection = storage.connect(settings.redis_url, decode=False)
+    rq_connection = storage.connect(settings, decode=False)
     app.extensions["rq_queue"] = queue(rq_connection)
     app.extensions["rq_maintenance"] = queue(rq_connection, "maintenance")
     app.extensions["graph"] = GraphClient(

@@ -236,6 +236,34 @@ def _allow_private(r: _Reader) -> str:
     return "1" if r.value("SANDBOX") else "0"
 
 
+# -- Redis through Sentinel ------------------------------------------------------------------------
+
+
+def _url_unless_sentinels(r: _Reader) -> str | None:
+    """With sentinels REDIS_URL gives only the database, password and TLS: none of them needed."""
+    return "redis://" if r.raw("REDIS_SENTINELS") else None
+
+
+def _sentinels_if_named(r: _Reader) -> str | None:
+    """Required (None) when a master name is given: that name means Sentinel was meant."""
+    return None if r.raw("REDIS_SENTINEL_MASTER_NAME") else ""
+
+
+def _host_ports(text: str) -> tuple[tuple[str, int], ...]:
+    pairs = [item.strip().rpartition(":") for item in text.split(",") if item.strip()]
+    bad = [
+        f"{host}{sep}{port}"
+        for host, sep, port in pairs
+        if not (host and port.isdecimal() and 1 <= int(port) <= 65535)
+    ]
+    if bad:
+        raise _Invalid(
+            "must be host:port pairs separated by commas, such as "
+            f"sentinel-1:26379,sentinel-2:26379 (got {', '.join(map(repr, bad))})"
+        )
+    return tuple((host.strip("[]"), int(port)) for host, _, port in pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated configuration; build it with `Settings.from_env`.
@@ -246,11 +274,43 @@ class Settings:
     redis_url: str = _setting(
         "Redis for all state and the RQ queues (`redis://`, `rediss://` or `unix://`). "
         "Unset under `make run`: an embedded redis-server is started with its data in "
-        "`var/redis/`.",
-        None,
+        "`var/redis/`. With REDIS_SENTINELS only its database number, user name, password "
+        "and `rediss://` (TLS) apply, to the primary the sentinels name.",
+        _url_unless_sentinels,
         _redis_url,
+        shown="required unless `REDIS_SENTINELS` is set",
         missing="point it at your Redis, or start the service with `make run`, "
         "which starts an embedded Redis and sets it",
+    )
+    redis_sentinels: tuple[tuple[str, int], ...] = _setting(
+        "Redis Sentinel: the sentinels (`host:port`, comma-separated) asked where the primary "
+        "is; each new connection asks again, so web and workers follow a failover without a "
+        "restart.",
+        _sentinels_if_named,
+        _host_ports,
+        shown="— (a single Redis at `REDIS_URL`)",
+        missing="list the sentinels (host:port, comma-separated) that watch "
+        "REDIS_SENTINEL_MASTER_NAME, or unset that",
+    )
+    redis_sentinel_master_name: str = _setting(
+        "The name the sentinels know the primary by (`sentinel monitor <name> ...`).",
+        lambda r: None if r.raw("REDIS_SENTINELS") else "",  # given, even if malformed
+        shown="required with `REDIS_SENTINELS`",
+        missing="the name your sentinels monitor the primary under "
+        "(`sentinel monitor <name> <host> <port> <quorum>`)",
+    )
+    redis_sentinel_password: str = _setting(
+        "Password of the sentinels themselves (their `requirepass`); the primary's is REDIS_URL's.",
+        "",
+        secret=True,
+    )
+    webhook_replica_wait_ms: int = _setting(
+        "Before answering 200 to a webhook, wait up to this long for a replica to have it "
+        "(`WAIT 1`), so a failover cannot lose a webhook Facebook will not send again; 0: "
+        "answer once the primary has it. Off for 10 s after a wait that timed out (no replica).",
+        lambda r: "100" if r.value("REDIS_SENTINELS") else "0",  # Sentinel: there are replicas
+        _integer(0, 1000),
+        shown="`100` with `REDIS_SENTINELS`, else `0`",
     )
     sandbox: bool = _setting(
         "`1` talks to the built-in Facebook simulator; `0` talks to Facebook.",
@@ -313,6 +373,13 @@ class Settings:
         _secure_cookie,
         _flag,
         shown="`1` outside sandbox mode, `0` in it",
+    )
+    role_recheck_seconds: int = _setting(
+        "How old a page owner's roles on Pages may be before Facebook is asked again (0: on "
+        "every request); while Facebook cannot be reached, as long again. Deleting, enabling, "
+        "disabling, resuming or recovering a profile always asks first.",
+        "300",
+        _integer(0, 8 * 3600),  # at most the session's 8 hours
     )
     graph_api_version: str = _setting(
         "Graph API version used on every call.", "v26.0", _pattern(r"v\d+\.\d+", "like v26.0")
@@ -500,6 +567,13 @@ PROCESS_SETTINGS: dict[str, Setting] = {
 }
 
 
+# Durations that bound one another: a late receipt must find its day's rows and counters.
+_NOT_LONGER_THAN = {
+    ("RECEIPT_WAIT_DAYS", "ROW_RETENTION_DAYS"): "a receipt would rebuild rows already dropped",
+    ("ROW_RETENTION_DAYS", "STATS_RETENTION_DAYS"): "rows would outlive their day's counters",
+}
+
+
 class _Reader:
     """Reads the settings in declaration order, collecting one message per problem."""
 
@@ -518,6 +592,12 @@ class _Reader:
     def settings(self) -> Settings:
         for setting in SETTINGS.values():
             self.values[setting.name] = self.read(setting)
+        for shorter, longer in _NOT_LONGER_THAN:
+            if self.values[shorter] > self.values[longer]:
+                self.problems.append(
+                    f"{shorter} ({self.values[shorter]}) must not exceed {longer} "
+                    f"({self.values[longer]}): {_NOT_LONGER_THAN[shorter, longer]}"
+                )
         if self.problems:
             raise ConfigError(self.problems)
         return Settings(**{s.attribute: self.values[s.name] for s in SETTINGS.values()})

@@ -19,6 +19,15 @@ from bot.refs import OptinRefs
 from storage.inbound import Event
 
 USER_REF = "user_ref:"
+# How an opt-in reached us -> its source in the consent ledger (storage/consent.py).
+CONSENT_SOURCES = {
+    "optin": "plugin",
+    "checkbox": "checkbox",
+    "referral": "m.me",
+    "postback": "postback",
+}
+# notification_messages_status when the person stops messages (Meta writes it with a space).
+_STOPPED = frozenset({"STOP NOTIFICATIONS", "STOP_NOTIFICATIONS"})
 _Json: TypeAlias = Mapping[str, Any]  # a JSON object from the webhook body, unchecked
 
 
@@ -81,6 +90,8 @@ class _Context:
                     profile=profile,
                     contact=contact,
                     ref=ref,
+                    source=CONSENT_SOURCES[source],
+                    fp=self.refs.fingerprint(contact),
                     opens_window=opens_window,
                 )
             ]
@@ -129,11 +140,17 @@ def _on_optin(c: _Context, body: _Json) -> list[Event]:
     if body.get("type") == "notification_messages":
         if not c.psid:
             return []
-        status = body.get("notification_messages_status") or "OPTED_IN"
+        status = str(body.get("notification_messages_status") or "OPTED_IN")[:40]
         expiry = _ms(body.get("token_expiry_timestamp"))
         return [
             Event(
-                "marketing", c.page, c.psid, c.ts, status=str(status)[:40], expiry=str(expiry or "")
+                "marketing",
+                c.page,
+                c.psid,
+                c.ts,
+                status=status,
+                expiry=str(expiry or ""),
+                stop=status in _STOPPED,
             )
         ]
     if c.psid:  # Send to Messenger plugin: the PSID is known, the window opens

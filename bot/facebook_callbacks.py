@@ -1,7 +1,8 @@
 """Facebook's app callbacks: deauthorize and data deletion (signed requests, form POSTs).
 
 Deauthorize: the person who connected Pages removed our app; their Page tokens stop working,
-so those profiles become "disconnected" — never deleted (the product's rule).
+so those profiles become "disconnected" — never deleted (the product's rule). If the person is
+also a contact on our Pages, a job withdraws their consent (jobs/privacy.py).
 Data deletion: answer at once with the status URL and confirmation code Facebook shows the
 person; a job (jobs/privacy.py) deletes what we hold about them, matching their app-scoped id
 to their PSIDs on our Pages through Facebook's ID matching API.
@@ -14,6 +15,7 @@ import secrets
 import time
 
 from flask import Blueprint, current_app, render_template, request, url_for
+from rq import Retry
 
 from bot import tasks
 from bot.errors import ApiError
@@ -22,6 +24,7 @@ from storage import get_storage
 
 log = logging.getLogger(__name__)
 bp = Blueprint("facebook", __name__, url_prefix="/facebook")
+DELETION_RETRY = Retry(max=8, interval=[60, 300, 900, 1800, 3600, 3600, 3600, 3600])
 
 
 def _signed_user_id() -> str:
@@ -46,6 +49,16 @@ def deauthorize():
             "disconnected",
             "The person who connected the Page removed the app from Facebook.",
         )
+    # The person may also be a contact on our Pages: their consent goes (Facebook's ID matching
+    # finds their PSIDs, so it is a job).
+    tasks.enqueue(
+        tasks.WITHDRAW_CONSENT_OF_USER,
+        user_id,
+        queue_name="maintenance",
+        retry=DELETION_RETRY,
+        result_ttl=3600,
+        failure_ttl=7 * 86400,
+    )
     log.info("deauthorized by a Facebook user: %d profiles disconnected", len(profiles))
     return {"ok": True, "profiles_disconnected": len(profiles)}
 
@@ -63,6 +76,7 @@ def data_deletion():
         code,
         queue_name="maintenance",
         job_id=f"data-deletion-{code}",
+        retry=DELETION_RETRY,  # a contact a run is still sending to is erased on a later try
         result_ttl=86400,
         failure_ttl=30 * 86400,
     )

@@ -294,14 +294,19 @@ class GraphClient:
         return str(data.get("access_token", ""))
 
     def accounts(
-        self, user_token: str, limit: int = 100, max_pages: int = 20
+        self,
+        user_token: str,
+        limit: int = 100,
+        max_pages: int = 20,
+        fields: str = "id,name,access_token,tasks",
     ) -> list[dict[str, Any]]:
-        """The Pages the user has a role on: id, name, access_token, tasks (all result pages)."""
+        """The Pages the user has a role on, with `fields` (all result pages); a re-check of
+        roles leaves the Page tokens out."""
         pages: list[dict[str, Any]] = []
         after: str | None = None
         for _ in range(max_pages):
             params = {
-                "fields": "id,name,access_token,tasks",
+                "fields": fields,
                 "limit": limit,
                 **({"after": after} if after else {}),
             }

@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, jsonify, render_template, request
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -103,6 +104,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)
+    @app.errorhandler(ReadOnlyError)  # a primary demoted by a failover, still answering
     def storage_down(error: Exception):
         log.error(
             "storage unavailable for %s %s: %s", request.method, request.path, type(error).__name__

@@ -30,7 +30,9 @@ def ping_new_connection(client: redis.Redis) -> None:
 
     The pool's open connections can outlive the server's address (its unix socket deleted, as a
     second `make run` once did): a PING over one of them still succeeded while every request
-    needing a new connection failed with 503."""
+    needing a new connection failed with 503. Through Sentinel the new connection asks the
+    sentinels where the primary is, as every new connection does: during a failover, before
+    they name the promoted replica, it fails (MasterNotFoundError) like the requests do."""
     pool = client.connection_pool
     # No retries: a probe answers at once (redis-py's default backs off for seconds).
     connection = pool.connection_class(**{**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)})

@@ -1,4 +1,5 @@
-"""`make run`: start Redis if REDIS_URL is unset, then the Procfile's processes; stop them in order.
+"""`make run`: start Redis if REDIS_URL and REDIS_SENTINELS are unset, then the Procfile's
+processes; stop them in order.
 
 One `make run` per checkout: a lock on var/make-run.pid, held while the launcher lives, makes a
 second one refuse at once, before it touches anything (it used to delete the first one's Redis
@@ -97,10 +98,9 @@ def child_environment(settings: Settings, env: dict[str, str]) -> dict[str, str]
 
 def main() -> int:
     env = {**read_dotenv(ROOT / ".env"), **os.environ}  # the real environment wins, as in Settings
+    pending = {"REDIS_URL": "unix:///pending"} if wants_embedded_redis(env) else {}
     try:  # validate before starting anything; the embedded Redis URL is not known yet
-        settings = Settings.from_env(
-            {**env, "REDIS_URL": env.get("REDIS_URL") or "unix:///pending"}
-        )
+        settings = Settings.from_env({**env, **pending})
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -117,9 +117,14 @@ def main() -> int:
             return 0
 
 
+def wants_embedded_redis(env: dict[str, str]) -> bool:
+    """No Redis named, neither a single one nor Sentinel: `make run` starts its own."""
+    return not (env.get("REDIS_URL", "").strip() or env.get("REDIS_SENTINELS", "").strip())
+
+
 def _serve(settings: Settings, env: dict[str, str], var_dir: Path) -> int:
     server = None
-    if not env.get("REDIS_URL"):
+    if wants_embedded_redis(env):
         server = EmbeddedRedis(var_dir / "redis")
         try:
             env["REDIS_URL"] = server.start()
@@ -149,7 +154,7 @@ def _load_demo(env: dict[str, str], var_dir: Path) -> Path:
 
     settings = Settings.from_env(env)
     store = storage.Storage(
-        storage.connect(settings.redis_url),
+        storage.connect(settings),
         cipher=TokenCipher(settings.token_encryption_keys),
         tz=settings.stats_timezone,
     )

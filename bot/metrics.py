@@ -109,6 +109,13 @@ class _RedisCollector:
             "reason",
             read("breaker_trips"),
         )
+        yield _counter(
+            "messenger_consent_withdrawn",
+            "Contacts whose consent to a profile was withdrawn, by source",
+            "source",
+            read("consent_withdrawn"),
+        )
+        yield _counter("messenger_erasures", "Contacts erased, by cause", "cause", read("erasures"))
         yield _histogram(read("graph_latency"))
         gauges = self.store.metrics.gauges()
         yield GaugeMetricFamily(

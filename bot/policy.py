@@ -59,7 +59,7 @@ ERROR_RULES: dict[tuple[int, int | None], ErrorRule] = {
     (10, 2018065): ErrorRule(OUTSIDE_WINDOW, "outside_window"),
     (10, 2018108): ErrorRule(FAIL, "recipient_unavailable"),
     (10, 1893063): ErrorRule(PAGE_BLOCKED, "page_blocked"),
-    (10, 1893015): ErrorRule(FAIL, "recipient_unavailable"),
+    (10, 1893015): ErrorRule(FAIL, "person_stopped"),
     (10, None): ErrorRule(FAIL, "permission_missing"),
     (551, None): ErrorRule(FAIL, "recipient_unavailable"),
     (200, 1545041): ErrorRule(FAIL, "recipient_unavailable"),
@@ -153,12 +153,14 @@ def decide(
     today: date,
     retirement: dict[str, date] | None = None,
     unreachable_until_ms: int | None = None,
+    opted_out: bool = False,
 ) -> Decision:
     """Rules 1-4, in order: who is not sent and why, else how the message goes out.
 
     `node` has tag, message and utility_template; `profile` has status, health and
     optin_field; `fields` are the contact's data fields (None: unknown contact);
-    `unreachable_until_ms`: Facebook said the person cannot be reached (left alone till then).
+    `unreachable_until_ms`: Facebook said the person cannot be reached (left alone till then);
+    `opted_out`: the person withdrew consent (the consent ledger), which an opt-in lifts.
     """
     if profile is None or not profile.enabled:
         return not_sent(WARNING, "profile_disabled")
@@ -166,7 +168,7 @@ def decide(
         return not_sent(WARNING, "contact_unknown")
     recipient = fields.get(profile.optin_field, "")
     if not recipient:
-        return not_sent(WARNING, "no_optin")
+        return not_sent(WARNING, "opted_out" if opted_out else "no_optin")
     if unreachable_until_ms is not None and unreachable_until_ms > now_ms:
         return not_sent(WARNING, "recipient_unreachable")
     if profile.health in ("needs_reauth", "disconnected"):
@@ -218,6 +220,7 @@ BREAKER_REFUSALS = frozenset(
     {
         "recipient_unavailable",
         "invalid_recipient",
+        "person_stopped",
         "outside_window",
         "outside_window_no_template",
         "template_field_missing",
@@ -228,6 +231,10 @@ BREAKER_TRIPS = frozenset({"page_blocked", "messages_disabled"})  # the Page is 
 # Facebook says the person cannot be reached (551 / 1545041, 10/2018108, 100/2018001): they are
 # left alone for UNREACHABLE_DAYS, until they write, answer or opt in again.
 UNREACHABLE = frozenset({"recipient_unavailable", "invalid_recipient"})
+# Refusals that withdraw the person's consent (the consent ledger's source): they stopped
+# messages from the Page in Messenger (10/1893015, MESSENGER.md: "mark contact opted-out"), or
+# Facebook knows no such person for the Page (100/2018001): a new opt-in is needed either way.
+CONSENT_WITHDRAWN = {"person_stopped": "messenger_stop", "invalid_recipient": "unreachable"}
 # Failures a recovery may send again (bot/recovery.py): the send never reached the person for a
 # reason about the Page or Facebook, not about them. `interrupted` sends may have reached
 # Facebook, so only when the owner asks.
@@ -252,6 +259,7 @@ def sending_rules(settings: Settings) -> SendingRules:
         bad=BREAKER_REFUSALS,
         trip=BREAKER_TRIPS,
         unreachable=UNREACHABLE,
+        withdraws=CONSENT_WITHDRAWN,
     )
 
 

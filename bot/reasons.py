@@ -54,7 +54,9 @@ REASONS: dict[str, Reason] = {
         "Nothing to do: a message, postback or opt-in from them lifts it at once.",
     ),
     "opted_out": Reason(
-        "warning", "The contact stopped messages from this Page.", "Nothing to do."
+        "warning",
+        "The contact withdrew consent to messages from this profile.",
+        "Nothing to do: they are sent again once they opt in through your button or link.",
     ),
     # Facebook refused, or could not be reached.
     "token_invalid": Reason(
@@ -86,9 +88,14 @@ REASONS: dict[str, Reason] = {
         "(blocked it or left Messenger).",
         "Nothing to do; do not retry soon.",
     ),
+    "person_stopped": Reason(
+        "failed",
+        "The person stopped messages from this Page in Messenger; their consent is withdrawn.",
+        "Nothing to do: they are sent again once they opt in again.",
+    ),
     "invalid_recipient": Reason(
         "failed",
-        "Facebook does not know this person for this Page.",
+        "Facebook does not know this person for this Page; their opt-in is withdrawn.",
         "The contact's opt-in belongs to another Page or is stale; ask them to opt in again.",
     ),
     "outside_window": Reason(

@@ -39,23 +39,43 @@ class OptinRefs:
             raise ValueError("contact id too long for an opt-in ref")
         return ref
 
+    def fingerprint(self, contact_id: str) -> str:
+        """A keyed fingerprint of a contact id, kept a while after its erasure: it names
+        nobody without our secret, yet tells a replayed opt-in of an erased contact."""
+        return hmac.new(self._key, b"erased:" + contact_id.encode(), hashlib.sha256).hexdigest()[
+            :32
+        ]
+
+    def names(self, ref: object) -> str | None:
+        """The contact id a ref carries, its signature unchecked (erasure removes every ref
+        naming the person, forged or not)."""
+        raw = _decode(ref)
+        if raw is None or len(raw) <= _MAC_BYTES or not raw.startswith(_VERSION):
+            return None
+        _, sep, contact_id = raw[1:-_MAC_BYTES].decode("utf-8", "replace").partition(":")
+        return contact_id if sep and contact_id else None
+
     def verify(self, ref: object) -> tuple[str, str] | None:
         """(profile id, contact id) when the ref is ours and intact, else None."""
-        if not isinstance(ref, str) or not _REF_CHARS.fullmatch(ref):
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4))
-        except (binascii.Error, ValueError):
-            return None
-        if (
-            _encode(raw) != ref
-        ):  # base64 ignores a last character's unused low bits: one spelling only
+        raw = _decode(ref)
+        if raw is None:
             return None
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not payload.startswith(_VERSION) or not hmac.compare_digest(mac, self._mac(payload)):
             return None
         profile_id, sep, contact_id = payload[1:].decode("utf-8", "replace").partition(":")
         return (profile_id, contact_id) if sep and profile_id and contact_id else None
+
+
+def _decode(ref: object) -> bytes | None:
+    if not isinstance(ref, str) or not _REF_CHARS.fullmatch(ref):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    # base64 ignores a last character's unused low bits: one spelling only
+    return raw if _encode(raw) == ref else None
 
 
 def _encode(raw: bytes) -> str:

@@ -189,6 +189,7 @@ def preview(program_id: str, node_id: str, body: object) -> list[PreviewContact]
     recipients = [f[optin] for f in merged.values() if f and f.get(optin)]
     seen = store.inbound.last_seen_many(node.profile_id, recipients)
     unreachable = store.sending.unreachable_until(node.profile_id, recipients)
+    opted_out = store.consent.opted_out(node.profile_id, list(merged))
     now = time.time()
     settings: Settings = current_app.config["SETTINGS"]
     answer: list[PreviewContact] = []
@@ -203,6 +204,7 @@ def preview(program_id: str, node_id: str, body: object) -> list[PreviewContact]
             today=datetime.fromtimestamp(now, UTC).date(),
             retirement=policy.retirement_on(settings.tag_retirement_date),
             unreachable_until_ms=unreachable.get(recipient),
+            opted_out=cid in opted_out,
         )
         answer.append(
             {

@@ -17,6 +17,7 @@ QUEUES = ("messenger", "maintenance")  # in priority order: sends first, houseke
 RUN_BATCH = "jobs.runs.run_batch"
 PURGE_PROFILE = "jobs.profiles.purge_profile"
 DELETE_USER_DATA = "jobs.privacy.delete_user_data"
+WITHDRAW_CONSENT_OF_USER = "jobs.privacy.withdraw_consent_of_user"
 SEND_CALLBACK = "jobs.callbacks.send_callback"  # on "maintenance"
 _APP_QUEUES = {"messenger": "rq_queue", "maintenance": "rq_maintenance"}  # app.extensions keys
 

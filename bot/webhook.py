@@ -26,6 +26,7 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 from gunicorn.http.errors import ParseException
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import BadRequest
 
@@ -76,9 +77,9 @@ class WebhookReceiver:
             self.store.inbound.apply_shared(
                 parsed.events, parsed.kinds
             )  # kinds counted for /metrics
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.error(
-                "webhook not recorded, Redis unreachable (%s): answered 503 so Facebook retries",
+        except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
+            log.error(  # ReadOnlyError: a primary demoted by a failover, still answering
+                "webhook not recorded, Redis unavailable (%s): answered 503 so Facebook retries",
                 type(exc).__name__,
             )
             return 503, "storage unavailable, retry later"

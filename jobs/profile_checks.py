@@ -120,21 +120,24 @@ def _check(profile) -> str:
 def retention_pass(now_ms: int | None = None) -> dict[str, int]:
     """Ticker task (hourly), so that what each profile keeps stays bounded: statistics past
     STATS_RETENTION_DAYS, per-contact rows past ROW_RETENTION_DAYS, unreachable recipients whose
-    time is over, and messages awaiting receipts past RECEIPT_WAIT_DAYS (the undelivered count
-    as no receipt)."""
+    time is over, messages awaiting receipts past RECEIPT_WAIT_DAYS (the undelivered count
+    as no receipt), and fingerprints of contacts erased more than ERASED_REMEMBERED_DAYS ago."""
     store = get_storage()
     settings = current_app.config["SETTINGS"]
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     wait_cutoff = now_ms - settings.receipt_wait_days * 86_400_000
     done = {"days": 0, "row_days": 0, "unreachable": 0, "no_receipt": 0, "awaiting_dropped": 0}
+    done["erasures_forgotten"] = store.erasure.forget_erased(now_ms)
+    done["run_keys_timed"] = store.runs.expire_untimed_once()
     day = today(store).isoformat()
     for profile in store.profiles.list():
-        done["days"] += store.stats.trim_days(profile.id, settings.stats_retention_days, day)
-        done["row_days"] += store.stats.trim_rows(profile.id, settings.row_retention_days, day)
-        done["unreachable"] += store.sending.trim_unreachable(profile.id, now_ms)
+        # Receipts first: "no receipt" counts on days the trims below still keep.
         undelivered, dropped = store.messages.stop_awaiting(profile.id, wait_cutoff)
         done["no_receipt"] += undelivered
         done["awaiting_dropped"] += dropped
+        done["days"] += store.stats.trim_days(profile.id, settings.stats_retention_days, day)
+        done["row_days"] += store.stats.trim_rows(profile.id, settings.row_retention_days, day)
+        done["unreachable"] += store.sending.trim_unreachable(profile.id, now_ms)
     if any(done.values()):
         log.info(
             "retention: %(days)d profile-days forgotten, %(row_days)d profile-days of rows "

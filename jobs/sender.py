@@ -1,18 +1,22 @@
-"""Send one batch of a run: decide, claim, pace, send, classify, record — per contact.
+"""Send one batch of a run: decide, pace, claim, send, classify, record — per contact.
 
 Every contact ends with exactly one outcome, and none is sent twice: a contact is claimed
-("inflight") before its request leaves; an answer we never got makes it `unknown` (settled by
-Facebook's echo or a deadline), never a resend. Retries happen only for errors that say the
-message was not sent (bot/policy.py), with exponential backoff and jitter, capped.
+("inflight") as its request leaves, once its Page's send slot has come, so a worker that dies
+while contacts wait for their slots leaves them unclaimed (the next worker sends them) rather
+than `unknown`. An answer we never got makes it `unknown` (settled by Facebook's echo or a
+deadline), never a resend. Retries happen only for errors that say the message was not sent
+(bot/policy.py), with exponential backoff and jitter, capped; the claim is let go meanwhile.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import ClassVar, NamedTuple
 
@@ -63,60 +67,110 @@ def rate_limit_rest_ms(error: graph.GraphError, attempt: int) -> int:
 
 
 class Recorder:
-    """Records final outcomes from a thread of its own, many per round trip, so that sending
-    threads do not wait for Redis after each answer. `close` waits until all are written.
+    """Records final outcomes so that sending threads do not wait for Redis after each
+    answer, and with few round trips: a sending thread's next claim carries the outcomes waiting
+    then (`lend`; the claim records them first, in its own round trip), and a thread of the
+    recorder's own writes at once whatever no claim took, many per round trip. Nothing waits
+    for company (a linger would leave more answers unwritten when a worker dies). `close` waits
+    until all are written.
 
     If the process dies first, the unwritten contacts are still "inflight": the next worker
     makes them unknown, and Facebook's echo (or the deadline) settles them — never a resend."""
 
-    _STOP = object()
     MAX_PER_WRITE = 200
+    GIVE_UP_S = 60.0
 
     def __init__(self, store: Storage, rules: SendingRules):
         self.store = store
         self.rules = rules  # what the outcomes of sends teach the profile's breaker
-        self._items: list = []  # outcomes (JSON), sync Events and _STOP, in order
-        self._lock = threading.Lock()
-        self._waiting = threading.Event()  # set when _items went from empty to not: one wake/write
+        self._waiting: list[tuple[int, str]] = []  # (number, outcome JSON), oldest first
+        self._returned: list[tuple[int, str]] = []  # from failed claims: for our thread only
+        self._writing: dict[int, list[tuple[int, str]]] = {}  # taken, not yet written
+        self._numbered = 0  # outcomes numbered so far
+        self._closed = False
+        self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
         self._thread.start()
 
     def finish(self, run_id: str, contact: str, state: str, **details) -> None:
-        self._put(self.store.runs.outcome(run_id, contact, state, **details))
+        outcome = self.store.runs.outcome(run_id, contact, state, **details)
+        with self._changed:
+            self._numbered += 1
+            self._waiting.append((self._numbered, outcome))
+            self._changed.notify_all()
 
-    def close(self) -> None:
-        self._put(self._STOP)
-        self._thread.join()
+    @contextmanager
+    def lend(self) -> Iterator[list[str]]:
+        """The outcomes waiting, for a claim to carry. They are written once the claim got an
+        answer (SendingPaused is one); otherwise they go back to the recorder's own thread, and
+        no claim carries them again (one Redis refuses must not stop the sending)."""
+        taken = self._take(lending=True)
+        try:
+            yield [outcome for _, outcome in taken]
+        except SendingPaused:
+            self._written(taken)
+            raise
+        except BaseException:
+            self._written(taken, give_back=True)  # written again if they were: no harm
+            raise
+        self._written(taken)
 
     def sync(self) -> None:
         """Wait until everything recorded so far is written."""
-        written = threading.Event()
-        self._put(written)
-        written.wait()
+        with self._changed:
+            last = self._numbered
+            self._changed.wait_for(lambda: self._oldest_unwritten() > last)
 
-    def _put(self, item) -> None:
-        with self._lock:
-            self._items.append(item)
-            if len(self._items) == 1:
-                self._waiting.set()
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _take(self, lending: bool = False) -> list[tuple[int, str]]:
+        with self._changed:
+            queue = self._returned if self._returned and not lending else self._waiting
+            taken = queue[: self.MAX_PER_WRITE]
+            del queue[: self.MAX_PER_WRITE]
+            if taken:
+                self._writing[taken[0][0]] = taken
+            return taken
+
+    def _written(self, taken: list[tuple[int, str]], give_back: bool = False) -> None:
+        if not taken:
+            return
+        with self._changed:
+            del self._writing[taken[0][0]]
+            if give_back:
+                self._returned = sorted(self._returned + taken)  # oldest first
+            self._changed.notify_all()
+
+    def _oldest_unwritten(self) -> int:
+        """The number of the oldest outcome not yet written (past the last if none is)."""
+        oldest = [number for number, _ in self._waiting[:1] + self._returned[:1]]
+        oldest += self._writing
+        return min(oldest, default=self._numbered + 1)
 
     def _loop(self) -> None:
         while True:
-            self._waiting.wait()
-            with self._lock:
-                items, self._items = self._items, []
-                self._waiting.clear()
-            outcomes = [item for item in items if isinstance(item, str)]
-            for start in range(0, len(outcomes), self.MAX_PER_WRITE):
-                self._write(outcomes[start : start + self.MAX_PER_WRITE])
-            for item in items:
-                if isinstance(item, threading.Event):
-                    item.set()
-            if any(item is self._STOP for item in items):
-                return
+            with self._changed:
+                self._changed.wait_for(
+                    lambda: self._waiting or self._returned or (self._closed and not self._writing)
+                )
+                if not self._waiting and not self._returned:
+                    return  # closed, and everything written
+            taken = self._take()
+            if taken:
+                self._write([outcome for _, outcome in taken])
+                self._written(taken)
 
     def _write(self, outcomes: list[str]) -> None:
-        for attempt in range(1, 4):
+        """Write, trying again for up to GIVE_UP_S (a Redis restart or failover takes seconds):
+        an outcome not written leaves its contact in flight, and an inflight claim has no
+        deadline of its own. Given up, the contacts are made unknown (echo or deadline)."""
+        give_up, attempt = time.monotonic() + self.GIVE_UP_S, 0
+        while True:
+            attempt += 1
             try:
                 self.store.runs.finish_many(outcomes, self.rules)
                 return
@@ -124,11 +178,21 @@ class Recorder:
                 log.warning(
                     "recording %d outcomes failed (attempt %d): %s", len(outcomes), attempt, error
                 )
-                time.sleep(0.2 * attempt)
-        log.error(
-            "%d outcomes could not be recorded; those contacts stay unknown until settled",
-            len(outcomes),
-        )
+                if time.monotonic() > give_up:
+                    break
+                time.sleep(min(2.0, 0.2 * attempt))
+        log.error("%d outcomes could not be recorded; they are unknown now", len(outcomes))
+        self._unknown(outcomes)
+
+    def _unknown(self, outcomes: list[str]) -> None:
+        by_run: dict[str, list[str]] = {}
+        for outcome in map(json.loads, outcomes):
+            by_run.setdefault(outcome["run"], []).append(outcome["contact"])
+        try:
+            for run_id, contacts in by_run.items():
+                self.store.runs.mark_unknown(run_id, contacts)
+        except RedisError as error:
+            log.error("outcomes not recorded stay in flight: %s", error)
 
 
 class BatchSender:
@@ -172,6 +236,7 @@ class BatchSender:
         known = [r for r in recipients if r]
         self.seen = self.store.inbound.last_seen_many(self.run.profile_id, known)
         self.unreachable = self.store.sending.unreachable_until(self.run.profile_id, known)
+        self.opted_out = self.store.consent.opted_out(self.run.profile_id, todo)
         return todo
 
     def recipient_of(self, cid: str) -> str:
@@ -190,93 +255,133 @@ class BatchSender:
             today=datetime.fromtimestamp(now, UTC).date(),
             retirement=self.retirement,
             unreachable_until_ms=self.unreachable.get(rcpt),
+            opted_out=cid in self.opted_out,
         )
 
     # -- one contact ------------------------------------------------------------------------
 
     def handle(self, cid: str) -> float:
-        """Decide, claim and send one contact; returns about how long its Graph request took
-        (pacing wait excluded), 0 if none was made."""
+        """Decide and send one contact; returns about how long its Graph requests took (pacing
+        waits excluded), 0 if none was made."""
         if self.paused_ms:
             return 0.0  # left unclaimed: the resumed job sends it
         decision = self.decide(cid)
         if decision.outcome != policy.SEND:
             self.finish(cid, decision.outcome, decision.reason)
             return 0.0
-        if self.stopped_reason:
-            self.finish(cid, policy.FAILED, self.stopped_reason)
-            return 0.0
-        deadline = int(time.time() * 1000) + self.settings.unknown_deadline_seconds * 1000
-        try:
-            first_wait = self.claim(cid, decision, deadline)
-        except SendingPaused:  # the breaker: no call to Facebook while the Page is at risk
-            self.finish(cid, policy.FAILED, "sending_paused")
-            return 0.0
-        if first_wait is None:
-            return 0.0  # another executor already has it
-        started = time.monotonic()
-        self.send(cid, decision, first_wait)
-        return max(0.0, time.monotonic() - started - first_wait / 1000)  # retries included: rare
+        return self.send(cid, decision)
 
-    def claim(self, cid: str, decision: policy.Decision, deadline: int) -> float | None:
-        """Claim the contact (see Runs.claim). While a probe send tests whether the profile may
-        send again, wait for its answer rather than fail the contact: it takes a moment."""
+    def send(self, cid: str, decision: policy.Decision) -> float:
+        """Send one contact until it has an outcome, claiming it as each attempt leaves; each
+        Graph error's handler (ON_GRAPH_ERROR) says whether and how to try again. Returns how
+        long its Graph requests took."""
+        attempt, took = 0, 0.0
+        while True:
+            if self.stopped_reason:
+                self.finish(cid, policy.FAILED, self.stopped_reason)
+                return took
+            try:
+                if not self.claim(cid, decision):
+                    return took
+            except SendingPaused:  # the breaker: no call to Facebook while the Page is at risk
+                self.finish(cid, policy.FAILED, "sending_paused")
+                return took
+            attempt += 1
+            started = time.monotonic()
+            try:
+                step = self.attempt(cid, decision, attempt)
+                if step is not None:
+                    # Facebook said it was not sent: not in flight while it waits to go again.
+                    self.store.runs.release_claims(self.run.run_id, [cid])
+            except BaseException:
+                self.abandon(cid)
+                raise
+            took += time.monotonic() - started
+            if step is None:
+                return took
+            decision = step.decision
+            if step.backoff_s:
+                time.sleep(step.backoff_s)
+
+    def abandon(self, cid: str) -> None:
+        """A claimed contact whose send broke off unexpectedly: its request may have left, so
+        it is unknown from now (a claim has no deadline of its own, storage/lua/claim.lua)."""
+        try:
+            self.store.runs.mark_unknown(self.run.run_id, [cid])
+        except RedisError as error:  # left in flight: a batch taken up again makes its
+            # leftover claims unknown (jobs/shift.py)
+            log.error("run %s: %s stays in flight: %s", self.run.run_id, cid, error)
+
+    def claim(self, cid: str, decision: policy.Decision) -> bool:
+        """Claim the contact once its Page's send slot has come (Runs.claim): True if its
+        request may leave now; False if it is settled or someone else's, or if the Page rests
+        too long (the batch pauses; the contact waits unclaimed for the resumed job)."""
+        slot_held = False
+        while True:
+            wait_ms = self.claim_or_reserve(cid, decision, slot_held)
+            if wait_ms is None:
+                return False
+            if not wait_ms:
+                return True
+            if wait_ms > MAX_INLINE_WAIT_MS:
+                with self._lock:
+                    self.paused_ms = max(self.paused_ms, wait_ms)
+                return False
+            time.sleep(wait_ms / 1000)
+            slot_held = True
+
+    def claim_or_reserve(
+        self, cid: str, decision: policy.Decision, slot_held: bool
+    ) -> float | None:
+        """One call of Runs.claim. While a probe send tests whether the profile may send again,
+        wait for its answer rather than fail the contact: it takes a moment."""
         give_up = time.monotonic() + self.breaker[1] / 1000
         while True:
+            deadline = int(time.time() * 1000) + self.settings.unknown_deadline_seconds * 1000
             try:
-                return self.store.runs.claim(
-                    self.run.run_id,
-                    cid,
-                    deadline,
-                    pace=(self.store.rates, self.page_id),
-                    sent_as=sent_as(decision),
-                    sending=self.breaker,
-                )
+                with self.recorder.lend() as outcomes:  # the answers waiting ride along
+                    return self.store.runs.claim(
+                        self.run.run_id,
+                        cid,
+                        deadline,
+                        pace=(self.store.rates, self.page_id),
+                        sent_as=sent_as(decision),
+                        sending=self.breaker,
+                        slot_held=slot_held,
+                        longest_wait_ms=MAX_INLINE_WAIT_MS,
+                        outcomes=outcomes,
+                        rules=self.recorder.rules,
+                    )
             except SendingPaused as paused:
                 if not paused.probing or time.monotonic() > give_up:
                     raise
             time.sleep(PROBE_POLL_S)
+            slot_held = False  # a slot that came while the probe was out is gone: a new one
 
-    def send(self, cid: str, decision: policy.Decision, first_wait: float) -> None:
-        """Send one claimed contact until it has an outcome; each Graph error's handler
-        (ON_GRAPH_ERROR) says whether and how to try again."""
+    def attempt(self, cid: str, decision: policy.Decision, attempt: int) -> Retry | None:
+        """Make one Graph request for the claimed contact: record its outcome, or return how to
+        try again."""
         rcpt = self.recipient_of(cid)
         metadata = graph.send_metadata(self.run.run_id, cid)
-        attempt = 0
-        wait: float | None = first_wait  # None: reserve the next slot
-        while True:
-            if self.stopped_reason:
-                self.finish(cid, policy.FAILED, self.stopped_reason)
-                return
-            if not self.wait_for_slot(cid, wait):
-                return
-            wait = None
-            attempt += 1
-            sent_ms = int(time.time() * 1000)
-            try:
-                result = self.graph.send(
-                    self.page_id, self.token, graph.message_body(rcpt, decision, metadata)
-                )
-            except graph.GraphError as error:
-                step = self.handler_for(type(error))(self, cid, decision, error, attempt)
-                if step is None:
-                    return
-                decision = step.decision
-                if step.backoff_s:
-                    time.sleep(step.backoff_s)
-                continue
-            self.recorder.finish(
-                self.run.run_id,
-                cid,
-                "sent",
-                message_id=result.message_id,
-                recipient=rcpt,
-                at_ms=sent_ms,
-                sent_as=sent_as(decision),
-                called=True,
+        sent_ms = int(time.time() * 1000)
+        try:
+            result = self.graph.send(
+                self.page_id, self.token, graph.message_body(rcpt, decision, metadata)
             )
-            self.slow_down_if_busy(result.usage)
-            return
+        except graph.GraphError as error:
+            return self.handler_for(type(error))(self, cid, decision, error, attempt)
+        self.recorder.finish(
+            self.run.run_id,
+            cid,
+            "sent",
+            message_id=result.message_id,
+            recipient=rcpt,
+            at_ms=sent_ms,
+            sent_as=sent_as(decision),
+            called=True,
+        )
+        self.slow_down_if_busy(result.usage)
+        return None
 
     # -- Graph errors -------------------------------------------------------------------------
     # One handler per error class (ON_GRAPH_ERROR): it records the contact's outcome and returns
@@ -290,7 +395,7 @@ class BatchSender:
     def _on_rate_limit(
         self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int
     ) -> Retry | None:
-        # The Page rests: the next wait_for_slot waits that out, so no backoff on top.
+        # The Page rests: the next claim waits that out, so no backoff on top.
         self.store.rates.rest(self.page_id, rate_limit_rest_ms(error, attempt))
         return self._retry(cid, decision, error, attempt, 0.0)
 
@@ -333,8 +438,7 @@ class BatchSender:
             self.store.runs.release_claims(self.run.run_id, [cid])
             self.finish(cid, template.outcome, template.reason, called=True)  # Facebook refused
             return None
-        self.store.runs.relabel_claim(self.run.run_id, cid, sent_as(template))
-        return Retry(template, 0.0)
+        return Retry(template, 0.0)  # claimed again as the template: an echo says what went out
 
     def _on_page_stopped(
         self, cid: str, decision: policy.Decision, error: graph.GraphError, attempt: int
@@ -362,24 +466,6 @@ class BatchSender:
         graph.PageBlockedError: _on_page_stopped,
         graph.GraphError: _on_refused,  # PermanentError and anything new: failed
     }
-
-    def wait_for_slot(self, cid: str, wait_ms: float | None = None) -> bool:
-        """Sleep until this Page may send again (slot reserved with the claim, or now); False
-        (claim released) if the Page rests too long."""
-        if wait_ms is None:
-            wait_ms = self.store.rates.reserve(self.page_id)
-        while True:
-            if wait_ms > MAX_INLINE_WAIT_MS:
-                with self._lock:
-                    self.paused_ms = max(self.paused_ms, wait_ms)
-                self.store.runs.release_claims(self.run.run_id, [cid])
-                return False
-            if wait_ms <= 0:
-                return True  # a slot for now: any rest was already in the timeline
-            time.sleep(wait_ms / 1000)
-            if not self.store.rates.resting_ms(self.page_id):
-                return True
-            wait_ms = self.store.rates.reserve(self.page_id)  # told to rest after we got our slot
 
     def slow_down_if_busy(self, usage: dict) -> None:
         """Facebook's usage header near its limit: let the Page rest before it refuses."""

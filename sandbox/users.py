@@ -84,6 +84,7 @@ def add_user(state: State, spec: dict[str, Any]) -> dict[str, Any]:
             "authorized": False,
             "declined": list(spec.get("declined") or []),
             "grants": {},
+            "accounts_listed": 0,
         }
         state.users[user_id] = user
         for page_spec, tasks in roles:
@@ -139,6 +140,7 @@ def public_user(state: State, user: dict[str, Any]) -> dict[str, Any]:
             "authorized": user["authorized"],
             "declined": list(user["declined"]),
             "permissions": permissions(user),
+            "accounts_listed": user.get("accounts_listed", 0),
         }
 
 
@@ -241,6 +243,8 @@ def accounts(state: State, user_id: str) -> list[dict[str, Any]]:
     """Return the user's Pages for /me/accounts, renewing dead tokens and noting the sponsor."""
     with state.lock:
         user = state.users[user_id]
+        # Counted so tests can see how often a service asks (users kept from older states: 0).
+        user["accounts_listed"] = user.get("accounts_listed", 0) + 1
         if "pages_show_list" not in granted_scopes(user):
             return []  # without pages_show_list the edge lists nothing
         listed = []

@@ -47,13 +47,16 @@ EVENT_FIELDS = {
     "profile": "optin: the profile the ref was signed for",
     "contact": "optin: the contact the ref names",
     "ref": "unmatched: the ref as received",
-    "source": "unmatched: optin / referral / postback / checkbox / other_profile",
+    "source": "unmatched: optin / referral / postback / checkbox / other_profile; optin: the"
+    " consent ledger's source (plugin / checkbox / m.me / postback)",
     "opens_window": "unmatched: whether it opens the 24-hour window",
+    "fp": "optin: the contact's erasure fingerprint (storage/erasure.py)",
     "wm": "delivery/read: the watermark (epoch ms)",
     "mids": "delivery: message ids (tuple)",
     "user_ref": "link: the checkbox user_ref a PSID now replaces",
     "status": "marketing: opt-in status",
     "expiry": "marketing: token expiry",
+    "stop": "marketing: the person stopped messages (consent withdrawn)",
     "reason": "block: Facebook's reason",
     "mid": "echo: the message id Facebook gave our send",
     "run": "echo: the run our metadata named (and `contact` the contact)",
@@ -73,11 +76,13 @@ class EventFields(TypedDict, total=False):
     ref: str
     source: str
     opens_window: bool
+    fp: str
     wm: int
     mids: tuple[str, ...]
     user_ref: str
     status: str
     expiry: str
+    stop: bool
     reason: str
     mid: str
     run: str
@@ -166,6 +171,7 @@ class Applied(NamedTuple):
     applied: int
     unknown_page: int
     foreign_ref: int
+    erased: int  # opt-ins older than the erasure of their contact (replays): not applied
 
 
 class ApplyEvents:
@@ -178,7 +184,7 @@ class ApplyEvents:
 
     def __call__(self, events: list[Event], kinds: dict[str, int] | None = None) -> Applied:
         if not events and not kinds:
-            return Applied(0, 0, 0)
+            return Applied(0, 0, 0, 0)
         events = [self._dated(e) if e.kind == "echo" else e for e in events]
         payload = orjson.dumps([e.data for e in events])
         counted = orjson.dumps(dict(kinds or {}))

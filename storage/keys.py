@@ -32,6 +32,11 @@ marked (s); US separates the parts of a packed value.
                                                           (expires a window after the last send)
     unreachable         p:{pid}:unreachable       ZSET    recipient -> until when it is not sent
                                                           to (trimmed when due; lifted on contact)
+    consent_log         p:{pid}:consent:{cid}     LIST    consent events, oldest first: "time US
+                                                          type US source US verified US
+                                                          recipient US page_id" (capped)
+    consent_state       p:{pid}:opted_in          SET     contacts whose consent stands
+                        p:{pid}:opted_out         SET     contacts who withdrew it (not sent)
     profile_runs        p:{pid}:run_ids           ZSET    run id -> created time, runs still kept
     profile_runs_v1     p:{pid}:runs              SET     run ids before 2026-11-26 (purge only)
     program             program:{id}              HASH    name, status, nodes JSON, updated_at (s)
@@ -62,9 +67,15 @@ marked (s); US separates the parts of a packed value.
     rate_rest           rate:{page_id}:rest       STRING  present while the Page rests
     tick                tick:{task}               STRING  lock of a periodic task for an interval
     metric              metrics:{name}            HASH    counters shared by all processes
-    user                user:{fb_user_id}         HASH    name, Pages and tasks JSON, no tokens
+    user                user:{fb_user_id}         HASH    name, Pages and tasks JSON, Pages lost,
+                                                          checked_ms / failed_ms, the login token
+                                                          (encrypted: roles are re-checked)
     login               login:{nonce}             STRING  a login's Pages, tokens encrypted (15 min)
     deletion            deletion:{code}           STRING  data deletion result JSON (90 days)
+    migrated            migrated:{name}           STRING  a one-off data fix is done (its count)
+    erased              erased                    ZSET    keyed fingerprint of an erased contact
+                                                          -> when: older opt-ins replayed by
+                                                          Facebook do not bring it back
 
 What bounds each family (none grows with time alone; "retention" is the hourly pass,
 jobs/profile_checks.py `retention_pass`; TTLs are set where the key is written):
@@ -75,6 +86,12 @@ jobs/profile_checks.py `retention_pass`; TTLs are set where the key is written):
     contact, recipients, seen, marketing: proportional to contacts and the people who opted in
         or wrote to a Page (one entry each, overwritten, never appended).
     unmatched: capped per profile (storage/inbound.py UNMATCHED_KEPT, oldest dropped).
+    consent_log, consent_state: one list (capped at CONSENT_EVENTS_KEPT) and one
+        member per contact that ever opted in to a profile; kept until the contact is erased
+        or the profile purged, not by age: the proof of consent must outlive the statistics.
+    migrated: one per one-off fix (a fixed set).
+    erased: erasures of the last ERASED_REMEMBERED_DAYS
+        (retention); a fingerprint names nobody without the server's secret.
     awaiting: messages sent in the last RECEIPT_WAIT_DAYS (retention ends the wait).
     stat_days, day_counters: one per profile-day for STATS_RETENTION_DAYS (retention).
     day_rows: one row per message and event for ROW_RETENTION_DAYS (retention).
@@ -83,9 +100,12 @@ jobs/profile_checks.py `retention_pass`; TTLs are set where the key is written):
     profile_runs: runs of the last RUN_RETENTION_DAYS (trimmed as runs are created).
     profile_runs_v1: runs from before 2026-11-26, no longer written (the purge removes it).
     run, run_contacts, run_outcomes, run_batches, run_recovered, recovery: TTL
-        RUN_RETENTION_DAYS. run_lease: TTL RUN_LEASE_SECONDS.
+        RUN_RETENTION_DAYS (outcomes and batches get theirs as batches are set; those made
+        before 2026-12-06 without one get it from the first retention pass).
+        run_lease: TTL RUN_LEASE_SECONDS.
     runs_active, runs_ready, deadlines, callbacks_due: runs not finished, batches ready, sends
-        in flight or unknown (UNKNOWN_DEADLINE_SECONDS), callbacks owed (at most a day).
+        whose answer was lost (unknown) until their deadline (UNKNOWN_DEADLINE_SECONDS after
+        the claim), callbacks owed (at most a day).
     rate, rate_rest, tick, login, deletion: TTL. metric: one field per label, from fixed sets
         (kinds, outcomes and reasons, buckets). user: one per person who signed in (data
         deletion removes it). RQ's own keys: results and failures with the TTLs each job is
@@ -100,6 +120,8 @@ from __future__ import annotations
 
 PREFIX = "msgr:"
 OPTIN_FIELD_PREFIX = "FBOPTIN_"
+CONSENT_EVENTS_KEPT = 100  # per (profile, contact): the newest; a person rarely changes their mind
+ERASED_REMEMBERED_DAYS = 7  # Facebook retries a webhook for an hour; late replays stay harmless
 
 
 def optin_field(profile_id: int | str) -> str:
@@ -270,6 +292,23 @@ def unreachable(pid: str) -> str:
     return f"{PREFIX}p:{pid}:unreachable"
 
 
+def consent_log(pid: str, cid: str) -> str:
+    return f"{PREFIX}p:{pid}:consent:{cid}"
+
+
+def consent_state(pid: str, state: str) -> str:
+    """`state` is "opted_in" or "opted_out"."""
+    return f"{PREFIX}p:{pid}:{state}"
+
+
+def migrated(name: str) -> str:
+    return f"{PREFIX}migrated:{name}"
+
+
+def erased() -> str:
+    return f"{PREFIX}erased"
+
+
 def profile_scoped(pid: str) -> list[str]:
     """Keys of one profile that do not depend on a day (deleted with the profile)."""
     return [
@@ -284,6 +323,8 @@ def profile_scoped(pid: str) -> list[str]:
         sending(pid),
         send_window(pid),
         unreachable(pid),
+        consent_state(pid, "opted_in"),
+        consent_state(pid, "opted_out"),
     ]
 
 
@@ -318,5 +359,8 @@ def lua_templates() -> dict[str, str]:
         "sending": sending(s),
         "sendwin": send_window(s),
         "unreachable": unreachable(s),
+        "consent": consent_log(s, s),
+        "consent_state": consent_state(s, s),
+        "erased": erased(),
         "optin_field": OPTIN_FIELD_PREFIX + "%03d",
     }

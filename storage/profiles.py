@@ -244,8 +244,11 @@ class Profiles:
             pipe.execute()
             if cursor == 0:
                 break
-        days = members(self.redis.zrange(keys.stat_days(pid), 0, -1))
         doomed: list[str] = []
+        for state in ("opted_in", "opted_out"):  # each contact's consent ledger
+            for contact in self.redis.sscan_iter(keys.consent_state(pid, state), count=chunk):
+                doomed.append(keys.consent_log(pid, text(contact) or ""))
+        days = members(self.redis.zrange(keys.stat_days(pid), 0, -1))
         for day in days:
             counters = texts(self.redis.hkeys(keys.day_counters(pid, day)))
             kinds = set(DAY_KINDS) | {

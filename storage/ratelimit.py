@@ -1,9 +1,10 @@
 """Per-Page send pacing shared by every worker (keys rate:{page_id}, rate:{page_id}:rest).
 
 Facebook allows 300 calls/s per Page, but above ~40 messages/s a Page's inbox stops working
-(MESSENGER.md), so the default is 20/s. Rate-limit errors and high usage headers make the Page
-rest (`rest`): no new slot before the rest ends, and senders holding earlier slots check
-`resting_ms` before they send.
+(MESSENGER.md), so the default is 20/s. Each send's slot on the Page's timeline is reserved by
+the claim that lets it leave (storage/lua/claim.lua, Runs.claim). Rate-limit errors and high
+usage headers make the Page rest (`rest`): no new slot before the rest ends, and a sender whose
+slot came during a rest reserves a new one instead of sending.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ HEADROOM = 0.96
 
 
 class PageRateLimiter:
-    """Reserve send slots on a Page's shared timeline."""
+    """A Page's shared send timeline: its pace and its rests (claims reserve the slots)."""
 
     def __init__(self, redis: Redis, per_second: float) -> None:
         self.redis = redis
@@ -26,17 +27,9 @@ class PageRateLimiter:
         self._reserve = scripts.register(redis, "rate_reserve")
 
     def keys(self, page_id: str) -> list[str]:
-        """The Page's timeline and rest keys (claims reserve a first slot with them)."""
+        """The Page's timeline and rest keys (claims reserve their slots with them)."""
         return [keys.rate(page_id), keys.rate_rest(page_id)]
-
-    def reserve(self, page_id: str) -> float:
-        """Milliseconds to wait before this send may leave (the slot is then ours)."""
-        return int(self._reserve(keys=self.keys(page_id), args=[self.interval_us, 0])) / 1000
 
     def rest(self, page_id: str, ms: int) -> None:
         """Let nothing leave for this Page for `ms` from now."""
         self._reserve(keys=self.keys(page_id), args=[0, max(1, int(ms))])
-
-    def resting_ms(self, page_id: str) -> int:
-        """How much longer the Page rests (0 if it does not)."""
-        return max(0, int(self.redis.pttl(keys.rate_rest(page_id))))

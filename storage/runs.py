@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict, Unpack
 from zoneinfo import ZoneInfo
@@ -26,7 +28,7 @@ from storage.errors import SendingPaused, StorageError
 from storage.messages import expects_receipts
 from storage.programs import Node
 from storage.ratelimit import PageRateLimiter
-from storage.redis_types import field_map, members, text_map, texts, texts_or_none
+from storage.redis_types import field_map, members, text, text_map, texts, texts_or_none
 from storage.sending import SendingRules
 from storage.stats import day_of, day_score
 
@@ -56,6 +58,12 @@ class OutcomeDetails(TypedDict, total=False):
 def sent_as_code(kind: str, name: str = "") -> str:
     """The record's short form of what went out: kind text, utility_template (name) or tag (tag)."""
     return _SENT_AS_CODES[kind] + name
+
+
+def _learning(rules: SendingRules | None) -> list[str | int]:
+    """What the scripts that record outcomes take before them: the breaker's window (0: nothing
+    to learn) and the rules, decoded only for a result that needs them (storage/lua/_lib.lua)."""
+    return [rules.window_ms, rules.as_json] if rules else [0, "{}"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,16 @@ class Outcome:
             o.get("d") or "",
             o.get("k") or "",
         )
+
+
+@dataclass(frozen=True)
+class Unconfirmed:
+    """A run's open contacts when all of them are sends whose answer was lost: `count` of them,
+    each settled by Facebook's echo (sent) or else, by `settle_by_ms` at the latest, failed
+    (interrupted)."""
+
+    count: int
+    settle_by_ms: int
 
 
 @dataclass(frozen=True)
@@ -143,7 +161,6 @@ class Runs:
         self._finish = scripts.register(redis, "finish")
         self._claim = scripts.DirectScript(redis, "claim")  # one call per send: the lean path
         self._pending_state = scripts.register(redis, "set_pending_state")
-        self._relabel = scripts.register(redis, "relabel_claim")
         self._expire = scripts.register(redis, "expire_unknown")
         self._lease = scripts.register(redis, "lease")
         self._take_ready = scripts.register(redis, "take_ready")
@@ -267,6 +284,26 @@ class Runs:
     def active(self) -> list[str]:
         return members(self.redis.zrange(keys.runs_active(), 0, -1))
 
+    def unconfirmed(self, run: Run) -> Unconfirmed | None:
+        """The run's open contacts if every one is unknown (in flight when its answer was
+        lost): its batches are done, so only an echo or the deadline settles them. None while
+        anything is left to send, or nothing is open."""
+        if run.state == "done" or run.pending <= 0:
+            return None
+        batches = self.batch_states(run.run_id)
+        if any(batches.get(str(n)) != "done" for n in range(run.batches)):
+            return None
+        # Their deadlines are in the deadline set every run shares: it holds only unknown
+        # sends, so the scan is short, and it is made only for such a run.
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", run.run_id) + US + "*"
+        deadlines = [
+            float(score)
+            for _, score in self.redis.zscan_iter(keys.deadlines(), match=pattern, count=1000)
+        ]
+        if len(deadlines) != run.pending:
+            return None
+        return Unconfirmed(len(deadlines), int(max(deadlines)))
+
     def mark_running(self, run_id: str) -> None:
         self.redis.eval(
             "if redis.call('HGET', KEYS[1], 'state') == 'queued' then "
@@ -284,7 +321,37 @@ class Runs:
         mapping = {str(batch): state}
         if job_id:
             mapping[f"job:{batch}"] = job_id
-        self.redis.hset(keys.run_batches(run_id), mapping=field_map(mapping))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(keys.run_batches(run_id), mapping=field_map(mapping))
+        # Both hashes come to exist after the run's creation set its TTLs: they get theirs here
+        # (a batch is set queued before its sends and done after their outcomes).
+        for key in (keys.run_batches(run_id), keys.run_outcomes(run_id)):
+            pipe.expire(key, self.retention_s)
+        pipe.execute()
+
+    def expire_untimed_once(self) -> int:
+        """`expire_untimed`, the first time only (the retention pass asks every hour)."""
+        if self.redis.exists(keys.migrated("run_ttls")):
+            return 0
+        fixed = self.expire_untimed()
+        self.redis.set(keys.migrated("run_ttls"), fixed)
+        return fixed
+
+    def expire_untimed(self, chunk: int = 1000) -> int:
+        """Give run hashes made before 2026-12-06 without a TTL one (their run's, or delete
+        them when the run is gone). Returns how many were fixed; scans every run key once."""
+        fixed = 0
+        for pattern in (keys.run_outcomes("*"), keys.run_batches("*")):
+            for key in self.redis.scan_iter(match=pattern, count=chunk):
+                if self.redis.ttl(key) != -1:
+                    continue
+                run_ttl = self.redis.ttl(keys.run(_run_id_of(text(key) or "", pattern)))
+                if run_ttl > 0:
+                    self.redis.expire(key, run_ttl)
+                else:
+                    self.redis.delete(key)
+                fixed += 1
+        return fixed
 
     def mark_ready(self, run: Run, batch: int, from_ms: int) -> None:
         """A queued batch any sending worker may take from `from_ms` (see take_ready)."""
@@ -343,31 +410,52 @@ class Runs:
         pace: tuple[PageRateLimiter, str] | None = None,
         sent_as: str = "",
         sending: tuple[str, int] | None = None,
+        *,
+        slot_held: bool = False,
+        longest_wait_ms: float = 60_000,
+        outcomes: Sequence[str] = (),
+        rules: SendingRules | None = None,
     ) -> float | None:
-        """Mark a contact in flight before its send leaves; None if it already has an outcome.
-        With `pace` = (PageRateLimiter, page id), also reserves the Page's next send slot in the
-        same round trip and returns the ms to wait for it (else 0). `sent_as` (see
-        SENT_AS_KINDS) stays with the claim, for an echo that settles a send whose answer was
-        lost. With `sending` = (profile id, probe timeout ms), raises SendingPaused (and claims
-        nothing) while the profile's sending is paused or a probe send is out (its `probing`
-        says which; storage/sending.py)."""
-        # The claim's own id lets a call made again after a lost reply find the claim its own.
+        """Mark a contact in flight as its send leaves (storage/lua/claim.lua): 0 once claimed,
+        None if it already has an outcome or someone else's claim. `deadline_ms` is when it is
+        failed (interrupted) if it becomes unknown (`mark_unknown`) and no echo settles it.
+        With `pace` = (PageRateLimiter, page id) it claims only when the Page's send slot has
+        come: the first call reserves the next slot and, unless that slot is now, returns the ms
+        to wait for it, claiming nothing; the call made again with `slot_held` once they have
+        passed claims (or, if the Page was told to rest meanwhile, reserves a new slot and
+        returns its wait). A wait over `longest_wait_ms` is returned with no slot reserved.
+        `sent_as` (see SENT_AS_KINDS) stays with the claim, for an echo that settles a send
+        whose answer was lost. With `sending` = (profile id, probe timeout ms), raises
+        SendingPaused (and claims nothing) while the profile's sending is paused or a probe send
+        is out (its `probing` says which; storage/sending.py).
+        `outcomes` (from `outcome`) are recorded first, in the same round trip, as `finish_many`
+        records them with `rules`: answers of earlier sends that were waiting to be written."""
+        # The claim's own id lets a call made again after a lost reply find the claim its own;
+        # the deadline ("e") is set only if the send becomes unknown (set_pending_state.lua).
         record = json.dumps(
-            {"s": "inflight", "t": int(time.time() * 1000), "c": os.urandom(6).hex(), "k": sent_as}
+            {
+                "s": "inflight",
+                "t": int(time.time() * 1000),
+                "c": os.urandom(6).hex(),
+                "k": sent_as,
+                "e": deadline_ms,
+            }
         )
         limiter, page_id = pace if pace else (None, "")
         timeline = limiter.keys(page_id) if limiter else [keys.rate("-"), keys.rate_rest("-")]
         breaker = [keys.sending(sending[0])] if sending else []
         wait_us = int(
             self._claim(
-                keys=[keys.run_outcomes(run_id), keys.deadlines(), *timeline, *breaker],
+                keys=[keys.run_outcomes(run_id), *timeline, *breaker],
                 args=[
                     contact,
                     record,
-                    deadline_ms,
                     f"{run_id}{US}{contact}",
                     limiter.interval_us if limiter else 0,
                     sending[1] if sending else 0,
+                    int(slot_held),
+                    int(longest_wait_ms * 1000),
+                    *(_learning(rules) + list(outcomes) if outcomes else []),
                 ],
             )
         )
@@ -375,19 +463,17 @@ class Runs:
             raise SendingPaused(run_id, contact, probing=wait_us == CLAIM_PROBING)
         if wait_us < 0:
             return None
-        return wait_us / 1000 if limiter else 0.0
-
-    def relabel_claim(self, run_id: str, contact: str, sent_as: str) -> bool:
-        """The claimed send changed form (a text refused outside the window goes as the
-        template)."""
-        return bool(self._relabel(keys=[keys.run_outcomes(run_id)], args=[contact, sent_as]))
+        return wait_us / 1000
 
     def release_claims(self, run_id: str, contacts: list[str]) -> int:
-        """Forget in-flight claims whose request never left (so a later job sends them)."""
+        """Forget in-flight claims whose request never left, or that Facebook refused (so they
+        are sent again, by this sender or a later job)."""
         return self._set_pending(run_id, "inflight", "", contacts)
 
     def mark_unknown(self, run_id: str, contacts: list[str]) -> int:
-        """In flight when their worker died: the send may have left. Never resent."""
+        """In flight when their answer was lost or their worker died: the send may have left.
+        Never resent; settled by Facebook's echo or, at the deadline its claim was given, failed
+        (interrupted) by `expire_unknown`."""
         return self._set_pending(run_id, "inflight", "unknown", contacts)
 
     def _set_pending(self, run_id: str, source: str, target: str, contacts: list[str]) -> int:
@@ -414,7 +500,7 @@ class Runs:
         breaker and its unreachable recipients (storage/sending.py)."""
         if not outcomes:
             return 0
-        return int(self._finish(args=[rules.as_json if rules else "{}", *outcomes]))
+        return int(self._finish(args=[*_learning(rules), *outcomes]))
 
     def outcome(
         self,
@@ -445,7 +531,7 @@ class Runs:
                 "at": at_ms,
                 "detail": detail[:500],
                 "day": day,
-                "score": day_score(day),
+                "score": str(day_score(day)),  # only a ZADD's score: no number to format
                 "rcpt": recipient,
                 "k": sent_as,
                 "receipts": state == "sent" and bool(recipient) and expects_receipts(recipient),
@@ -453,7 +539,13 @@ class Runs:
         )
 
     def expire_unknown(self, now_ms: int | None = None, limit: int = 500) -> int:
-        """Sends in flight or unknown past their deadline become failed/interrupted."""
+        """Unknown sends past their deadline become failed/interrupted."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         day = day_of(now_ms, self.tz)
         return int(self._expire(args=[now_ms, day, day_score(day), limit]))
+
+
+def _run_id_of(key: str, pattern: str) -> str:
+    """The run id in a key matched by a `keys.run_*("*")` pattern."""
+    prefix, _, suffix = pattern.partition("*")
+    return key[len(prefix) : len(key) - len(suffix)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,6 +35,7 @@ class SendingRules:
     bad: frozenset[str]  # failure reasons that count as refusals
     trip: frozenset[str]  # failure reasons that pause at once (the Page is restricted)
     unreachable: frozenset[str]  # failure reasons that make the recipient unreachable
+    withdraws: Mapping[str, str]  # failure reason -> consent withdrawn, with this ledger source
 
     @cached_property
     def as_json(self) -> str:
@@ -51,6 +53,7 @@ class SendingRules:
                 "bad": reason_set(self.bad),
                 "trip": reason_set(self.trip),
                 "unreachable": reason_set(self.unreachable),
+                "withdraws": dict(sorted(self.withdraws.items())),
             }
         )
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bench._redis_cpu import RedisMeter
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +25,9 @@ def test_send_throughput_benchmark_quick_run_prints_the_ratio():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ratio service/baseline: " in done.stdout, done.stdout[-3000:]
     assert "ratio service/ideal: " in done.stdout
+    # a script shown by name proves the SHA -> name map still matches storage/lua/
+    assert "Redis CPU per send: " in done.stdout
+    assert "claim (script)" in done.stdout and "finish (script)" in done.stdout
 
 
 @pytest.mark.slow
@@ -42,6 +47,46 @@ def test_webhook_ingest_benchmark_quick_run_prints_the_ratios():
     assert "ratio app events/s, 100-event / 1-event POSTs: " in done.stdout
     assert "p99 app 1-event at 32 connections: " in done.stdout
     assert "checks: webhook_events grew by " in done.stdout
+    assert "Redis CPU per event: " in done.stdout
+    assert "apply_events (script)" in done.stdout
+
+
+@pytest.mark.slow
+def test_redis_cpu_benchmark_quick_run_prints_cpu_per_call():
+    """Each operation's row, and a claim costs Redis more than a bare round trip."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.redis_cpu", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {
+        line[:52].strip(): float(line[52:61])
+        for line in done.stdout.splitlines()
+        if line.startswith("  ") and len(line) > 61
+    }
+    claim = next(v for k, v in rows.items() if k.startswith("claim"))
+    assert claim > rows["PING (a round trip that does nothing)"]
+    assert "100 delivery receipts" in rows
+
+
+def test_redis_meter_names_each_script_and_the_commands_it_ran(store, redis_client):
+    """The slowlog trace charges a storage script's EVALSHA, by name, with what it ran."""
+    store.runs.release_lease("run-x", 9, "token")  # loads the script (a NOSCRIPT try counts)
+    meter = RedisMeter(store.redis, trace=True)
+    meter.start()
+    for n in range(3):
+        store.runs.lease_held("run-x", n)  # EXISTS, a plain command
+        store.runs.release_lease("run-x", n, "token")  # lease.lua: GET (not ours: no DEL)
+    usage = meter.stop()
+    lease = usage.trace.scripts["lease"]
+    assert (lease.calls, dict(lease.inner)) == (3, {"get": 3})
+    assert usage.trace.commands["exists"].calls == 3
+    assert usage.calls("evalsha") == 3 and usage.cpu_s > 0
+    assert "info" not in usage.trace.commands  # the meter's own commands are left out
+    assert store.redis.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"] != "0"
 
 
 def test_machine_speed_figures_are_measured():

@@ -208,7 +208,6 @@ def test_resume_by_hand_whatever_paused_it(
     [
         UNAVAILABLE,
         {"code": 10, "subcode": 2018108, "message": "They can't receive your messages right now."},
-        {"code": 100, "subcode": 2018001, "message": "No matching user found"},
     ],
 )
 def test_an_unreachable_person_is_left_alone_until_they_get_in_touch(

@@ -3,9 +3,15 @@ opt-in code. Screenshots go to tests/artifacts/ for a reviewer."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import pytest
 from playwright.sync_api import expect
 
+from bot import stats_view
+from bot.pages.format import duration
+from storage.inbound import Event
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -64,11 +70,7 @@ def test_a_paused_profile_says_why_and_resumes_from_its_page(
     expect(card).to_contain_text("blocked the Page from messaging for its Platform Policies")
     expect(card).to_contain_text("until Facebook lifts the block")
     page.screenshot(path=str(ARTIFACTS / f"profile-paused-{width}.png"), full_page=True)
-    too_wide = page.evaluate(
-        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right"
-        " > window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className)"
-    )
-    assert too_wide == [], "the page must fit the screen"
+    assert overflowing(page) == [], "the page must fit the screen"
     page.click("#resume-sending")
     expect(page.locator("body")).to_contain_text("Sending is resumed for “Bakery updates”")
     expect(page.locator("#sending-paused")).to_have_count(0)
@@ -110,3 +112,69 @@ def sign_in_as_operator(page, live_app) -> None:
     page.goto(f"{live_app.url}/login")
     page.fill("#password", "test-admin")
     page.click("#sign-in")
+
+
+def overflowing(page) -> list[str]:
+    return page.evaluate(
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right"
+        " > window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className)"
+    )
+
+
+@pytest.mark.parametrize("settings_overrides", [{"SESSION_COOKIE_SECURE": "0"}])
+@pytest.mark.parametrize("width", [1200, 390])
+def test_consent_counts_history_and_time_to_delivery(
+    page_in_browser, live_app, fb, store, settings_overrides, width
+):
+    page = page_in_browser
+    page.set_viewport_size({"width": width, "height": 900})
+    fb_page, profile = bakery_profile(fb, store)
+    sent = int(time.time() * 1000) - 60_000
+    store.contacts.merge_many({c: {"FIRSTNAME": c.title()} for c in ("ann", "bob", "cy")})
+    store.inbound.apply(
+        [
+            Event("optin", fb_page["id"], f"9{n}", sent, profile=profile.id, contact=c)
+            for n, c in enumerate(("ann", "bob", "cy"))
+        ]
+    )
+    store.consent.withdraw(profile.id, "cy", source="api", page_id=fb_page["id"], at_ms=sent + 1)
+    for n, c in enumerate(("ann", "bob")):  # both delivered 8 s after sending
+        store.messages.record_sent(profile.id, c, f"9{n}", f"m_{n}", sent)
+        store.inbound.apply(
+            [
+                Event(
+                    "delivery",
+                    fb_page["id"],
+                    f"9{n}",
+                    sent + 8000,
+                    wm=sent + 8000,
+                    mids=(f"m_{n}",),
+                )
+            ]
+        )
+    day = datetime.fromtimestamp(sent / 1000, store.tz).date().isoformat()
+    latency = stats_view.delivery_latency(store.stats.day(profile.id, day))
+    assert 5 < latency["p50_s"] <= 10 and latency["within_1m"] == 2  # the 5-10 s bucket
+
+    sign_in_as_operator(page, live_app)
+    page.goto(f"{live_app.url}/profiles/{profile.id}")
+    expect(page.locator("#opted-in-count")).to_have_text("2")
+    expect(page.locator("#opted-out-count")).to_have_text("1")
+    page.screenshot(path=str(ARTIFACTS / f"profile-consent-{width}.png"), full_page=True)
+    assert overflowing(page) == []
+
+    page.goto(f"{live_app.url}/profiles/{profile.id}/stats")
+    expect(page.locator(".latency").first).to_have_text(f"median {duration(latency['p50_s'])}")
+    page.screenshot(path=str(ARTIFACTS / f"stats-latency-{width}.png"), full_page=True)
+
+    page.goto(f"{live_app.url}/profiles/{profile.id}/stats/{day}/delivered")
+    page.click("#contacts-table a:text('ann')")
+    expect(page.locator("#consent-state")).to_have_text("opted in")
+    expect(page.locator("#consent-events")).to_contain_text("Send to Messenger button")
+    page.screenshot(path=str(ARTIFACTS / f"consent-history-{width}.png"), full_page=True)
+    assert overflowing(page) == []
+    page.click("#withdraw-consent")
+    expect(page.locator("#consent-state")).to_have_text("opted out")
+    expect(page.locator("#consent-events")).to_contain_text("withdrawn on this page")
+    assert store.consent.state(profile.id, "ann") == "opted_out"
+    assert profile.optin_field not in store.contacts.get("ann")

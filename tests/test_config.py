@@ -225,3 +225,22 @@ def test_a_pipe_in_a_meaning_cannot_break_the_table(monkeypatch):
     odd = dataclasses.replace(SETTINGS["PORT"], meaning="a | b")
     monkeypatch.setitem(SETTINGS, "PORT", odd)
     assert "| `PORT` | `8000` | a \\| b |" in settings_table().splitlines()
+
+
+def test_retention_settings_must_nest():
+    """A receipt may not outlive the rows it adds to, nor rows their day's counters."""
+    redis = {"REDIS_URL": "redis://h:1/0"}
+    env = {**redis, "RECEIPT_WAIT_DAYS": "30", "ROW_RETENTION_DAYS": "20"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env, dotenv=False)
+    assert caught.value.problems == [
+        "RECEIPT_WAIT_DAYS (30) must not exceed ROW_RETENTION_DAYS (20): a receipt would "
+        "rebuild rows already dropped"
+    ]
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            {**redis, "ROW_RETENTION_DAYS": "40", "STATS_RETENTION_DAYS": "31"}, dotenv=False
+        )
+    assert "ROW_RETENTION_DAYS (40) must not exceed STATS_RETENTION_DAYS (31)" in str(caught.value)
+    nested = {**redis, "RECEIPT_WAIT_DAYS": "20", "ROW_RETENTION_DAYS": "20"}
+    assert Settings.from_env(nested, dotenv=False).row_retention_days == 20

@@ -246,6 +246,19 @@ def test_token_encryption_round_trip_and_key_rotation(store, profile, page, redi
         store.profiles.page_token(profile["id"])  # the retired key alone cannot read new tokens
 
 
+def test_login_tokens_rotate_with_the_page_tokens(store, settings, redis_client):
+    store.users.save("u-1", "Ann", [], login_token="login-secret-1")
+    store.users.save("u-2", "Bob", [])  # signed in before login tokens were kept: skipped
+    stored_before = redis_client.hget(keys.user("u-1"), "login_token")
+    new_key = Fernet.generate_key().decode()
+    store.users.cipher = TokenCipher([new_key, *settings.token_encryption_keys])
+    assert store.users.rotate_tokens() == 1
+    stored_after = redis_client.hget(keys.user("u-1"), "login_token")
+    assert stored_after != stored_before and "login-secret-1" not in stored_after
+    store.users.cipher = TokenCipher([new_key])  # the old key retired
+    assert store.users.login_token("u-1") == "login-secret-1"
+
+
 # -- roles -----------------------------------------------------------------------------------------
 
 

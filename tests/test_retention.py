@@ -5,7 +5,7 @@ statistics settle. Real Redis; the pass is called as the ticker calls it, with a
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -57,7 +57,9 @@ def test_messages_stop_awaiting_receipts_after_the_wait(
     assert store.stats.day(profile.id, day_of(store, old))["delivered"] == 1
 
 
-@pytest.mark.parametrize("settings_overrides", [{"STATS_RETENTION_DAYS": "40"}])
+@pytest.mark.parametrize(
+    "settings_overrides", [{"STATS_RETENTION_DAYS": "40", "ROW_RETENTION_DAYS": "30"}]
+)
 def test_statistics_older_than_their_retention_are_forgotten(
     app, store, profile, settings_overrides
 ):
@@ -99,3 +101,29 @@ def test_time_to_delivery_per_day_from_receipts_watermarks(app, api, client, sto
     assert (latency["p50_s"], latency["p90_s"]) == (60.0, 120_960.0)
     empty = api("get", f"/profiles/{profile.id}/stats").get_json()["totals"]["delivery_latency"]
     assert empty["p50_s"] == 60.0  # the totals row sums the histograms
+
+
+@pytest.mark.parametrize("settings_overrides", [{"STATS_TIMEZONE": "America/New_York"}])
+def test_time_to_delivery_counts_on_the_send_day_across_midnight(
+    api, store, profile, settings_overrides
+):
+    """Sent 20 s before local midnight, delivered 45 s later: the send day has the delivery and
+    its latency, the next day has neither."""
+    three_days_ago = datetime.fromtimestamp(time.time() - 3 * 86_400, store.tz)
+    midnight = three_days_ago.replace(hour=0, minute=0, second=0, microsecond=0)
+    next_midnight = midnight + timedelta(days=1)  # wall-clock arithmetic: right across DST too
+    sent = int(next_midnight.timestamp() * 1000) - 20_000  # 23:59:40 local
+    store.messages.record_sent(profile.id, "c1", "psid-1", "m.1", sent)
+    store.inbound.apply([Event("delivery", PAGE, "psid-1", sent + 45_000, wm=sent + 45_000)])
+    send_day, next_day = day_of(store, sent), day_of(store, sent + 45_000)
+    assert send_day != next_day
+    days = {
+        r["date"]: r
+        for r in api(
+            "get", f"/profiles/{profile.id}/stats?from={send_day}&to={next_day}"
+        ).get_json()["days"]
+    }
+    assert days[send_day]["delivered"] == 1
+    assert days[send_day]["delivery_latency"]["within_1m"] == 1
+    assert 30 < days[send_day]["delivery_latency"]["p50_s"] <= 60  # the 30-60 s bucket
+    assert next_day not in days or days[next_day]["delivered"] == 0

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from bot import policy
+from jobs.profile_checks import retention_pass
 from storage import keys
 from storage.inbound import Event
 from storage.programs import Node
@@ -862,3 +863,27 @@ def test_outcomes_recorded_together_count_once(store):
     assert store.runs.finish_many(outcomes[:2]) == 0  # a repeated write changes nothing
     run = store.runs.get("r-many")
     assert run.counts["failed"] == 3 and run.state == "done"
+
+
+def test_run_outcomes_and_batches_expire_with_their_run(
+    app, api, drain, store, redis_client, program, opted_in
+):
+    """They come to exist after the run's TTLs were set; they get theirs as batches are set,
+    and the first retention pass times the ones older code left without (once)."""
+    program()
+    opted_in("c1")
+    run_id = api("post", "/programs/p1/nodes/n1/runs", json={"contacts": [{"id": "c1"}]})
+    drain()
+    run_id = run_id.get_json()["run_id"]
+    for key in (keys.run_outcomes(run_id), keys.run_batches(run_id)):
+        assert redis_client.exists(key) and redis_client.ttl(key) > 0, key
+    # left by older code: one whose run is still kept, one whose run is gone
+    redis_client.persist(keys.run_outcomes(run_id))
+    redis_client.hset(keys.run_batches("gone"), "0", "done")
+    with app.app_context():
+        assert retention_pass()["run_keys_timed"] == 2
+    assert 0 < redis_client.ttl(keys.run_outcomes(run_id)) <= redis_client.ttl(keys.run(run_id))
+    assert not redis_client.exists(keys.run_batches("gone"))
+    redis_client.persist(keys.run_outcomes(run_id))
+    with app.app_context():
+        assert retention_pass()["run_keys_timed"] == 0  # a one-off: later passes do not scan

@@ -98,6 +98,10 @@ def build_spec() -> dict:
         "Recover": s.RecoverSchema,
         "RecoveryAccepted": s.RecoveryAcceptedSchema,
         "RecoveryStatus": s.RecoveryStatusSchema,
+        "OptOut": s.OptOutSchema,
+        "OptedOut": s.OptedOutSchema,
+        "Consent": s.ConsentSchema,
+        "Erased": s.ErasedSchema,
     }.items():
         spec.components.schema(name, schema=schema)
     common = _errors(401, 503)
@@ -221,6 +225,56 @@ def build_spec() -> dict:
                 "summary": "Read a contact with every FBOPTIN_XXX field",
                 "responses": {**_ok(200, "Contact", "The contact"), **_errors(404, 422), **common},
             },
+            "delete": {
+                "summary": "Erase a person: data fields, opt-in values, PSID and user_ref links, "
+                "consent ledger, statistics rows and run outcomes naming them (counters keep "
+                "their numbers)",
+                "responses": {
+                    **_ok(200, "Erased", "Erased; nothing in storage names the person"),
+                    **_errors(404, 409, 422),
+                    **common,
+                },
+            },
+        },
+    )
+    spec.path(
+        "/contacts/{contact_id}/consent",
+        parameters=[_id_param("contact_id")],
+        operations={
+            "get": {
+                "summary": "The contact's consent per profile: state and events, oldest first",
+                "responses": {**_ok(200, "Consent", "The ledger"), **_errors(404, 422), **common},
+            }
+        },
+    )
+    spec.path(
+        "/contacts/{contact_id}/opt-out",
+        parameters=[_id_param("contact_id")],
+        operations={
+            "post": {
+                "summary": "Withdraw consent to a profile: the FBOPTIN_XXX value is cleared and "
+                "nodes give the warning opted_out until the person opts in again",
+                "requestBody": _body("OptOut"),
+                "responses": {
+                    **_ok(200, "OptedOut", "Withdrawn (or already withdrawn)"),
+                    **_errors(400, 404, 422),
+                    **common,
+                },
+            }
+        },
+    )
+    spec.path(
+        "/profiles/{profile_id}/consent.csv",
+        parameters=[_id_param("profile_id")],
+        operations={
+            "get": {
+                "summary": "The consent ledger of every contact of the profile, one row per event",
+                "responses": {
+                    "200": {"description": "CSV", "content": {"text/csv": {}}},
+                    **_errors(404, 422),
+                    **common,
+                },
+            }
         },
     )
     spec.path(

@@ -13,7 +13,7 @@ from bot.errors import not_found
 from bot.reasons import reason_text
 from bot.runs import accept_run_request, preview
 from storage import get_storage
-from storage.runs import Outcome
+from storage.runs import Outcome, Unconfirmed
 
 
 @bp.post("/programs/<program_id>/nodes/<node_id>/runs")
@@ -68,9 +68,19 @@ def outcome_json(contact_id: str, outcome: Outcome | None) -> dict:
     }
 
 
+def unknown_json(unconfirmed: Unconfirmed | None) -> dict | None:
+    """A run whose only open contacts are `unknown` (their answer was lost) is not stuck: how
+    many there are, and when the last is settled (by Facebook's echo, else failed/interrupted)."""
+    if unconfirmed is None:
+        return None
+    settle_by = datetime.fromtimestamp(unconfirmed.settle_by_ms / 1000, UTC).isoformat()
+    return {"count": unconfirmed.count, "settle_by": settle_by}
+
+
 @bp.get("/runs/<run_id>")
 def get_run(run_id: str):
-    """State, counts and per-contact outcomes (paged with `cursor`)."""
+    """State, counts and per-contact outcomes (paged with `cursor`); `unknown` says when the
+    only open contacts are sends whose answer was lost (how many, settled by when)."""
     store = get_storage()
     run = store.runs.get(check_id(run_id, "run"))
     if run is None:
@@ -85,6 +95,7 @@ def get_run(run_id: str):
         "node_id": run.node_id,
         "state": run.state,
         "counts": {**run.counts, "pending": run.pending},
+        "unknown": unknown_json(store.runs.unconfirmed(run)),
         "contacts": [_with_recovery(outcome_json(cid, o), sent_again.get(cid)) for cid, o in rows],
         "next_cursor": None if next_cursor is None else str(next_cursor),
     }

@@ -224,12 +224,30 @@ class RunContactOutcomeSchema(Schema):
     )
 
 
+class RunUnknownSchema(Schema):
+    count = fields.Integer(metadata={"description": "open contacts whose send's answer was lost"})
+    settle_by = fields.DateTime(
+        metadata={
+            "description": "when the last of them is failed (interrupted) unless Facebook's "
+            "echo makes it sent first"
+        }
+    )
+
+
 class RunStatusSchema(Schema):
     run_id = fields.String()
     program_id = fields.String()
     node_id = fields.String()
     state = fields.String(metadata={"enum": ["queued", "running", "done"]})
     counts = fields.Nested(RunCountsSchema)
+    # `unknown` is also the name of a Schema setting: the field gets it as its data key only
+    unknown_open = fields.Nested(
+        RunUnknownSchema,
+        attribute="unknown",
+        data_key="unknown",
+        allow_none=True,
+        metadata={"description": "set when the only open contacts are unknown; null otherwise"},
+    )
     contacts = fields.List(fields.Nested(RunContactOutcomeSchema))
     next_cursor = fields.String(allow_none=True)
 
@@ -418,3 +436,58 @@ class StatsContactsSchema(Schema):
     total = fields.Integer()
     contacts = fields.List(fields.Nested(StatsContactSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class OptOutSchema(Schema):
+    """Withdraw a contact's consent to one profile."""
+
+    profile_id = fields.String(required=True, validate=FullMatch(ID_PATTERN, error=ID_ERROR))
+
+
+class OptedOutSchema(Schema):
+    contact_id = fields.String()
+    profile_id = fields.String()
+    state = fields.String(metadata={"description": "opted_out"})
+    withdrawn = fields.Boolean(
+        metadata={"description": "false: consent had already been withdrawn (nothing recorded)"}
+    )
+
+
+class ConsentEventSchema(Schema):
+    at = fields.String(metadata={"description": "ISO 8601, UTC"})
+    type = fields.String(validate=validate.OneOf(["opt_in", "opt_out"]))
+    source = fields.String(
+        metadata={
+            "description": "opt-ins: plugin, checkbox, m.me, postback; withdrawals: api, "
+            "operator, messenger_stop, data_deletion, deauthorize, unreachable"
+        }
+    )
+    verified = fields.Boolean(
+        metadata={"description": "our signed ref (opt-ins), an authenticated caller (opt-outs)"}
+    )
+    recipient = fields.String(
+        allow_none=True, metadata={"description": 'the PSID or "user_ref:<ref>"'}
+    )
+    page_id = fields.String()
+
+
+class ProfileConsentSchema(Schema):
+    profile_id = fields.String()
+    state = fields.String(validate=validate.OneOf(["opted_in", "opted_out", "never"]))
+    events = fields.List(
+        fields.Nested(ConsentEventSchema), metadata={"description": "oldest first"}
+    )
+
+
+class ConsentSchema(Schema):
+    contact_id = fields.String()
+    profiles = fields.List(fields.Nested(ProfileConsentSchema))
+
+
+class ErasedSchema(Schema):
+    contact_id = fields.String()
+    erased = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={"description": "what was removed or made anonymous, by kind"},
+    )

@@ -53,4 +53,4 @@ def protect(response):
     return response
 
 
-from bot.pages import login, profiles, recovery, stats  # noqa: E402,F401  (routes register on bp)
+from bot.pages import consent, login, profiles, recovery, stats  # noqa: E402,F401  (routes register on bp)

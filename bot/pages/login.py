@@ -115,11 +115,11 @@ def facebook_callback():
     if purpose != "signin" and auth.current_user() is None:
         return redirect(url_for("pages.login"))
     try:
-        user_id, name, pages = _fetch_login(request.args.get("code", ""))
+        user_id, name, pages, token = _fetch_login(request.args.get("code", ""))
     except graph.GraphError as error:
         log.info("facebook login failed: %s", error.summary())
         return _back(f"Facebook refused the login: {error.message}", pending)
-    get_storage().users.save(user_id, name, pages)
+    auth.remember_pages(user_id, name, pages, login_token=token)  # roles are re-checked with it
     if purpose == "signin":
         auth.sign_in({"kind": auth.OWNER, "id": user_id, "name": name})
         return redirect(url_for("pages.list_profiles"))
@@ -131,11 +131,12 @@ def facebook_callback():
     return redirect(url_for("pages.new_profile"))
 
 
-def _fetch_login(code: str) -> tuple[str, str, list[dict]]:
+def _fetch_login(code: str) -> tuple[str, str, list[dict], str]:
+    """(user id, name, their Pages with tokens and tasks, the long-lived login token)."""
     client: graph.GraphClient = current_app.extensions["graph"]
     token = client.long_lived(client.exchange_code(code, callback_url()))
     me = client.me(token)
-    return str(me.get("id", "")), str(me.get("name", "")), client.accounts(token)
+    return str(me.get("id", "")), str(me.get("name", "")), client.accounts(token), token
 
 
 def _back(message: str, pending: dict):

@@ -1,5 +1,6 @@
 """Profile pages: list, connect a Page (Facebook Login), show with opt-in code, enable,
-disable, delete, reauthorise. The rules live in bot/onboarding.py and bot/lifecycle.py."""
+disable, delete, reauthorise. The rules live in bot/onboarding.py and bot/lifecycle.py; a page
+owner's role is confirmed with Facebook before every change (bot/pages/session.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from flask import (
     url_for,
 )
 
-from bot import lifecycle, onboarding, policy, protection, stats_view
+from bot import consent, lifecycle, onboarding, policy, protection, stats_view
 from bot.errors import DomainError
 from bot.optin_code import generic_ref, optin_html, ref_field
 from bot.pages import bp
@@ -112,12 +113,13 @@ def show_profile(profile_id: str):
         problems=stats_view.problems(rows),
         chart=bar_chart(rows, week.first, week.last) if rows else "",
         sending=protection.sending_status(profile.id),
+        consent_counts=consent.counts(store, profile.id),
     )
 
 
 @bp.post("/profiles/<profile_id>/resume")
 def resume_sending(profile_id: str):
-    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id, confirm=True)
     if protection.resume(profile.id):
         flash(
             f"Sending is resumed for “{profile.name}”. If Facebook still refuses, it pauses again.",
@@ -130,7 +132,7 @@ def resume_sending(profile_id: str):
 
 @bp.post("/profiles/<profile_id>/status")
 def change_status(profile_id: str):
-    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id, confirm=True)
     status = request.form.get("status")
     if status not in ("enabled", "disabled"):
         abort(400, description="Status must be enabled or disabled.")
@@ -145,7 +147,7 @@ def change_status(profile_id: str):
 
 @bp.post("/profiles/<profile_id>/delete")
 def delete_profile(profile_id: str):
-    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id, confirm=True)
     if request.form.get("confirm") != profile.name:
         flash(f"To delete, type the profile's name exactly: “{profile.name}”.", "error")
         return redirect(url_for("pages.show_profile", profile_id=profile.id))

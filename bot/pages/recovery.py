@@ -35,7 +35,7 @@ def recover_form(profile_id: str):
 
 @bp.post("/profiles/<profile_id>/recover")
 def recover_start(profile_id: str):
-    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id)
+    profile = auth.visible_profile_or_404(auth.signed_in_user(), profile_id, confirm=True)
     since = _since(request.form.get("since"))
     if since is None:
         flash("Choose when the failures started (a date and time in the past, UTC).", "error")

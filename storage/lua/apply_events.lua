@@ -3,7 +3,7 @@
 -- ARGV[3] cap of unmatched opt-ins kept per profile, ARGV[4] webhook event kinds seen (JSON
 -- object kind -> count, for /metrics). _lib.lua is prepended.
 -- Every branch is idempotent, so a webhook delivered twice changes nothing the second time.
--- Returns {applied, unknown_page, foreign_ref}.
+-- Returns {applied, unknown_page, foreign_ref, erased}.
 local events = cjson.decode(ARGV[1])
 local skew = tonumber(ARGV[2])
 local unmatched_cap = tonumber(ARGV[3])
@@ -52,7 +52,11 @@ handlers.optin = function(pid, e)
     handlers.unmatched(pid, e)
     return 'foreign_ref'
   end
+  local erased_at = e.fp and redis.call('ZSCORE', key('erased'), e.fp)
+  if erased_at and tonumber(erased_at) >= e.ts then return 'erased' end  -- a replay of the past
   local field, ck, idx = optin_field(pid), key('contact', e.contact), key('recipients', pid)
+  local _, latest = record_consent(pid, e.contact, e.ts, 'opt_in', e.source or 'plugin', e.rcpt, e.page)
+  if not latest then return end  -- already applied, or older than a later withdrawal
   local old = redis.call('HGET', ck, field)
   if old and old ~= e.rcpt and redis.call('HGET', idx, old) == e.contact then
     redis.call('HDEL', idx, old)
@@ -64,6 +68,12 @@ end
 
 handlers.marketing = function(pid, e)
   redis.call('HSET', key('marketing', pid), e.rcpt, table.concat({e.status or '', e.expiry or '', e.ts}, US))
+  if e.stop then  -- the person stopped messages in Messenger: consent withdrawn
+    local contact = redis.call('HGET', key('recipients', pid), e.rcpt)
+    if contact and redis.call('HGET', key('contact', contact), optin_field(pid)) == e.rcpt then
+      withdraw_consent(pid, contact, e.ts, 'messenger_stop', e.page)
+    end
+  end
 end
 
 -- A person who was only known by a checkbox user_ref replied: now we know the PSID.
@@ -183,19 +193,24 @@ handlers.unblock = function(pid, e)
   end
 end
 
-local applied, unknown_page, foreign = 0, 0, 0
+local applied, unknown_page, foreign, erased = 0, 0, 0, 0
 local ok, err = pcall(function()
   for _, e in ipairs(events) do
     local pid = profile_of(e.page)
     if not pid then
       unknown_page = unknown_page + 1
-    elseif handlers[e.k](pid, e) == 'foreign_ref' then
-      foreign = foreign + 1
     else
-      applied = applied + 1
+      local result = handlers[e.k](pid, e)
+      if result == 'foreign_ref' then
+        foreign = foreign + 1
+      elseif result == 'erased' then
+        erased = erased + 1
+      else
+        applied = applied + 1
+      end
     end
   end
 end)
 write_receipts()  -- even after an error: the receipts of the events already applied are counted
 if not ok then error(err) end
-return {applied, unknown_page, foreign}
+return {applied, unknown_page, foreign, erased}

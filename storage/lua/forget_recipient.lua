@@ -1,6 +1,8 @@
 -- Forget one person of a profile (a data deletion request): their opt-in values on contacts,
 -- the PSID index, interaction times, messages awaiting receipts, marketing opt-in, unmatched
--- opt-ins. ARGV: profile id, recipient. Returns how many records were removed.
+-- opt-ins, the time it is left alone as unreachable. Messages still awaiting a receipt are
+-- counted first (age_receipts.lua). ARGV: profile id, recipient. Returns how many records
+-- were removed.
 local function key(name, ...) return string.format(T[name], ...) end
 local pid, rcpt = ARGV[1], ARGV[2]
 local removed = 0
@@ -14,6 +16,7 @@ end
 for _, name in ipairs({'recipients', 'seen', 'await', 'marketing'}) do
   removed = removed + redis.call('HDEL', key(name, pid), rcpt)
 end
+removed = removed + redis.call('ZREM', key('unreachable', pid), rcpt)
 local prefix = rcpt .. '\31'
 for _, member in ipairs(redis.call('ZRANGE', key('unmatched', pid), 0, -1)) do
   if string.sub(member, 1, #prefix) == prefix then

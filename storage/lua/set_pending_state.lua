@@ -1,6 +1,8 @@
 -- Move claimed contacts between the non-final states, never touching final outcomes. A send
--- becoming unknown (its answer was lost) counts as "unconfirmed" on `day` until it settles
--- (finish() in _lib.lua takes it off that day's count again).
+-- becoming unknown (its answer was lost) gets its deadline, the one its claim was given (the
+-- inflight JSON's "e": claims set none, most sends never need one), and counts as
+-- "unconfirmed" on `day` until it settles (finish() in _lib.lua takes it off that day's count
+-- and the deadline set again).
 -- KEYS[1] run outcomes, KEYS[2] deadlines. ARGV: from state, to state ("" = release the claim),
 -- run id, day, YYYYMMDD, contacts... Returns how many changed.
 local from, to, run, day, score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -12,10 +14,14 @@ for i = 6, #ARGV do
     if o.s == from then
       if to == '' then
         redis.call('HDEL', KEYS[1], ARGV[i])
-        redis.call('ZREM', KEYS[2], run .. US .. ARGV[i])
+        redis.call('ZREM', KEYS[2], run .. US .. ARGV[i])  -- claims made before 2026-12-06 had one
       else
         o.s = to
-        if to == 'unknown' then o.u = day end
+        if to == 'unknown' then
+          o.u = day
+          -- A claim made before 2026-12-06 has no "e": its deadline was set with the claim.
+          if o.e then redis.call('ZADD', KEYS[2], o.e, run .. US .. ARGV[i]) end
+        end
         redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(o))
       end
       changed = changed + 1
