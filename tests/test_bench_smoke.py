@@ -11,17 +11,33 @@ import pytest
 from bench._redis_cpu import RedisMeter
 
 ROOT = Path(__file__).resolve().parent.parent
+QUICK_BENCHES = ("send_throughput", "webhook_ingest", "redis_cpu")
+
+
+@pytest.fixture(scope="module")
+def quick_runs() -> dict[str, subprocess.CompletedProcess]:
+    """The benchmarks' smoke runs, started together (each has its own Redis and servers): the
+    suite waits for the longest instead of their sum."""
+    started = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", f"bench.{name}", "--quick"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in QUICK_BENCHES
+    }
+    done = {}
+    for name, process in started.items():
+        out, err = process.communicate(timeout=150)
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return done
 
 
 @pytest.mark.slow
-def test_send_throughput_benchmark_quick_run_prints_the_ratio():
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.send_throughput", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_send_throughput_benchmark_quick_run_prints_the_ratio(quick_runs):
+    done = quick_runs["send_throughput"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ratio service/baseline: " in done.stdout, done.stdout[-3000:]
     assert "ratio service/ideal: " in done.stdout
@@ -31,17 +47,10 @@ def test_send_throughput_benchmark_quick_run_prints_the_ratio():
 
 
 @pytest.mark.slow
-def test_webhook_ingest_benchmark_quick_run_prints_the_ratios():
+def test_webhook_ingest_benchmark_quick_run_prints_the_ratios(quick_runs):
     """wrk against the app and a bare Flask app under gunicorn.conf.py; every answer 2xx and the
     events landed in Redis (the benchmark exits 1 otherwise); targets are not asserted."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.webhook_ingest", "--quick"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = quick_runs["webhook_ingest"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ratio app/baseline requests/s, 1-event POSTs: " in done.stdout, done.stdout[-3000:]
     assert "ratio app events/s, 100-event / 1-event POSTs: " in done.stdout
@@ -52,15 +61,9 @@ def test_webhook_ingest_benchmark_quick_run_prints_the_ratios():
 
 
 @pytest.mark.slow
-def test_redis_cpu_benchmark_quick_run_prints_cpu_per_call():
+def test_redis_cpu_benchmark_quick_run_prints_cpu_per_call(quick_runs):
     """Each operation's row, and a claim costs Redis more than a bare round trip."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.redis_cpu", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = quick_runs["redis_cpu"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = {
         line[:52].strip(): float(line[52:61])
