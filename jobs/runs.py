@@ -74,13 +74,7 @@ def _drop_queued_job(store: Storage, run_id: str, batch: int) -> None:
 def _settle(run: Run, batch: int, sender, contacts: list[str]) -> str:
     """A batch's end: 'done' (and the run's next batch queued), or 'paused' (queued again)."""
     store, settings = get_storage(), current_app.config["SETTINGS"]
-    outcomes = store.runs.outcomes(run.run_id, contacts)
-    untouched = [cid for cid, o in outcomes.items() if o is None]
-    # Claims no thread holds any more (a send that broke off, an outcome never written): they
-    # may have left, and a claim has no deadline until it is unknown.
-    orphaned = [cid for cid, o in outcomes.items() if o and o.state == "inflight"]
-    if orphaned:
-        store.runs.mark_unknown(run.run_id, orphaned)
+    untouched = [cid for cid, o in store.runs.outcomes(run.run_id, contacts).items() if o is None]
     if sender.paused_ms or untouched:
         delay = sender.paused_ms / 1000 if sender.paused_ms else 1
         log.info(
