@@ -129,10 +129,6 @@ def _rows(store: Storage, profile: Profile) -> Iterator[tuple[object, ...]]:
                 )
 
 
-def counts(store: Storage, profile_id: str) -> dict[str, int]:
-    return store.consent.counts(profile_id)
-
-
 def _profile(store: Storage, profile_id: str) -> Profile:
     profile = store.profiles.get(profile_id)
     if profile is None:

@@ -17,7 +17,7 @@ from flask import (
     url_for,
 )
 
-from bot import consent, lifecycle, onboarding, policy, protection, stats_view
+from bot import lifecycle, onboarding, policy, protection, stats_view
 from bot.errors import DomainError
 from bot.optin_code import generic_ref, optin_html, ref_field
 from bot.pages import bp
@@ -113,7 +113,7 @@ def show_profile(profile_id: str):
         problems=stats_view.problems(rows),
         chart=bar_chart(rows, week.first, week.last) if rows else "",
         sending=protection.sending_status(profile.id),
-        consent_counts=consent.counts(store, profile.id),
+        consent_counts=store.consent.counts(profile.id),
     )
 
 
