@@ -15,8 +15,11 @@ TEST_SYSTEM_PACKAGES := chromium wrk faketime
 run: $(RUN_STAMP)
 	@$(PY) -m bot.launch
 
+# Two pytest processes (pytest-xdist): most tests wait on the processes they start, so two
+# share this 2-core machine well; each has its own redis-server and simulator, and an idle one
+# takes tests from the other's queue (worksteal). `pytest tests/x.py` alone runs serially.
 test: $(DEV_STAMP) system-packages
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal
 
 # Lint and format (ruff), types (mypy: strict for storage/ and the domain), and which way imports
 # run (tests/test_layers.py, also part of `make test`). Settings in pyproject.toml.
