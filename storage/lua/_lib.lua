@@ -328,9 +328,12 @@ end
 local function record_consent(pid, contact, at, kind, source, rcpt, page)
   local k = key('consent', pid, contact)
   local row = table.concat({at, kind, source, '1', rcpt or '', page or ''}, US)
-  local last = redis.call('LINDEX', k, -1)
+  -- Appended first: a contact's first event (the usual case) then needs no read.
+  local length = redis.call('RPUSH', k, row)
+  local last = length > 1 and redis.call('LINDEX', k, -2) or nil
   local last_at = last and tonumber(string.match(last, '^(%d+)'))
   if last_at and last_at >= tonumber(at) then  -- a retry, or history arriving late: find its place
+    redis.call('RPOP', k)
     local later = nil
     for _, old in ipairs(redis.call('LRANGE', k, 0, -1)) do
       if old == row then return false, false end
@@ -340,7 +343,7 @@ local function record_consent(pid, contact, at, kind, source, rcpt, page)
     redis.call('LTRIM', k, -CONSENT_KEPT, -1)
     return true, false
   end
-  if redis.call('RPUSH', k, row) > CONSENT_KEPT then redis.call('LPOP', k) end
+  if length > CONSENT_KEPT then redis.call('LPOP', k) end
   if not last or string.match(last, '^%d+\31([^\31]*)') ~= kind then  -- the state changes
     local now = key('consent_state', pid, kind == 'opt_in' and 'opted_in' or 'opted_out')
     local before = key('consent_state', pid, kind == 'opt_in' and 'opted_out' or 'opted_in')

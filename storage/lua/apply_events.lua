@@ -23,12 +23,34 @@ local function profile_of(page)
   return pid
 end
 
+-- Whether a profile has anyone left alone as unreachable, asked once per call: most have
+-- nobody, and then the events that make a person reachable need no ZREM each (nothing in this
+-- script adds to the set).
+local has_unreachable = {}
+local function any_unreachable(pid)
+  local known = has_unreachable[pid]
+  if known == nil then
+    known = redis.call('EXISTS', key('unreachable', pid)) == 1
+    has_unreachable[pid] = known
+  end
+  return known
+end
+
 -- The person wrote, opted in or answered: the window opens, and they are reachable again.
 local function touch_seen(pid, rcpt, ts)
   local k = key('seen', pid)
   local old = tonumber(redis.call('HGET', k, rcpt) or '0')
   if ts > old then redis.call('HSET', k, rcpt, ts) end
-  redis.call('ZREM', key('unreachable', pid), rcpt)
+  if any_unreachable(pid) then redis.call('ZREM', key('unreachable', pid), rcpt) end
+end
+
+-- When the contact behind an opt-in was erased, if it was (erasure fingerprints are kept a
+-- few days, so the set is empty most of the time: asked once per call before any lookup).
+local erasures_kept = nil
+local function erased_at(fp)
+  if not fp then return nil end
+  if erasures_kept == nil then erasures_kept = redis.call('ZCARD', key('erased')) > 0 end
+  return erasures_kept and redis.call('ZSCORE', key('erased'), fp) or nil
 end
 
 local handlers = {}
@@ -52,8 +74,8 @@ handlers.optin = function(pid, e)
     handlers.unmatched(pid, e)
     return 'foreign_ref'
   end
-  local erased_at = e.fp and redis.call('ZSCORE', key('erased'), e.fp)
-  if erased_at and tonumber(erased_at) >= e.ts then return 'erased' end  -- a replay of the past
+  local erased = erased_at(e.fp)
+  if erased and tonumber(erased) >= e.ts then return 'erased' end  -- a replay of the past
   local field, ck, idx = optin_field(pid), key('contact', e.contact), key('recipients', pid)
   local _, latest = record_consent(pid, e.contact, e.ts, 'opt_in', e.source or 'plugin', e.rcpt, e.page)
   if not latest then return end  -- already applied, or older than a later withdrawal
@@ -96,10 +118,13 @@ local receipts, receipt_order = {}, {}
 -- front of this file by storage/scripts.py.
 local latencies, latency_order = {}, {}
 
+local latency_fields = {}  -- the field of each bucket, made once
+for i, upper in ipairs(DELIVERY_BUCKETS) do latency_fields[i] = 'dl_' .. upper end
+
 local function count_latency(pid, day, seconds)
   local field = 'dl_inf'
-  for _, upper in ipairs(DELIVERY_BUCKETS) do
-    if seconds <= upper then field = 'dl_' .. upper break end
+  for i, upper in ipairs(DELIVERY_BUCKETS) do
+    if seconds <= upper then field = latency_fields[i] break end
   end
   local k = pid .. US .. day
   local h = latencies[k]
@@ -136,14 +161,16 @@ local function write_receipts()
   end
 end
 
+local AWAITING = '[^' .. RS .. ']+'  -- each message a recipient awaits receipts of
+
 local function receipt(pid, e, is_read)
   local k = key('await', pid)
   local packed = redis.call('HGET', k, e.rcpt)
   if not packed then return end
   local mids = {}
-  for _, m in ipairs(e.mids or {}) do mids[m] = true end
+  if e.mids then for _, m in ipairs(e.mids) do mids[m] = true end end
   local keep = {}
-  for entry in string.gmatch(packed, '[^' .. RS .. ']+') do
+  for entry in string.gmatch(packed, AWAITING) do
     local mid, day, index, sent, state = string.match(entry,
       '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
     local covered = mids[mid] or tonumber(sent) <= e.wm + skew
