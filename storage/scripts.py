@@ -54,7 +54,11 @@ def templates_table() -> str:
 def source(name: str) -> str:
     parts = [templates_table()] if name in _USES_TEMPLATES else []
     if name == "apply_events":
-        parts.append(f"local DELIVERY_BUCKETS = {{{', '.join(map(str, DELIVERY_BUCKETS_S))}}}\n")
+        # Each bound with its field name spelled out: making 'dl_' .. n in Lua formats a
+        # number, about 0.4 µs each, paid by every call.
+        bounds = ", ".join(map(str, DELIVERY_BUCKETS_S))
+        fields = ", ".join(f"'dl_{n}'" for n in DELIVERY_BUCKETS_S)
+        parts.append(f"local DELIVERY_BUCKETS, DELIVERY_FIELDS = {{{bounds}}}, {{{fields}}}\n")
     own = (_DIR / f"{name}.lua").read_text()
     if name in _USES_LIB:
         parts.append(f"local CONSENT_KEPT = {keys.CONSENT_EVENTS_KEPT}\n")

@@ -33,9 +33,11 @@ local function count_sent(pid, day, score, sends)
     rows[i] = s.at .. US .. s.contact .. US .. s.mid
     if not s.receipts then no_receipts = no_receipts + 1 end  -- checkbox user_ref sends
   end
-  redis.call('HINCRBY', k, 'sent', count_arg(n))
+  -- The day joins the profile's days with its first count of a kind (any before added it).
+  if redis.call('HINCRBY', k, 'sent', count_arg(n)) == n then
+    redis.call('ZADD', key('days', pid), 'NX', score, day)
+  end
   if no_receipts > 0 then redis.call('HINCRBY', k, 'no_receipts', count_arg(no_receipts)) end
-  redis.call('ZADD', key('days', pid), 'NX', score, day)
   local first = redis.call('RPUSH', key('rows', pid, day, 'sent'), unpack(rows)) - n
   for i, s in ipairs(sends) do
     if s.receipts then await_receipts(pid, s.rcpt, s.mid, day, first + i - 1, s.at) end
@@ -47,11 +49,12 @@ end
 local function count_not_sent(pid, day, score, kind, reason, outcomes)
   local k, n, rows = key('day', pid, day), count_arg(#outcomes), {}
   for i, o in ipairs(outcomes) do rows[i] = o.at .. US .. o.contact .. US .. reason .. US .. o.detail end
-  redis.call('HINCRBY', k, kind, n)
+  if redis.call('HINCRBY', k, kind, n) == #outcomes then  -- as in count_sent
+    redis.call('ZADD', key('days', pid), 'NX', score, day)
+  end
   redis.call('HINCRBY', k, kind .. ':' .. reason, n)
   redis.call('RPUSH', key('rows', pid, day, kind), unpack(rows))
   redis.call('RPUSH', key('rows', pid, day, kind .. ':' .. reason), unpack(rows))
-  redis.call('ZADD', key('days', pid), 'NX', score, day)
 end
 
 -- Count settled outcomes alike (one run, day, state and reason): run counts, metric, day.

@@ -114,17 +114,14 @@ end
 local receipts, receipt_order = {}, {}
 
 -- Time to delivery, send to the receipt's watermark, as a histogram per (profile, day): fields
--- dl_<upper bound in s>, the last one dl_inf. DELIVERY_BUCKETS (storage/stats.py) is put in
--- front of this file by storage/scripts.py.
+-- dl_<upper bound in s>, the last one dl_inf. DELIVERY_BUCKETS (storage/stats.py) and
+-- DELIVERY_FIELDS, their field names, are put in front of this file by storage/scripts.py.
 local latencies, latency_order = {}, {}
-
-local latency_fields = {}  -- the field of each bucket, made once
-for i, upper in ipairs(DELIVERY_BUCKETS) do latency_fields[i] = 'dl_' .. upper end
 
 local function count_latency(pid, day, seconds)
   local field = 'dl_inf'
   for i, upper in ipairs(DELIVERY_BUCKETS) do
-    if seconds <= upper then field = latency_fields[i] break end
+    if seconds <= upper then field = DELIVERY_FIELDS[i] break end
   end
   local k = pid .. US .. day
   local h = latencies[k]
