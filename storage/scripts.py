@@ -41,18 +41,23 @@ _USES_LIB = {
 _USES_TEMPLATES = _USES_LIB | {"forget_recipient", "profile_status", "put_program", "take_ready"}
 
 
-def templates_table() -> str:
-    """`local T = {name = "msgr:...%s...", ...}` (JSON strings are valid Lua strings here)."""
-    entries = ", ".join(
-        f"{name} = {json.dumps(template)}"
-        for name, template in sorted(keys.lua_templates().items())
-    )
+def templates_table(lua: str) -> str:
+    """`local T = {name = "msgr:...%s...", ...}` (JSON strings are valid Lua strings here), of
+    the templates `lua` may use: those it names in quotes (`key('seen', pid)`, or a list of
+    names it loops over) or as `T.name`. The table is built on every call, about 25 ns an
+    entry."""
+    templates = keys.lua_templates()
+    code = _code(lua)
+    names = set(re.findall(r"\bT\.(\w+)", code)) | {
+        word for word in re.findall(r"['\"](\w+)['\"]", code) if word in templates
+    }
+    entries = ", ".join(f"{name} = {json.dumps(templates[name])}" for name in sorted(names))
     return f"local T = {{{entries}}}\n"
 
 
 @cache
 def source(name: str) -> str:
-    parts = [templates_table()] if name in _USES_TEMPLATES else []
+    parts = []
     if name == "apply_events":
         # Each bound with its field name spelled out: making 'dl_' .. n in Lua formats a
         # number, about 0.4 µs each, paid by every call.
@@ -64,6 +69,8 @@ def source(name: str) -> str:
         parts.append(f"local CONSENT_KEPT = {keys.CONSENT_EVENTS_KEPT}\n")
         parts.append(lib_used_by(own))
     parts.append(own)
+    if name in _USES_TEMPLATES:
+        parts.insert(0, templates_table("".join(parts)))
     return "\n".join(parts)
 
 
