@@ -52,7 +52,15 @@ def templates_table(lua: str) -> str:
         word for word in re.findall(r"['\"](\w+)['\"]", code) if word in templates
     }
     entries = ", ".join(f"{name} = {json.dumps(templates[name])}" for name in sorted(names))
-    return f"local T = {{{entries}}}\n"
+    return f"local T = {{{entries}}}\n{_KEY_FUNCTION}"
+
+
+# A key from its template: key('seen', pid). A name the table lacks fails with its name.
+_KEY_FUNCTION = (
+    "local function key(name, ...)\n"
+    "  return string.format(T[name] or error('no key template ' .. tostring(name)), ...)\n"
+    "end\n"
+)
 
 
 @cache

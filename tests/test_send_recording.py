@@ -11,6 +11,7 @@ from contextlib import ExitStack
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from bot import policy
 from jobs.sender import Recorder
@@ -220,5 +221,21 @@ def test_each_script_holds_only_the_lib_functions_it_uses(redis_client):
         for name in ("claim", "rate_reserve", "opt_out")
     }
     assert {"settle", "learn", "reserve_slot", "withdraw_consent"} <= held["claim"]
-    assert held["rate_reserve"] == {"reserve_slot", "server_now_us"}
+    assert held["rate_reserve"] == {"key", "reserve_slot", "server_now_us"}  # key: templates'
     assert "withdraw_consent" in held["opt_out"] and "settle" not in held["opt_out"]
+
+
+def test_each_script_holds_only_the_key_templates_it_names(redis_client):
+    """The templates table is built on every call too: a script gets the templates it names,
+    and a name it lacks fails with that name rather than in string.format."""
+
+    def templates_of(name: str) -> set[str]:
+        return set(re.findall(r"(\w+) = \"", scripts.source(name).split("\n", 1)[0]))
+
+    assert templates_of("take_ready") == {"ready", "run_lease"}
+    # forget_recipient loops over a list of names: those count as named
+    assert {"recipients", "seen", "await", "marketing"} <= templates_of("forget_recipient")
+    assert "consent" not in templates_of("forget_recipient")
+    lacking = scripts.templates_table("") + "return key('nothing_like_it')"
+    with pytest.raises(ResponseError, match="no key template nothing_like_it"):
+        redis_client.eval(lacking, 0)

@@ -1,10 +1,9 @@
 -- Shared by every script that records outcomes (storage/scripts.py prepends this file).
--- `T`, the key templates, is put in front of this file by storage/scripts.py, generated from
+-- `T`, the key templates, and key(name, ...) are put in front of this file by storage/scripts.py,
 -- storage/keys.py:lua_templates, so a key's shape is written once, in Python.
 local US, RS = '\31', '\30'  -- unit and record separators inside packed values
 local FINAL = {sent = true, warning = true, failed = true}
 
-local function key(name, ...) return string.format(T[name], ...) end
 local function nonempty(v) if type(v) == 'string' and v ~= '' then return v end end
 -- A count as Redis takes it, a string: formatting a Lua number costs half a command's work.
 local function count_arg(n) return n == 1 and '1' or tostring(n) end

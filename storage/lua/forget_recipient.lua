@@ -3,7 +3,6 @@
 -- opt-ins, the time it is left alone as unreachable. Messages still awaiting a receipt are
 -- counted first (age_receipts.lua). ARGV: profile id, recipient. Returns how many records
 -- were removed.
-local function key(name, ...) return string.format(T[name], ...) end
 local pid, rcpt = ARGV[1], ARGV[2]
 local removed = 0
 local contact = redis.call('HGET', key('recipients', pid), rcpt)

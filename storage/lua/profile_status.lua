@@ -2,7 +2,6 @@
 -- ARGV: profile id, new status (enabled / disabled / deleting).
 -- Returns {"ok"}, {"missing"} or {"in_use", program id, program name, ...}.
 -- "deleting" also frees the Page and hides the profile; the purge job removes the rest.
-local function key(name, ...) return string.format(T[name], ...) end
 local pid, status = ARGV[1], ARGV[2]
 local pk = key('profile', pid)
 local current = redis.call('HGET', pk, 'status')

@@ -3,7 +3,6 @@
 -- profile ids JSON. Refuses (writing nothing) a node whose profile is missing or disabled,
 -- checked here so that a profile cannot be disabled or deleted between check and save.
 -- Returns {existed (0/1)} or {"unavailable", profile id, why}.
-local function key(name, ...) return string.format(T[name], ...) end
 local id, name = ARGV[1], ARGV[2]
 local pk = key('program', id)
 local profile_ids = cjson.decode(ARGV[6])

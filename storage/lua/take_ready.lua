@@ -2,7 +2,6 @@
 -- worker keeps SEND_CONCURRENCY sends in flight over several Pages (each paced on its own).
 -- ARGV: now ms, how many, lease ms, lease token, profiles to skip (JSON list).
 -- Takes at most one batch per profile; returns {run, batch, run, batch, ...} it now leases.
-local function key(name, ...) return string.format(T[name], ...) end
 local now, wanted, lease_ms, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local busy = {}
 for _, pid in ipairs(cjson.decode(ARGV[5])) do busy[pid] = true end
