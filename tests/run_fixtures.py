@@ -79,6 +79,29 @@ def program(api, profile):
     return save
 
 
+def connect_page_with_people(
+    fb, store, api, contacts: list[str], page_name: str = "Shop", profile_name: str = ""
+) -> tuple[dict, dict]:
+    """A Page on the simulator connected as a profile, and one person per contact opted in
+    (as the webhook would) inside the 24-hour window: (page, profile)."""
+    page = fb.create_page(name=page_name)
+    name = profile_name or page_name
+    profile = api(
+        "post",
+        "/profiles",
+        json={"name": name, "page_id": page["id"], "page_access_token": page["token"]},
+    ).get_json()
+    now = now_ms()
+    psids = fb.add_people(page["id"], [{"last_interaction_ms": now} for _ in contacts])
+    events = [
+        Event("optin", page["id"], psid, now, profile=profile["id"], contact=cid)
+        for cid, psid in zip(contacts, psids, strict=True)
+    ]
+    for start in range(0, len(events), 2000):
+        store.inbound.apply(events[start : start + 2000])
+    return page, profile
+
+
 def start_run(api, contacts, run_id=None, node="n1"):
     body = {"contacts": [c if isinstance(c, dict) else {"id": c} for c in contacts]}
     if run_id:

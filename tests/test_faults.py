@@ -8,16 +8,15 @@ import json
 import re
 import signal
 import threading
-import time
 from collections import Counter
 
 import pytest
 
 from bot.app import create_app
 from storage.embedded import EmbeddedRedis
-from storage.inbound import Event
 from tests.conftest import API_TOKEN, make_settings, messenger_node, service_env, wait_until
 from tests.live import LiveServer
+from tests.run_fixtures import connect_page_with_people
 from tests.workers import WorkerProcesses
 
 pytestmark = pytest.mark.slow
@@ -46,21 +45,8 @@ class Deployment:
         )
 
     def page_with_people(self, n: int, name: str = "Page") -> tuple[dict, dict, list[str]]:
-        page = self.fb.create_page(name=name)
-        profile = self.api(
-            "post",
-            "/profiles",
-            json={"name": name, "page_id": page["id"], "page_access_token": page["token"]},
-        ).get_json()
-        now = int(time.time() * 1000)
-        psids = self.fb.add_people(page["id"], [{"last_interaction_ms": now} for _ in range(n)])
         contacts = [f"{name}-{i:04d}" for i in range(n)]
-        self.store.inbound.apply(
-            [
-                Event("optin", page["id"], p, now, profile=profile["id"], contact=c)
-                for c, p in zip(contacts, psids, strict=True)
-            ]
-        )
+        page, profile = connect_page_with_people(self.fb, self.store, self.api, contacts, name)
         node = messenger_node(profile["id"])
         assert (
             self.api(

@@ -11,8 +11,8 @@ import pytest
 from rq.job import Job
 from rq.registry import FinishedJobRegistry
 
-from storage.inbound import Event
 from tests.conftest import service_env, wait_until
+from tests.run_fixtures import connect_page_with_people
 from tests.workers import WorkerProcesses
 
 pytestmark = pytest.mark.slow
@@ -37,21 +37,8 @@ def page_with_people(fb, store, api, live_app):
     """A connected Page and `n` opted-in contacts c00000.. inside the 24-hour window."""
 
     def make(n: int) -> tuple[dict, dict, list[str]]:
-        page = fb.create_page(name="Busy Page")
-        profile = api(
-            "post",
-            "/profiles",
-            json={"name": "Busy", "page_id": page["id"], "page_access_token": page["token"]},
-        ).get_json()
-        now = int(time.time() * 1000)
-        psids = fb.add_people(page["id"], [{"last_interaction_ms": now} for _ in range(n)])
         contacts = [f"c{i:05d}" for i in range(n)]
-        events = [
-            Event("optin", page["id"], psid, now, profile=profile["id"], contact=cid)
-            for cid, psid in zip(contacts, psids, strict=True)
-        ]
-        for start in range(0, n, 2000):  # opt them in as the webhook would
-            store.inbound.apply(events[start : start + 2000])
+        page, profile = connect_page_with_people(fb, store, api, contacts, "Busy Page", "Busy")
         node = {
             "id": "n1",
             "type": "messenger",

@@ -22,9 +22,9 @@ from bot.config import Settings
 from bot.errors import ConfigError
 from bot.launch import wants_embedded_redis
 from storage.embedded import free_port
-from storage.inbound import Event
 from tests.conftest import API_TOKEN, messenger_node, service_env, wait_until
 from tests.live import start_gunicorn
+from tests.run_fixtures import connect_page_with_people
 from tests.sentinel_cluster import RedisNode, SentinelCluster
 from tests.workers import WorkerProcesses
 
@@ -221,21 +221,8 @@ class Service:
 
     def page_with_people(self, n: int) -> tuple[dict, dict, list[str]]:
         """A profile whose Page has `n` opted-in contacts, and program P sending to them."""
-        page = self.fb.create_page(name="Shop")
-        profile = self.api(
-            "post",
-            "/profiles",
-            json={"name": "Shop", "page_id": page["id"], "page_access_token": page["token"]},
-        ).get_json()
-        now = int(time.time() * 1000)
-        psids = self.fb.add_people(page["id"], [{"last_interaction_ms": now} for _ in range(n)])
         contacts = [f"c{i:04d}" for i in range(n)]
-        self.store.inbound.apply(
-            [
-                Event("optin", page["id"], p, now, profile=profile["id"], contact=c)
-                for c, p in zip(contacts, psids, strict=True)
-            ]
-        )
+        page, profile = connect_page_with_people(self.fb, self.store, self.api, contacts)
         program = {"name": "P", "status": "active", "nodes": [messenger_node(profile["id"])]}
         assert self.api("put", "/programs/P", json=program).status_code == 201
         return page, profile, contacts
