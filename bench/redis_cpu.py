@@ -209,15 +209,19 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     free = PageRateLimiter(client, 1e6)  # a slot is always free: one call per claim
     deadline = now + settings.unknown_deadline_seconds * 1000
 
-    def claim(i: int) -> None:
+    def claim_in(run_ids: list[str], ids: list[str], i: int, **carrying) -> None:
         store.runs.claim(
-            runs[i // RUN_SIZE],
-            contacts[i],
+            run_ids[i // RUN_SIZE],
+            ids[i],
             deadline,
             pace=(free, PAGE_ID),
             sent_as="t",
             sending=(profile.id, rules.probe_timeout_ms),
+            **carrying,
         )
+
+    def claim(i: int) -> None:
+        claim_in(runs, contacts, i)
 
     def outcome(i: int) -> str:
         return store.runs.outcome(
@@ -235,17 +239,8 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     for i in range(n + 1, len(contacts)):
         claim(i)
 
-    def claim_carrying(i: int) -> None:
-        store.runs.claim(
-            fresh_runs[i // RUN_SIZE],
-            fresh[i],
-            deadline,
-            pace=(free, PAGE_ID),
-            sent_as="t",
-            sending=(profile.id, rules.probe_timeout_ms),
-            outcomes=[outcome(2 * n + 40 + i)],  # past those finish_many takes
-            rules=rules,
-        )
+    def claim_carrying(i: int) -> None:  # outcomes past those finish_many takes
+        claim_in(fresh_runs, fresh, i, outcomes=[outcome(2 * n + 40 + i)], rules=rules)
 
     meter.measure(
         "  finish_many, 1 outcome", lambda i: store.runs.finish_many([outcome(i)], rules), n
