@@ -73,16 +73,16 @@ def contact_consent(store: Storage, contact_id: str) -> dict[str, object]:
     fields = store.contacts.get(contact_id)
     if fields is None:
         raise not_found("contact", contact_id)
-    answer: list[ProfileConsent] = []
-    for profile in store.profiles.list():
-        events = store.consent.history(profile.id, contact_id)
-        answer.append(
-            {
-                "profile_id": profile.id,
-                "state": state_of(events, fields.get(profile.optin_field)),
-                "events": [_event_json(e) for e in events],
-            }
-        )
+    profiles = store.profiles.list()
+    ledgers = store.consent.of_contact([p.id for p in profiles], contact_id)
+    answer: list[ProfileConsent] = [
+        {
+            "profile_id": profile.id,
+            "state": state_of(ledgers[profile.id], fields.get(profile.optin_field)),
+            "events": [_event_json(e) for e in ledgers[profile.id]],
+        }
+        for profile in profiles
+    ]
     return {"contact_id": contact_id, "profiles": answer}
 
 

@@ -69,12 +69,19 @@ class Consent:
 
     def histories(self, pid: str, cids: list[str]) -> dict[str, list[ConsentEvent]]:
         """The ledger of each contact, in one round trip."""
+        return self._ledgers([(pid, cid) for cid in cids], key=1)
+
+    def of_contact(self, pids: list[str], cid: str) -> dict[str, list[ConsentEvent]]:
+        """A contact's ledger with each profile, in one round trip."""
+        return self._ledgers([(pid, cid) for pid in pids], key=0)
+
+    def _ledgers(self, pairs: list[tuple[str, str]], key: int) -> dict[str, list[ConsentEvent]]:
         pipe = self.redis.pipeline(transaction=False)
-        for cid in cids:
+        for pid, cid in pairs:
             pipe.lrange(keys.consent_log(pid, cid), 0, -1)
         return {
-            cid: [_event(row) for row in texts(rows)]
-            for cid, rows in zip(cids, pipe.execute(), strict=True)
+            pair[key]: [_event(row) for row in texts(rows)]
+            for pair, rows in zip(pairs, pipe.execute(), strict=True)
         }
 
     def state(self, pid: str, cid: str) -> State:
