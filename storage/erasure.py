@@ -12,6 +12,7 @@ from __future__ import annotations
 from redis import Redis
 
 from storage import keys, scripts
+from storage.consent import OPTED_IN, OPTED_OUT
 from storage.redis_types import members, text, text_map, texts
 from storage.runs import Outcome
 
@@ -85,8 +86,8 @@ class Erasure:
     def consent(self, pid: str, cid: str) -> int:
         pipe = self.redis.pipeline()
         pipe.delete(keys.consent_log(pid, cid))
-        pipe.srem(keys.consent_state(pid, "opted_in"), cid)
-        pipe.srem(keys.consent_state(pid, "opted_out"), cid)
+        pipe.srem(keys.consent_state(pid, OPTED_IN), cid)
+        pipe.srem(keys.consent_state(pid, OPTED_OUT), cid)
         return sum(int(n) for n in pipe.execute())
 
     def contact(self, cid: str, cause: str, fingerprint: str, now_ms: int) -> int:
