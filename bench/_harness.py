@@ -229,6 +229,20 @@ def process_cpu(pid_or_process, children: bool = False) -> float:
     return t.user + t.system + ((t.children_user + t.children_system) if children else 0.0)
 
 
+def wait_for_parked_writes(store, timeout_s: float = 10.0) -> None:
+    """Wait until the web processes have applied the webhook writes they parked (within
+    milliseconds: storage/inbound.py); raise if any is left, or was set aside as failed."""
+    deadline = time.monotonic() + timeout_s
+    while store.metrics.gauges()["webhook_writes_parked"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gauges = store.metrics.gauges()
+    parked, set_aside = gauges["webhook_writes_parked"], gauges["webhook_writes_set_aside"]
+    if parked or set_aside:
+        raise RuntimeError(
+            f"parked webhook writes: {parked} not applied after {timeout_s} s, {set_aside} failed"
+        )
+
+
 def python_speed_s(additions: int = 10_000_000, tries: int = 3) -> float:
     """Seconds a pure-Python loop of `additions` takes here, best of `tries`: this machine's
     speed varies from day to day (shared vCPUs), and every figure with it."""

@@ -43,7 +43,14 @@ from itertools import count
 from pathlib import Path
 from queue import Queue
 
-from bench._harness import ROOT, parse_sizes, run_main, service_env, start_app
+from bench._harness import (
+    ROOT,
+    parse_sizes,
+    run_main,
+    service_env,
+    start_app,
+    wait_for_parked_writes,
+)
 
 QUICK = {"trials": 1, "before": 1.5, "clients": 4}
 RETRY_S = 0.05  # Facebook retries a failed webhook; sooner here, so the recovery is seen sharply
@@ -226,6 +233,7 @@ def run_trial(args: argparse.Namespace, wait_ms: int, stack: ExitStack, tmp: Pat
         time.sleep(0.01)
     time.sleep(args.after)  # load on the new primary
     webhooks = load.stop()
+    wait_for_parked_writes(store)  # those the new primary has: the web processes apply them
     field_name = profile.optin_field
     lost = [
         w

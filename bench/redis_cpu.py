@@ -19,7 +19,9 @@ profile, a 200-contact run per batch of calls, opted-in people, messages awaitin
              call: jobs/sender.py Recorder.lend); finish_many with 1 outcome, and with 16 (the
              Recorder's own writes: what no claim took)
   webhooks   apply_events with no event (its fixed cost), 1 delivery receipt, 1 opt-in,
-             3 events (a delivery, its read, an opt-in), 100 delivery receipts
+             3 events (a delivery, its read, an opt-in), 20 delivery receipts, the same 20
+             parked one by one and then applied by one call (a crowd's webhooks:
+             storage/inbound.py), 100 delivery receipts
 Each row: Redis CPU per call (and per event or outcome where a call carries several), Redis's
 own timing of the call (commandstats), and the commands run per call; the best of three rounds
 (other work on the machine only adds to them).
@@ -254,7 +256,7 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     meter.measure("  claim carrying the previous send's outcome", claim_carrying, n)
 
     print("webhooks (apply_events):")
-    people = People(store, profile.id, 6 * n + 300, now)
+    people = People(store, profile.id, 10 * n + 300, now)
 
     def apply(events) -> None:
         store.inbound.apply(events, kinds(events))
@@ -273,6 +275,16 @@ def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
         for (_, a), (cid, b) in zip(people.take(n + 1), people.take(n + 1), strict=True)
     ]
     meter.measure("  3 events: a delivery, its read, an opt-in", lambda i: apply(mixed[i]), n, 3)
+    twenties = [[people.delivery(psid) for _, psid in people.take(20)] for _ in range(n // 10 + 1)]
+    meter.measure("  20 delivery receipts", lambda i: apply(twenties[i]), n // 10, 20)
+    parked = [[people.delivery(psid) for _, psid in people.take(20)] for _ in range(n // 10 + 1)]
+
+    def park_and_drain(i: int) -> None:
+        for event in parked[i]:
+            store.inbound.apply.park([event], {"delivery": 1})
+        store.inbound.apply.drain()
+
+    meter.measure("  20 receipts parked one by one, then applied", park_and_drain, n // 10, 20)
     hundreds = [[people.delivery(psid) for _, psid in people.take(100)] for _ in range(n // 50 + 1)]
     meter.measure("  100 delivery receipts", lambda i: apply(hundreds[i]), n // 50, 100)
     return 0

@@ -89,6 +89,7 @@ from bench._harness import (
     start_app,
     start_redis,
     summarise_profile,
+    wait_for_parked_writes,
 )
 from bench._redis_cpu import (
     RedisMeter,
@@ -805,8 +806,11 @@ class Bench:
     # -- measuring --------------------------------------------------------------------------
 
     def counters(self) -> dict:
+        """What the webhooks have applied so far, once the writes they parked are applied (the
+        web processes apply them within milliseconds: storage/inbound.py)."""
         from storage import keys
 
+        wait_for_parked_writes(self.store)
         events = self.redis.hgetall(keys.metric("webhook_events"))
         rejected = self.redis.hgetall(keys.metric("webhook_rejected"))
         delivered = read = recipients = 0

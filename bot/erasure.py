@@ -27,6 +27,9 @@ def erase_contact(
     """Erase the contact everywhere; what was removed or made anonymous, by kind."""
     if cause not in CAUSES:
         raise ValueError(f"unknown erasure cause {cause!r}")
+    # Webhook writes still parked may name the person: applied first, so that they are
+    # erased with the rest instead of writing the person back a moment later.
+    store.inbound.drain_inbox()
     fields = store.contacts.get(contact_id) or {}
     profiles = store.profiles.list()
     run_ids = [run_id for p in profiles for run_id in store.erasure.run_ids(p.id)]

@@ -129,6 +129,16 @@ class _RedisCollector:
             "Sends whose answer was lost, awaiting the echo",
             value=gauges["sends_unconfirmed"],
         )
+        yield GaugeMetricFamily(
+            "messenger_webhook_writes_parked",
+            "Webhook writes parked in Redis while webhooks crowd in, not applied yet",
+            value=gauges["webhook_writes_parked"],
+        )
+        yield GaugeMetricFamily(
+            "messenger_webhook_writes_set_aside",
+            "Parked webhook writes that failed to apply, kept a week for the operator",
+            value=gauges["webhook_writes_set_aside"],
+        )
 
 
 def _counter(

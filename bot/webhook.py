@@ -1,8 +1,9 @@
 """`/webhook`: Facebook's subscription check (Flask) and event notifications (before Flask).
 
 POST is an adapter: raw bytes -> signature -> JSON envelope -> events -> one atomic Redis
-call (shared with the webhooks other threads are writing at that moment) -> 200, only once
-the events are in Redis. Nothing here calls Facebook; everything it writes is idempotent, so
+call (shared with the webhooks other threads are writing at that moment; in a crowd, parked
+and applied a few milliseconds later: storage/inbound.py) -> 200, only once the events are in
+Redis. Nothing here calls Facebook; everything it writes is idempotent, so
 Facebook's retries and duplicates are harmless. If Redis is down it answers 503 so Facebook retries.
 
 POST /webhook is the busiest URL and needs nothing Flask offers (no session, no templates,

@@ -49,7 +49,14 @@ def default_tasks(app: Flask) -> list[Task]:
             at_start=profile_checks.queue_start_checks,
         ),
         Task("retention", 3600, profile_checks.retention_pass),
+        Task("apply_parked_webhooks", 1, apply_parked_webhooks),
     ]
+
+
+def apply_parked_webhooks() -> None:
+    """Webhook writes a web process parked and stopped before applying (storage/inbound.py):
+    normally the web processes apply them within milliseconds and this finds none."""
+    get_storage().inbound.drain_inbox()
 
 
 class Ticker:

@@ -3,14 +3,19 @@
 bot/events.py turns a webhook body into `Event`s; `Inbound.apply` hands them all to one Lua
 script (storage/lua/apply_events.lua), which finds each Page's profile and updates opt-ins,
 interaction times, unmatched opt-ins and receipts. Every kind is idempotent. The webhook uses
-`Inbound.apply_shared`: webhooks arriving together in one process share a call (SharedWrites).
+`Inbound.apply_shared`: webhooks arriving together in one process share a call (SharedWrites),
+and while they crowd in, small writes are parked in the inbox and applied many per call, from
+every process (Drainer).
 Keys touched: page, contact, p:{pid}:recipients/seen/unmatched/marketing/await/day...
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple, Required, TypedDict, Unpack
@@ -24,8 +29,28 @@ from storage import keys, scripts
 from storage.redis_types import scored, text
 from storage.stats import day_of, day_score
 
+log = logging.getLogger(__name__)
+
 UNMATCHED_KEPT = 1000  # per profile, newest first; the operator reviews them
 EVENTS_PER_SHARED_CALL = 500  # a shared write takes waiting callers up to this many events
+
+# Parking (SharedWrites): while webhooks crowd in, small writes are parked in the inbox with a
+# plain RPUSH and applied a moment later, many in one script call. A script call costs Redis
+# about as much before its first event as a few events do (bench/redis_cpu.py), and under load
+# most webhooks carry one event.
+PARK_BELOW_EVENTS = 50  # a write this big or bigger already spreads that cost: applied at once
+PARKED_EVENTS_PER_CALL = 500  # a call stops taking parked writes past this many events
+PARKED_PER_CALL = 200  # and takes at most this many writes
+# A crowd lasts this long after this process last parked a write; the process parking the first
+# write of an empty inbox applies it this long afterwards, with what every process parked
+# meanwhile. Parked events are applied about this much later than they would be otherwise.
+DRAIN_DELAY_S = 0.005
+# A process whose write makes the inbox a multiple of this long wakes its own drainer too, in
+# case the process due to apply the inbox has stopped.
+WAKE_EVERY_PARKED = 20
+DRAIN_RETRY_S = 0.5  # a drain that failed (Redis away) is tried again after this long
+INBOX_FAILED_KEPT = 1000  # parked writes that failed to apply, newest kept
+INBOX_FAILED_TTL_S = 7 * 86400  # the set-aside writes name people: kept a week after the last
 KINDS = frozenset(
     {
         "seen",
@@ -176,23 +201,66 @@ class Applied(NamedTuple):
 
 class ApplyEvents:
     """One call of the apply_events script: all events atomically; duplicates change nothing.
-    `kinds` (webhook event kinds seen) are counted for /metrics in the same call."""
+    `kinds` (webhook event kinds seen) are counted for /metrics in the same call.
+
+    Writes can also be parked (`park`: one RPUSH onto the inbox, no script) and applied later
+    by any call, `drain` or an ordinary one, which first takes up to PARKED_PER_CALL of them,
+    oldest first. A parked write that fails to apply is set aside in inbox_failed."""
 
     def __init__(self, redis: Redis, clock_skew_ms: int, tz: ZoneInfo) -> None:
         self.script = scripts.DirectScript(redis, "apply_events")  # the webhook's one call
         self.clock_skew_ms, self.tz = clock_skew_ms, tz
+        self.set_aside = 0  # parked writes this process's calls set aside
 
     def __call__(self, events: list[Event], kinds: dict[str, int] | None = None) -> Applied:
         if not events and not kinds:
             return Applied(0, 0, 0, 0)
-        events = [self._dated(e) if e.kind == "echo" else e for e in events]
-        payload = orjson.dumps([e.data for e in events])
-        counted = orjson.dumps(dict(kinds or {}))
-        return Applied(
-            *map(int, self.script(args=[payload, self.clock_skew_ms, UNMATCHED_KEPT, counted]))
-        )
+        return Applied(*self._apply(events, kinds or {}, take_parked=0)[:4])
 
-    def _dated(self, event: Event) -> Event:
+    def with_parked(self, events: list[Event], kinds: dict[str, int]) -> int:
+        """Apply the oldest parked writes (up to PARKED_EVENTS_PER_CALL events), then these
+        events; returns how many writes are still parked."""
+        return self._apply(events, kinds, take_parked=PARKED_PER_CALL)[5]
+
+    def drain(self) -> int:
+        """Apply the oldest parked writes; returns how many are still parked."""
+        return self.with_parked([], {})
+
+    def park(self, events: list[Event], kinds: dict[str, int]) -> int:
+        """Park a write in the inbox (in Redis, with the replica wait if set, not yet applied);
+        returns how many writes are parked."""
+        write = orjson.dumps([[e.data for e in self._dated(events)], kinds])
+        return int(self.script.command("RPUSH", keys.inbox(), write))
+
+    def _apply(self, events: list[Event], kinds: dict[str, int], take_parked: int) -> list[int]:
+        payload = orjson.dumps([e.data for e in self._dated(events)])
+        reply = self.script(
+            args=[
+                payload,
+                self.clock_skew_ms,
+                UNMATCHED_KEPT,
+                orjson.dumps(kinds),
+                take_parked,
+                PARKED_EVENTS_PER_CALL,
+                INBOX_FAILED_KEPT,
+                INBOX_FAILED_TTL_S,
+            ]
+        )
+        counts = [int(n) for n in reply]
+        if counts[4]:
+            self.set_aside += counts[4]
+            log.error(
+                "%d parked webhook write(s) failed to apply: set aside in %s",
+                counts[4],
+                keys.inbox_failed(),
+            )
+        return counts
+
+    def _dated(self, events: list[Event]) -> list[Event]:
+        """Echoes carry their send's statistics day (the script has no time zone)."""
+        return [self._dated_echo(e) if e.kind == "echo" else e for e in events]
+
+    def _dated_echo(self, event: Event) -> Event:
         day = day_of(event.ts, self.tz)
         return event.with_fields(day=day, score=day_score(day))
 
@@ -212,14 +280,28 @@ class Inbound:
     def __init__(self, redis: Redis, clock_skew_ms: int, tz: ZoneInfo) -> None:
         self.redis = redis
         self.apply = ApplyEvents(redis, clock_skew_ms, tz)
-        self._shared = SharedWrites(self.apply)
+        self.drainer = Drainer(self.apply.drain)
+        self._shared = SharedWrites(self.apply.with_parked, park=self._park)
         self._forget = scripts.register(redis, "forget_recipient")
 
     def apply_shared(self, events: list[Event], kinds: dict[str, int] | None = None) -> None:
-        """`apply`, in one script call with other threads' concurrent calls (the webhook's path):
-        see SharedWrites. Raises what the write raised."""
+        """Record a webhook's events (its path): applied at once when this process has no
+        other webhook being written, else parked with the others waiting and applied within
+        DRAIN_DELAY_S (see SharedWrites). Raises what the write raised."""
         if events or kinds:
             self._shared.write(events, kinds or {})
+
+    def drain_inbox(self) -> None:
+        """Apply every parked write (the periodic task: writes a stopped process had parked)."""
+        while self.apply.drain():
+            pass
+
+    def _park(self, events: list[Event], kinds: dict[str, int]) -> None:
+        """Park a write; wake this process's drainer if the inbox was empty, or now and then
+        (a process that was to apply the inbox may have stopped)."""
+        parked = self.apply.park(events, kinds)
+        if parked == 1 or parked % WAKE_EVERY_PARKED == 0:
+            self.drainer.wake()
 
     def unmatched(self, pid: str, limit: int = 100) -> list[UnmatchedOptin]:
         """Newest unmatched opt-ins of a profile."""
@@ -270,14 +352,24 @@ class SharedWrites:
     the script's own work), so under a burst a gunicorn worker's threads share them; a lone
     caller writes at once. bench/webhook_ingest.py measures it. A shared write that fails
     on a script error is made again per caller, so one bad webhook cannot fail the others
-    (the script is idempotent); a connection error fails them all (Redis is down: 503)."""
+    (the script is idempotent); a connection error fails them all (Redis is down: 503).
 
-    def __init__(self, apply: Callable[[list[Event], dict[str, int]], object]) -> None:
-        self._apply = apply
+    With `park`, a small write made in a crowd (callers waited for it, or this process parked
+    one within DRAIN_DELAY_S) is parked instead: one plain RPUSH, no script, applied a moment
+    later together with what every process parked meanwhile. A webhook that comes alone is
+    applied at once, so its effects are there when it is answered."""
+
+    def __init__(
+        self,
+        apply: Callable[[list[Event], dict[str, int]], object],
+        park: Callable[[list[Event], dict[str, int]], object] | None = None,
+    ) -> None:
+        self._apply, self._park = apply, park
         self._lock = threading.Lock()
         self._waiting: list[_Caller] = []
         self._writing = False
         self._pid = os.getpid()
+        self._parked_at = 0.0
 
     @property
     def waiting(self) -> int:
@@ -328,14 +420,16 @@ class SharedWrites:
                 successor.done.set()
 
     def _write(self, batch: list[_Caller]) -> None:
-        if len(batch) == 1:
+        events = [event for caller in batch for event in caller.events]
+        park = self._park if self._parks(batch, events) else None
+        if park is None and len(batch) == 1:
             self._write_one(batch[0])
             return
         kinds: Counter[str] = Counter()
         for caller in batch:
             kinds.update(caller.kinds)
         try:
-            self._apply([event for caller in batch for event in caller.events], kinds)
+            (park or self._apply)(events, kinds)
         except ResponseError:
             for caller in batch:
                 self._write_one(caller)
@@ -343,8 +437,75 @@ class SharedWrites:
             for caller in batch:
                 caller.error = exc
 
+    def _parks(self, batch: list[_Caller], events: list[Event]) -> bool:
+        """Whether to park this write: a small one, in a crowd (callers waited for it, or this
+        process parked a write within DRAIN_DELAY_S). A lone webhook is applied at once."""
+        if self._park is None or len(events) >= PARK_BELOW_EVENTS:
+            return False
+        now = time.monotonic()
+        if len(batch) == 1 and now - self._parked_at >= DRAIN_DELAY_S:
+            return False
+        self._parked_at = now
+        return True
+
     def _write_one(self, caller: _Caller) -> None:
         try:
             self._apply(caller.events, caller.kinds)
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's own thread
             caller.error = exc
+
+
+class Drainer:
+    """Applies parked writes: a thread of this process, started by the first `wake`, that
+    waits DRAIN_DELAY_S after being woken, so that one call carries what every process parked
+    meanwhile, then applies the inbox until it is empty. A drain that fails (Redis away) is
+    tried again every DRAIN_RETRY_S until one succeeds; the periodic task
+    (Inbound.drain_inbox) applies what a stopped process left."""
+
+    def __init__(self, drain: Callable[[], int], delay_s: float = DRAIN_DELAY_S) -> None:
+        self._drain, self._delay_s = drain, delay_s
+        self._lock = threading.Lock()
+        self._woken = threading.Event()
+        self._pid: int | None = None  # the process whose thread runs: none runs in a fork
+
+    def wake(self) -> None:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._woken = threading.Event()
+                    threading.Thread(target=self._run, name="inbox-drainer", daemon=True).start()
+                    atexit.register(self._drain_all)  # a process stopping applies what it parked
+                    self._pid = os.getpid()
+        self._woken.set()
+
+    def _run(self) -> None:
+        woken, failing = self._woken, False
+        while True:
+            woken.wait()
+            time.sleep(self._delay_s)  # gather: what is parked meanwhile rides on the same call
+            woken.clear()
+            error = self._drain_all()
+            if error is None:
+                if failing:
+                    log.warning("parked webhook writes are applied again")
+                failing = False
+                continue
+            if not failing:  # once per outage, not every retry
+                log.warning(
+                    "parked webhook writes not applied yet (%s: %s); trying again every %s s",
+                    type(error).__name__,
+                    error,
+                    DRAIN_RETRY_S,
+                )
+            failing = True
+            time.sleep(DRAIN_RETRY_S)
+            woken.set()
+
+    def _drain_all(self) -> Exception | None:
+        """Apply the inbox until it is empty; what stopped it, if anything did."""
+        try:
+            while self._drain():
+                pass
+        except Exception as exc:  # noqa: BLE001 - Redis away, mostly: the thread must live on
+            return exc
+        return None

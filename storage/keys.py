@@ -67,6 +67,11 @@ marked (s); US separates the parts of a packed value.
     rate_rest           rate:{page_id}:rest       STRING  present while the Page rests
     tick                tick:{task}               STRING  lock of a periodic task for an interval
     metric              metrics:{name}            HASH    counters shared by all processes
+    inbox               inbox                     LIST    webhook writes parked when webhooks
+                                                          crowd in, oldest first: JSON [events,
+                                                          kinds] (storage/inbound.py)
+    inbox_failed        inbox:failed              LIST    parked writes that failed to apply
+                                                          (capped), for the operator
     user                user:{fb_user_id}         HASH    name, Pages and tasks JSON, Pages lost,
                                                           checked_ms / failed_ms, the login token
                                                           (encrypted: roles are re-checked)
@@ -106,6 +111,8 @@ jobs/profile_checks.py `retention_pass`; TTLs are set where the key is written):
     runs_active, runs_ready, deadlines, callbacks_due: runs not finished, batches ready, sends
         whose answer was lost (unknown) until their deadline (UNKNOWN_DEADLINE_SECONDS after
         the claim), callbacks owed (at most a day).
+    inbox: emptied within milliseconds by the web processes (and each tick, storage/inbound.py);
+        it holds what arrived in that time. inbox_failed: capped (INBOX_FAILED_KEPT).
     rate, rate_rest, tick, login, deletion: TTL. metric: one field per label, from fixed sets
         (kinds, outcomes and reasons, buckets). user: one per person who signed in (data
         deletion removes it). RQ's own keys: results and failures with the TTLs each job is
@@ -268,6 +275,14 @@ def metric(name: str) -> str:
     return f"{PREFIX}metrics:{name}"
 
 
+def inbox() -> str:
+    return f"{PREFIX}inbox"
+
+
+def inbox_failed() -> str:
+    return f"{PREFIX}inbox:failed"
+
+
 def user(fb_user_id: str) -> str:
     return f"{PREFIX}user:{fb_user_id}"
 
@@ -356,6 +371,8 @@ def lua_templates() -> dict[str, str]:
         "run_lease": run_lease(s, s),
         "profile_programs": profile_programs(s),
         "metric": metric(s),
+        "inbox": inbox(),
+        "inbox_failed": inbox_failed(),
         "sending": sending(s),
         "sendwin": send_window(s),
         "unreachable": unreachable(s),

@@ -40,12 +40,20 @@ class Metrics:
         }
 
     def gauges(self) -> dict[str, int]:
-        """Sizes worth watching: runs not finished, sends awaiting Facebook's echo."""
+        """Sizes worth watching: runs not finished, sends awaiting Facebook's echo, webhook
+        writes parked and not applied yet, parked writes set aside as failed."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(keys.runs_active())
         pipe.zcard(keys.deadlines())
-        active, unknown = pipe.execute()
-        return {"runs_active": int(active), "sends_unconfirmed": int(unknown)}
+        pipe.llen(keys.inbox())
+        pipe.llen(keys.inbox_failed())
+        active, unknown, parked, set_aside = pipe.execute()
+        return {
+            "runs_active": int(active),
+            "sends_unconfirmed": int(unknown),
+            "webhook_writes_parked": int(parked),
+            "webhook_writes_set_aside": int(set_aside),
+        }
 
 
 def latency_counts(seconds: list[float]) -> dict[str, float]:

@@ -157,19 +157,24 @@ class DirectScript:
 
     def __call__(self, keys: Sequence[str] = (), args: Sequence[EncodableT] = ()) -> Any:
         """The script's reply, shaped as the script returns it."""
-        try:
-            return self._evalsha(keys, args)
-        except (exceptions.ConnectionError, exceptions.TimeoutError):
-            return self._evalsha(keys, args)
+        return self.command("EVALSHA", self.script.sha, len(keys), *keys, *args)
 
-    def _evalsha(self, keys: Sequence[str], args: Sequence[EncodableT]) -> Any:
+    def command(self, *command: EncodableT) -> Any:
+        """Any idempotent command, made the way the script's calls are (this thread's
+        connection, the replica wait, once more on a new connection if this one broke)."""
+        try:
+            return self._run(command)
+        except (exceptions.ConnectionError, exceptions.TimeoutError):
+            return self._run(command)
+
+    def _run(self, command: Sequence[EncodableT]) -> Any:
         connection = self._connection()
         try:
             try:
-                return self._send(connection, keys, args)
+                return self._send(connection, command)
             except exceptions.NoScriptError:  # Redis restarted or flushed its scripts
                 self.script.registered_client.script_load(self.script.script)
-                return self._send(connection, keys, args)
+                return self._send(connection, command)
         except exceptions.ResponseError:
             raise  # Redis answered: the connection is still in step
         except BaseException:
@@ -177,15 +182,12 @@ class DirectScript:
             self._local.connection = None
             raise
 
-    def _send(
-        self, connection: _Connection, keys: Sequence[str], args: Sequence[EncodableT]
-    ) -> Any:
-        evalsha = ("EVALSHA", self.script.sha, len(keys), *keys, *args)
+    def _send(self, connection: _Connection, command: Sequence[EncodableT]) -> Any:
         if not self.replica_wait_ms or time.monotonic() < self._no_replica_until:
-            connection.send_command(*evalsha)
+            connection.send_command(*command)
             return connection.read_response()
         wait = ("WAIT", 1, self.replica_wait_ms)  # WAIT counts this connection's writes
-        connection.send_packed_command(connection.pack_commands([evalsha, wait]))
+        connection.send_packed_command(connection.pack_commands([command, wait]))
         try:
             reply = connection.read_response()
         except exceptions.ResponseError:

@@ -316,6 +316,9 @@ def test_erasure_leaves_no_trace_of_the_person_and_keeps_the_counters(
     assert counters["delivered"] == 1 and counters["sent"] == 2
     text = everything_in_redis(settings.redis_url)
     assert person in text and psid in text and "Zelda-unique-1" in text  # the scan sees them
+    # the person wrote just now, in a crowd of webhooks: parked, not applied yet
+    store.inbound.apply.park([Event("seen", page["id"], psid, now_ms())], {"message": 1})
+    assert psid in str(store.redis.lrange(keys.inbox(), 0, -1))
 
     answer = api("delete", f"/contacts/{person}")
     assert answer.status_code == 200, answer.get_json()

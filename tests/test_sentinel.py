@@ -17,6 +17,7 @@ import pytest
 import redis as redis_lib
 import requests
 
+from bench._harness import wait_for_parked_writes
 from bot.app import create_app
 from bot.config import Settings
 from bot.errors import ConfigError
@@ -296,7 +297,9 @@ class OptinBurst:
         return sorted(found, key=lambda a: a["at"])
 
     def lost(self, store, field: str, acknowledged: dict[str, float]) -> list[str]:
-        """The acknowledged opt-ins whose contact does not have the person in `field`."""
+        """The acknowledged opt-ins whose contact does not have the person in `field`, once the
+        web processes have applied the writes they parked (those the new primary has)."""
+        wait_for_parked_writes(store)
         return [
             psid
             for psid in acknowledged

@@ -139,12 +139,12 @@ def test_direct_script_survives_a_script_flush_and_a_killed_connection(redis_cli
 
     apply = DirectScript(redis_client, "apply_events")
     call = lambda: apply(args=["[]", 1000, 10, '{"delivery": 2}'])  # noqa: E731
-    assert call() == [0, 0, 0, 0]
+    assert call() == [0, 0, 0, 0, 0, 0]
     redis_client.script_flush()  # as after a Redis restart without persistence
-    assert call() == [0, 0, 0, 0]
+    assert call() == [0, 0, 0, 0, 0, 0]
     mine = apply._local.connection
     redis_client.client_kill_filter(_type="normal", skipme=True)  # every other connection, mine too
-    assert call() == [0, 0, 0, 0]  # the kept connection broke: made again once, on a new one
+    assert call() == [0, 0, 0, 0, 0, 0]  # the kept connection broke: made again once, on a new one
     assert apply._local.connection is not mine
     assert redis_client.hget(keys.metric("webhook_events"), "delivery") == "6"
 
@@ -159,7 +159,8 @@ def test_direct_script_keeps_its_connection_after_a_script_error(redis_client):
     kept = apply._local.connection
     with pytest.raises(redis.exceptions.ResponseError):
         apply(args=["not json", 1000, 10, "{}"])
-    assert apply._local.connection is kept and apply(args=["[]", 1000, 10, "{}"]) == [0, 0, 0, 0]
+    assert apply._local.connection is kept
+    assert apply(args=["[]", 1000, 10, "{}"]) == [0, 0, 0, 0, 0, 0]
 
 
 def test_direct_script_under_a_thread_per_request_server_leaks_no_connection(redis_client):
@@ -299,9 +300,159 @@ def test_concurrent_shared_writes_apply_every_event_and_count_every_kind(stores,
             inbound.apply_shared([Event("seen", "7", f"p{thread}-{i}", 1000 + i)], {"message": 1})
 
     race([lambda t=t: post(t) for t in range(12)])
+    # what was parked while the threads crowded in: applied by the drainer on its own
+    wait_until(lambda: not redis_client.llen(keys.inbox()))
     seen = redis_client.hgetall(keys.seen(profile.id))
     assert len(seen) == 12 * 40 and seen["p3-39"] == "1039"
     assert int(redis_client.hget(keys.metric("webhook_events"), "message")) - before == 12 * 40
+
+
+# -- parked writes (the inbox) ---------------------------------------------------------------------
+
+
+def parking(apply):
+    """SharedWrites with a `park` that records the recipients of each write parked."""
+    from storage.inbound import SharedWrites
+
+    parked: list[list[str]] = []
+    shared = SharedWrites(apply, park=lambda events, kinds: parked.append([e.rcpt for e in events]))
+    return shared, parked
+
+
+def test_a_crowded_small_write_is_parked_and_a_lone_one_applied_at_once(monkeypatch):
+    from storage import inbound
+
+    monkeypatch.setattr(inbound, "DRAIN_DELAY_S", 60.0)  # "just parked" lasts the whole test
+    apply = GatedApply()
+    shared, parked = parking(apply)
+    outcomes = hold_first_write(shared, apply, ["a", "b"])
+    assert set(outcomes.values()) == {"ok"}
+    assert [events for events, _ in apply.writes] == [["first"]]  # alone: applied at once
+    assert [sorted(names) for names in parked] == [["a", "b"]]  # waited together: parked
+    shared.write([Event("seen", "7", "right-after", 1)], {})
+    assert parked[-1] == ["right-after"]  # the crowd is still there: parked too
+    big = [Event("seen", "7", f"big{i}", 1) for i in range(inbound.PARK_BELOW_EVENTS)]
+    shared.write(big, {})
+    assert len(apply.writes[-1][0]) == inbound.PARK_BELOW_EVENTS  # big enough: applied at once
+
+    monkeypatch.setattr(inbound, "DRAIN_DELAY_S", 0.0)  # the crowd has gone
+    shared.write([Event("seen", "7", "later", 1)], {})
+    assert apply.writes[-1] == (["later"], {})
+
+
+def seen_at(redis_client, pid, rcpt):
+    return redis_client.hget(keys.seen(pid), rcpt)
+
+
+def test_parked_writes_are_applied_oldest_first_by_the_next_call(stores, redis_client):
+    store = stores[0]
+    profile = store.profiles.create(name="P", page_id="7", page_name="x", page_token="t")
+    apply = store.inbound.apply
+    assert apply.park([Event("seen", "7", "ann", 1000)], {"message": 1}) == 1
+    assert apply.park([Event("seen", "7", "ann", 2000), Event("seen", "7", "bob", 5)], {}) == 2
+    assert seen_at(redis_client, profile.id, "ann") is None  # parked: in Redis, not applied
+    # a webhook that comes alone applies what is parked first, then its own events
+    store.inbound.apply_shared([Event("seen", "7", "cy", 7)], {"message": 2})
+    assert seen_at(redis_client, profile.id, "ann") == "2000"
+    assert seen_at(redis_client, profile.id, "bob") == "5"
+    assert seen_at(redis_client, profile.id, "cy") == "7"
+    assert redis_client.hget(keys.metric("webhook_events"), "message") == "3"
+    assert redis_client.llen(keys.inbox()) == 0
+    assert store.metrics.gauges()["webhook_writes_parked"] == 0
+
+
+def test_a_call_takes_parked_writes_up_to_its_event_cap(stores, redis_client, monkeypatch):
+    from storage import inbound
+
+    monkeypatch.setattr(inbound, "PARKED_EVENTS_PER_CALL", 3)
+    store = stores[0]
+    profile = store.profiles.create(name="P", page_id="7", page_name="x", page_token="t")
+    for i in range(4):
+        store.inbound.apply.park([Event("seen", "7", f"p{i}", 1), Event("seen", "7", "z", i)], {})
+    assert store.inbound.apply.drain() == 2  # 2 writes (4 events) taken, 2 left
+    assert sorted(redis_client.hkeys(keys.seen(profile.id))) == ["p0", "p1", "z"]
+    store.inbound.drain_inbox()
+    assert sorted(redis_client.hkeys(keys.seen(profile.id))) == ["p0", "p1", "p2", "p3", "z"]
+    assert seen_at(redis_client, profile.id, "z") == "3"
+
+
+def test_a_parked_write_that_fails_is_set_aside_and_the_others_are_applied(
+    stores, redis_client, caplog
+):
+    import orjson
+
+    store = stores[0]
+    profile = store.profiles.create(name="P", page_id="7", page_name="x", page_token="t")
+    store.inbound.apply.park([Event("seen", "7", "before", 1)], {})
+    poison = orjson.dumps([[{"k": "no_such_kind", "page": "7", "rcpt": "x", "ts": 1}], {}])
+    redis_client.rpush(keys.inbox(), poison)  # what no webhook of ours parks
+    store.inbound.apply.park([Event("seen", "7", "after", 2)], {"message": 1})
+    assert store.inbound.apply.drain() == 0
+    assert sorted(redis_client.hkeys(keys.seen(profile.id))) == ["after", "before"]
+    assert redis_client.lrange(keys.inbox_failed(), 0, -1) == [poison.decode()]
+    assert 0 < redis_client.ttl(keys.inbox_failed()) <= 7 * 86400  # it names people: not kept
+    assert store.inbound.apply.set_aside == 1
+    assert "1 parked webhook write(s) failed to apply" in caplog.text
+    assert store.metrics.gauges()["webhook_writes_set_aside"] == 1
+
+
+def test_the_drainer_applies_parked_writes_on_its_own_and_again_after_a_failure(
+    stores, redis_client, monkeypatch
+):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from storage import inbound
+
+    store = stores[0]
+    profile = store.profiles.create(name="P", page_id="7", page_name="x", page_token="t")
+    store.inbound.apply.park([Event("seen", "7", "ann", 1000)], {})
+    store.inbound.drainer.wake()  # as the write finding the inbox empty does
+    wait_until(lambda: seen_at(redis_client, profile.id, "ann") == "1000")
+    assert redis_client.llen(keys.inbox()) == 0
+
+    monkeypatch.setattr(inbound, "DRAIN_RETRY_S", 0.01)
+    calls = []
+
+    def drain_once_redis_is_back():
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RedisConnectionError("Connection refused")
+        return store.inbound.apply.drain()
+
+    store.inbound.apply.park([Event("seen", "7", "bob", 2000)], {})
+    inbound.Drainer(drain_once_redis_is_back, delay_s=0).wake()
+    wait_until(lambda: seen_at(redis_client, profile.id, "bob") == "2000")
+    assert len(calls) >= 2  # failed, then tried again by itself
+
+
+def test_a_process_that_exits_applies_what_it_parked_first(redis_server, stores, redis_client):
+    import subprocess
+    import sys
+
+    profile = stores[0].profiles.create(name="P", page_id="7", page_name="x", page_token="t")
+    code = f"""
+import storage
+from bot.crypto import TokenCipher
+from storage.inbound import Drainer, Event
+store = storage.Storage(storage.connect({redis_server.url!r}), cipher=TokenCipher([{KEY!r}]))
+store.inbound.apply.park([Event("seen", "7", "ann", 1000)], {{}})
+Drainer(store.inbound.apply.drain, delay_s=3600).wake()  # its thread would wait an hour
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert seen_at(redis_client, profile.id, "ann") == "1000"
+    assert redis_client.llen(keys.inbox()) == 0
+
+
+def test_the_periodic_task_applies_writes_a_stopped_process_parked(app, store, redis_client):
+    from jobs.ticker import apply_parked_webhooks, default_tasks
+
+    profile = store.profiles.create(name="P", page_id="7", page_name="x", page_token="t")
+    store.inbound.apply.park([Event("seen", "7", "ann", 1000)], {})  # nobody woken
+    assert "apply_parked_webhooks" in {task.name for task in default_tasks(app)}
+    with app.app_context():
+        apply_parked_webhooks()
+    assert seen_at(redis_client, profile.id, "ann") == "1000"
 
 
 def test_a_script_error_mid_batch_still_counts_the_receipts_applied_before_it(stores, redis_client):

@@ -85,6 +85,7 @@ def test_metrics_are_the_same_whichever_worker_answers(gunicorn, store):
         )
         assert re.search(r'messenger_webhook_rejected_total\{cause="signature"\} 1\.0', text)
         assert "messenger_queue_depth" in text and "messenger_graph_latency_seconds_bucket" in text
+        assert "messenger_webhook_writes_parked 0.0" in text
     assert counts == {"30.0"}
 
 

@@ -1,15 +1,21 @@
 -- Apply a batch of normalised webhook events atomically (storage/inbound.py builds them).
 -- ARGV[1] events (JSON list), ARGV[2] clock skew tolerance (ms),
 -- ARGV[3] cap of unmatched opt-ins kept per profile, ARGV[4] webhook event kinds seen (JSON
--- object kind -> count, for /metrics). _lib.lua is prepended.
+-- object kind -> count, for /metrics), ARGV[5] how many parked writes to apply first, oldest
+-- first (the inbox: storage/inbound.py parks writes there when webhooks crowd in; each is
+-- the JSON [events, kinds]), ARGV[6] taking no more once this many of their events are
+-- applied, ARGV[7] and ARGV[8] how many set-aside writes to keep, and how long (s).
+-- _lib.lua is prepended.
 -- Every branch is idempotent, so a webhook delivered twice changes nothing the second time.
--- Returns {applied, unknown_page, foreign_ref, erased}.
+-- Returns {applied, unknown_page, foreign_ref, erased, parked writes set aside, parked left}.
 local events = cjson.decode(ARGV[1])
 local skew = tonumber(ARGV[2])
 local unmatched_cap = tonumber(ARGV[3])
-for kind, n in pairs(cjson.decode(ARGV[4] or '{}')) do
-  redis.call('HINCRBY', key('metric', 'webhook_events'), kind, n)
+local kinds_seen = {}
+local function count_kinds(kinds)
+  for kind, n in pairs(kinds) do kinds_seen[kind] = (kinds_seen[kind] or 0) + n end
 end
+count_kinds(cjson.decode(ARGV[4] or '{}'))
 
 local function optin_field(pid) return string.format(T.optin_field, tonumber(pid)) end
 
@@ -218,8 +224,8 @@ handlers.unblock = function(pid, e)
 end
 
 local applied, unknown_page, foreign, erased = 0, 0, 0, 0
-local ok, err = pcall(function()
-  for _, e in ipairs(events) do
+local function apply(list)
+  for _, e in ipairs(list) do
     local pid = profile_of(e.page)
     if not pid then
       unknown_page = unknown_page + 1
@@ -234,7 +240,40 @@ local ok, err = pcall(function()
       end
     end
   end
-end)
+end
+
+-- Parked writes, each on its own: one that fails is set aside (inbox_failed, for the operator)
+-- instead of failing every later call. Webhooks parked them before these events arrived.
+local set_aside, parked_left = 0, 0
+local take = tonumber(ARGV[5] or '0')
+if take > 0 then
+  local inbox, events_cap, taken, counted = key('inbox'), tonumber(ARGV[6]), 0, 0
+  local writes = redis.call('LRANGE', inbox, 0, take - 1)
+  for _, write in ipairs(writes) do
+    if counted >= events_cap then break end
+    taken = taken + 1
+    local ok = pcall(function()
+      local decoded = cjson.decode(write)
+      counted = counted + #decoded[1]
+      apply(decoded[1])
+      count_kinds(decoded[2])
+    end)
+    if not ok then
+      set_aside = set_aside + 1
+      local failed = key('inbox_failed')
+      redis.call('RPUSH', failed, write)
+      redis.call('LTRIM', failed, -tonumber(ARGV[7]), -1)
+      redis.call('EXPIRE', failed, ARGV[8])
+    end
+  end
+  if taken > 0 then redis.call('LTRIM', inbox, taken, -1) end
+  if taken == take or taken < #writes then parked_left = redis.call('LLEN', inbox) end
+end
+
+local ok, err = pcall(apply, events)
 write_receipts()  -- even after an error: the receipts of the events already applied are counted
+for kind, n in pairs(kinds_seen) do
+  redis.call('HINCRBY', key('metric', 'webhook_events'), kind, n)
+end
 if not ok then error(err) end
-return {applied, unknown_page, foreign, erased}
+return {applied, unknown_page, foreign, erased, set_aside, parked_left}
