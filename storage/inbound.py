@@ -282,7 +282,6 @@ class Inbound:
         self.apply = ApplyEvents(redis, clock_skew_ms, tz)
         self.drainer = Drainer(self.apply.drain)
         self._shared = SharedWrites(self.apply.with_parked, park=self._park)
-        self._forget = scripts.register(redis, "forget_recipient")
 
     def apply_shared(self, events: list[Event], kinds: dict[str, int] | None = None) -> None:
         """Record a webhook's events (its path): applied at once when this process has no
@@ -323,10 +322,6 @@ class Inbound:
             return {}
         values = self.redis.hmget(keys.seen(pid), rcpts)
         return {r: int(v) for r, v in zip(rcpts, values, strict=True) if v}
-
-    def forget_recipient(self, pid: str, rcpt: str) -> int:
-        """Remove what a profile holds about one person (data deletion); returns records removed."""
-        return int(self._forget(args=[pid, rcpt]))
 
     def contact_of(self, pid: str, rcpt: str) -> str | None:
         return text(self.redis.hget(keys.recipients(pid), rcpt))
