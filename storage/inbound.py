@@ -280,7 +280,7 @@ class Inbound:
     def __init__(self, redis: Redis, clock_skew_ms: int, tz: ZoneInfo) -> None:
         self.redis = redis
         self.apply = ApplyEvents(redis, clock_skew_ms, tz)
-        self.drainer = Drainer(self.apply.drain)
+        self.drainer = Drainer(self.drain_inbox)
         self._shared = SharedWrites(self.apply.with_parked, park=self._park)
 
     def apply_shared(self, events: list[Event], kinds: dict[str, int] | None = None) -> None:
@@ -291,7 +291,8 @@ class Inbound:
             self._shared.write(events, kinds or {})
 
     def drain_inbox(self) -> None:
-        """Apply every parked write (the periodic task: writes a stopped process had parked)."""
+        """Apply every parked write (the Drainer, and the periodic task for writes a stopped
+        process had parked)."""
         while self.apply.drain():
             pass
 
@@ -453,11 +454,11 @@ class SharedWrites:
 class Drainer:
     """Applies parked writes: a thread of this process, started by the first `wake`, that
     waits DRAIN_DELAY_S after being woken, so that one call carries what every process parked
-    meanwhile, then applies the inbox until it is empty. A drain that fails (Redis away) is
-    tried again every DRAIN_RETRY_S until one succeeds; the periodic task
-    (Inbound.drain_inbox) applies what a stopped process left."""
+    meanwhile, then applies the inbox (`drain`, Inbound.drain_inbox). A drain that fails
+    (Redis away) is tried again every DRAIN_RETRY_S until one succeeds; the periodic task
+    applies what a stopped process left."""
 
-    def __init__(self, drain: Callable[[], int], delay_s: float = DRAIN_DELAY_S) -> None:
+    def __init__(self, drain: Callable[[], object], delay_s: float = DRAIN_DELAY_S) -> None:
         self._drain, self._delay_s = drain, delay_s
         self._lock = threading.Lock()
         self._woken = threading.Event()
@@ -497,10 +498,9 @@ class Drainer:
             woken.set()
 
     def _drain_all(self) -> Exception | None:
-        """Apply the inbox until it is empty; what stopped it, if anything did."""
+        """Apply the inbox; what stopped it, if anything did."""
         try:
-            while self._drain():
-                pass
+            self._drain()
         except Exception as exc:  # noqa: BLE001 - Redis away, mostly: the thread must live on
             return exc
         return None
