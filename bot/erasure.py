@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from bot.errors import Conflict, not_found
 from bot.refs import OptinRefs
 from storage import Storage
+from storage.inbound import ParkedEvent
 from storage.profiles import Profile
 
 CAUSES = ("api", "data_deletion")
@@ -40,8 +42,14 @@ def erase_contact(
         if places < 0:
             _refuse_while_sending([run_id])
         erased["run_outcomes"] += places > 0
+    everywhere: set[str] = set()  # every PSID and user_ref that named the person, any profile
     for profile in profiles:
-        erased += _erase_from_profile(store, refs, profile, contact_id, fields)
+        counts, named = _erase_from_profile(store, refs, profile, contact_id, fields)
+        erased += counts
+        everywhere |= named
+    erased["messenger_records"] += store.erasure.set_aside_events(
+        _names_person(refs, contact_id, everywhere)
+    )
     if not fields and not any(erased.values()):
         raise not_found("contact", contact_id)  # nothing names it: nothing counted either
     at_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -63,7 +71,9 @@ _KINDS = (
 
 def _erase_from_profile(
     store: Storage, refs: OptinRefs, profile: Profile, contact_id: str, fields: dict[str, str]
-) -> Counter[str]:
+) -> tuple[Counter[str], set[str]]:
+    """What was erased from the profile, and the PSIDs and user_refs that named the person
+    there (an unmatched opt-in's user_ref among them, when its ref named them)."""
     erased: Counter[str] = Counter()
     recipients = _recipients(store, profile, contact_id, fields)
     erased["statistics_rows"] = store.erasure.rows(profile.id, contact_id)
@@ -77,7 +87,7 @@ def _erase_from_profile(
     ]
     erased["unmatched_optins"] = store.erasure.drop_unmatched(profile.id, naming)
     erased["consent_records"] = store.erasure.consent(profile.id, contact_id)
-    return erased
+    return erased, recipients | {entry.split("\x1f")[0] for entry in naming}
 
 
 def _recipients(
@@ -93,6 +103,23 @@ def _recipients(
 def _unmatched_names(refs: OptinRefs, entry: str, contact_id: str, recipients: set[str]) -> bool:
     rcpt, ref, _ = (entry.split("\x1f") + ["", ""])[:3]
     return rcpt in recipients or refs.names(ref) == contact_id
+
+
+def _names_person(
+    refs: OptinRefs, contact_id: str, recipients: set[str]
+) -> Callable[[ParkedEvent], bool]:
+    """Whether a webhook event, as parked (storage/inbound.py Event), names the person: by
+    contact id, PSID or user_ref, or by a ref that carries their id."""
+
+    def names(event: ParkedEvent) -> bool:
+        return (
+            event.get("contact") == contact_id
+            or event.get("rcpt") in recipients
+            or f"user_ref:{event.get('user_ref', '')}" in recipients
+            or refs.names(event.get("ref")) == contact_id
+        )
+
+    return names
 
 
 def _refuse_while_sending(runs: list[str]) -> None:

@@ -2,18 +2,23 @@
 
 bot/erasure.py orders them. Counters keep their numbers (they hold no personal data); every
 row, outcome and record that names the contact, its PSIDs or user_refs is removed or made
-anonymous. What stays: the count of erasures per cause, and for ERASED_REMEMBERED_DAYS a
-keyed fingerprint of the contact id so that an older opt-in replayed by Facebook does not
-recreate it (apply_events.lua).
+anonymous, and so are its events in webhook writes set aside as failed. What stays: the count
+of erasures per cause, and for ERASED_REMEMBERED_DAYS a keyed fingerprint of the contact id so
+that an older opt-in replayed by Facebook does not recreate it (apply_events.lua).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import orjson
 from redis import Redis
+from redis.client import Pipeline
 
 from storage import keys, scripts
 from storage.consent import OPTED_IN, OPTED_OUT
-from storage.redis_types import members, text, text_map, texts
+from storage.inbound import INBOX_FAILED_TTL_S, ParkedEvent
+from storage.redis_types import members, text, text_map, texts, transaction_count
 from storage.runs import Outcome
 
 # A run's place of an erased contact: "#" is not allowed in contact ids, so it names nobody.
@@ -83,6 +88,25 @@ class Erasure:
     def drop_unmatched(self, pid: str, entries: list[str]) -> int:
         return int(self.redis.zrem(keys.unmatched(pid), *entries)) if entries else 0
 
+    def set_aside_events(self, names: Callable[[ParkedEvent], bool]) -> int:
+        """Events that `names` (an event as parked: storage/inbound.py) picks out, removed from
+        the parked webhook writes set aside as failed (kept a week for the operator to apply
+        again); the rest of each write stays. Returns how many were removed."""
+        key = keys.inbox_failed()
+
+        def rewrite(pipe: Pipeline) -> int:  # again if a write is set aside meanwhile
+            kept, removed = _without_events(texts(pipe.lrange(key, 0, -1)), names)
+            if removed:
+                ttl = int(pipe.ttl(key))
+                pipe.multi()
+                pipe.delete(key)
+                if kept:
+                    pipe.rpush(key, *kept)
+                    pipe.expire(key, ttl if ttl > 0 else INBOX_FAILED_TTL_S)
+            return removed
+
+        return transaction_count(self.redis, rewrite, key)
+
     def consent(self, pid: str, cid: str) -> int:
         pipe = self.redis.pipeline()
         pipe.delete(keys.consent_log(pid, cid))
@@ -105,3 +129,23 @@ class Erasure:
         """Retention: fingerprints older than ERASED_REMEMBERED_DAYS."""
         before_ms = now_ms - keys.ERASED_REMEMBERED_DAYS * 86_400_000
         return int(self.redis.zremrangebyscore(keys.erased(), "-inf", f"({before_ms}"))
+
+
+def _without_events(
+    writes: list[str], names: Callable[[ParkedEvent], bool]
+) -> tuple[list[str | bytes], int]:
+    """The writes without the events `names` picks out, and how many those were. A write left
+    with no event still counts its webhooks' kinds when applied, so it stays; one that is not
+    JSON (no write of ours) stays as it is."""
+    kept: list[str | bytes] = []
+    removed = 0
+    for write in writes:
+        try:
+            events, kinds = orjson.loads(write)
+            left = [event for event in events if not (isinstance(event, dict) and names(event))]
+        except (TypeError, ValueError):  # orjson.JSONDecodeError is a ValueError
+            kept.append(write)
+            continue
+        removed += len(events) - len(left)
+        kept.append(write if len(left) == len(events) else orjson.dumps([left, kinds]))
+    return kept, removed

@@ -23,10 +23,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from storage import keys, scripts
-from storage.redis_types import scored, text
+from storage.redis_types import scored, text, transaction_count
 from storage.stats import day_of, day_score
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ class EventData(EventFields, total=False):
     page: Required[str]
     ts: Required[int]
     rcpt: str
+
+
+# An event as a parked write holds it (EventData, read back as JSON).
+ParkedEvent = dict[str, object]
 
 
 class Event:
@@ -289,6 +294,22 @@ class Inbound:
         DRAIN_DELAY_S (see SharedWrites). Raises what the write raised."""
         if events or kinds:
             self._shared.write(events, kinds or {})
+
+    def requeue_set_aside(self) -> int:
+        """Park again, after the others, every write set aside as failed (once the fault that
+        failed them is fixed: bot/reapply_webhooks.py); returns how many. Applying them twice
+        is harmless: every event is idempotent."""
+        failed = keys.inbox_failed()
+
+        def requeue(pipe: Pipeline) -> int:  # again if a write is set aside meanwhile
+            writes = pipe.lrange(failed, 0, -1)
+            if writes:
+                pipe.multi()
+                pipe.rpush(keys.inbox(), *writes)
+                pipe.delete(failed)
+            return len(writes)
+
+        return transaction_count(self.redis, requeue, failed)
 
     def drain_inbox(self) -> None:
         """Apply every parked write (the Drainer, and the periodic task for writes a stopped

@@ -10,6 +10,7 @@ import io
 import zlib
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 import redis as redis_lib
 
@@ -319,6 +320,15 @@ def test_erasure_leaves_no_trace_of_the_person_and_keeps_the_counters(
     # the person wrote just now, in a crowd of webhooks: parked, not applied yet
     store.inbound.apply.park([Event("seen", page["id"], psid, now_ms())], {"message": 1})
     assert psid in str(store.redis.lrange(keys.inbox(), 0, -1))
+    # and a crowd's parked write, naming them and someone else, fails to apply: it is set
+    # aside for the operator (a kind no webhook of ours parks makes it fail)
+    crowd = [
+        Event("seen", page["id"], other, 1).data,
+        Event("link", page["id"], "psid-new", 2, user_ref="ur-7f3a").data,
+        Event("seen", page["id"], psid, 3).data,
+        {"k": "no_such_kind", "page": page["id"], "rcpt": other, "ts": 4},
+    ]
+    store.redis.rpush(keys.inbox(), orjson.dumps([crowd, {"message": 3}]))
 
     answer = api("delete", f"/contacts/{person}")
     assert answer.status_code == 200, answer.get_json()
@@ -331,6 +341,8 @@ def test_erasure_leaves_no_trace_of_the_person_and_keeps_the_counters(
     for trace in (person, psid, "ur-7f3a", "Zelda-unique-1", "zelda-7f3a@example.com", mid):
         assert trace not in text, trace
     assert "keep-me-c2" in text and other in text  # nobody else is touched
+    set_aside = [orjson.loads(w) for w in store.redis.lrange(keys.inbox_failed(), 0, -1)]
+    assert set_aside == [[[crowd[0], crowd[3]], {"message": 3}]]  # the others' events stay
     assert store.stats.day(profile["id"], day) == counters  # the numbers stay
     assert api("get", f"/runs/{run_id}").get_json()["counts"] == run_counts
     assert store.erasure.count() == {"api": 1}

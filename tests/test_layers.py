@@ -25,6 +25,7 @@ ENTRY_POINTS = {
     "jobs.worker",
     "bot.launch",
     "bot.rotate_tokens",
+    "bot.reapply_webhooks",
     "bot.engine",
     "sandbox.__main__",
 }

@@ -396,6 +396,26 @@ def test_a_parked_write_that_fails_is_set_aside_and_the_others_are_applied(
     assert store.metrics.gauges()["webhook_writes_set_aside"] == 1
 
 
+def test_erasing_events_from_writes_set_aside_keeps_the_rest_and_its_week(stores, redis_client):
+    import orjson
+
+    store = stores[0]
+    mine, other = {"k": "seen", "page": "7", "rcpt": "me", "ts": 1}, {"k": "seen", "rcpt": "x"}
+    writes = [[[mine], {"message": 1}], [[other, mine], {"message": 2}], [[other], {}]]
+    redis_client.rpush(keys.inbox_failed(), *map(orjson.dumps, writes), b"not json: me")
+    redis_client.expire(keys.inbox_failed(), 3600)
+    assert store.erasure.set_aside_events(lambda event: event.get("rcpt") == "me") == 2
+    left = redis_client.lrange(keys.inbox_failed(), 0, -1)
+    assert [orjson.loads(w) for w in left[:3]] == [
+        [[], {"message": 1}],  # its webhook's kinds are still counted when applied again
+        [[other], {"message": 2}],
+        [[other], {}],
+    ]
+    assert left[3] == "not json: me"  # no write of ours: left as it is
+    assert 3590 < redis_client.ttl(keys.inbox_failed()) <= 3600
+    assert store.erasure.set_aside_events(lambda event: event.get("rcpt") == "me") == 0
+
+
 def test_the_drainer_applies_parked_writes_on_its_own_and_again_after_a_failure(
     stores, redis_client, monkeypatch
 ):

@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,8 +16,9 @@ from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMor
 from werkzeug.test import EnvironBuilder
 
 from storage import keys
+from storage.inbound import Event
 from storage.stats import day_of
-from tests.conftest import VERIFY_TOKEN, load_webhook
+from tests.conftest import VERIFY_TOKEN, load_webhook, service_env
 
 PAGE = "104857600000001"
 PSID = "6543210987654321"
@@ -513,3 +517,37 @@ def test_redis_down_answers_503_so_facebook_retries(app, settings, signer, ref, 
     assert time.monotonic() - started < 4  # inside Facebook's 5 s
     assert [r.message for r in caplog.records if "503" in r.getMessage()]
     assert down.test_client().get("/healthz").status_code == 503
+
+
+def test_writes_set_aside_are_applied_again_once_the_fault_is_fixed(
+    store, redis_server, sandbox_server
+):
+    """`python -m bot.reapply_webhooks`, as the operator runs it (README, Operating it)."""
+    profile = store.profiles.create(name="P", page_id="77", page_name="x", page_token="t")
+    store.redis.set(keys.seen(profile.id), "not a hash")  # a fault: every seen event fails
+    store.inbound.apply.park([Event("seen", "77", "psid-1", 1_000)], {"message": 1})
+    store.inbound.apply.drain()
+    assert store.metrics.gauges()["webhook_writes_set_aside"] == 1
+    env = {**os.environ, **service_env(redis_server.url, sandbox_server.url)}
+
+    def reapply() -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "bot.reapply_webhooks"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    still_failing = reapply()
+    assert still_failing.returncode == 1, still_failing.stderr
+    assert "applied again 1 webhook write(s) that had been set aside; 1 set aside now" in (
+        still_failing.stdout
+    )
+    assert "failed to apply" in still_failing.stderr  # the log says why, as the web's does
+    assert store.redis.get(keys.seen(profile.id)) == "not a hash"
+
+    store.redis.delete(keys.seen(profile.id))  # the fault fixed
+    fixed = reapply()
+    assert fixed.returncode == 0, fixed.stderr
+    assert "applied again 1 webhook write(s) that had been set aside; 0 set aside now" in (
+        fixed.stdout
+    )
+    assert store.redis.hget(keys.seen(profile.id), "psid-1") == "1000"
+    assert store.redis.llen(keys.inbox()) == 0
+    assert store.metrics.gauges()["webhook_writes_set_aside"] == 0
