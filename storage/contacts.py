@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import WatchError
 
 from storage import keys
-from storage.errors import StorageError
 from storage.redis_types import field_map, text_map, texts
-
-_WATCH_ATTEMPTS = 20
+from storage.transactions import optimistic
 
 
 def is_optin_field(name: str) -> bool:
@@ -41,26 +38,18 @@ class Contacts:
     def replace(self, cid: str, fields: dict[str, str]) -> dict[str, str]:
         """Make the contact's data fields exactly `fields`, keeping its opt-in fields."""
         key = keys.contact(cid)
-        with self.redis.pipeline() as pipe:
-            for _ in range(_WATCH_ATTEMPTS):  # optimistic: retried if an opt-in lands meanwhile
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                    stale = [
-                        f
-                        for f in texts(pipe.hkeys(key))
-                        if not is_optin_field(f) and f not in fields
-                    ]
-                    pipe.multi()
-                    if stale:
-                        pipe.hdel(key, *stale)
-                    if fields:
-                        pipe.hset(key, mapping=field_map(fields))
-                    pipe.hgetall(key)
-                    current: dict[str, str] = pipe.execute()[-1]
-                    return current
-                except WatchError:
-                    continue
-        raise StorageError(f"contact {cid} kept changing; update abandoned")
+
+        def write(pipe: Pipeline) -> None:  # again if an opt-in lands meanwhile
+            stale = [f for f in texts(pipe.hkeys(key)) if not is_optin_field(f) and f not in fields]
+            pipe.multi()
+            if stale:
+                pipe.hdel(key, *stale)
+            if fields:
+                pipe.hset(key, mapping=field_map(fields))
+            pipe.hgetall(key)
+
+        current: dict[str, str] = optimistic(self.redis, key, write, f"contact {cid}")[1][-1]
+        return current
 
     def merge_many(
         self, updates: dict[str, dict[str, str]], pipeline: Pipeline | None = None

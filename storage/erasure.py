@@ -18,8 +18,9 @@ from redis.client import Pipeline
 from storage import keys, scripts
 from storage.consent import OPTED_IN, OPTED_OUT
 from storage.inbound import INBOX_FAILED_TTL_S, ParkedEvent
-from storage.redis_types import members, text, text_map, texts, transaction_count
+from storage.redis_types import members, text, text_map, texts
 from storage.runs import Outcome
+from storage.transactions import optimistic
 
 # A run's place of an erased contact: "#" is not allowed in contact ids, so it names nobody.
 TOMBSTONE = "#erased:"
@@ -105,7 +106,7 @@ class Erasure:
                     pipe.expire(key, ttl if ttl > 0 else INBOX_FAILED_TTL_S)
             return removed
 
-        return transaction_count(self.redis, rewrite, key)
+        return optimistic(self.redis, key, rewrite, "the writes set aside")[0]
 
     def consent(self, pid: str, cid: str) -> int:
         pipe = self.redis.pipeline()

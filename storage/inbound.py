@@ -27,8 +27,9 @@ from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from storage import keys, scripts
-from storage.redis_types import scored, text, transaction_count
+from storage.redis_types import scored, text
 from storage.stats import day_of, day_score
+from storage.transactions import optimistic
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ class Inbound:
                 pipe.delete(failed)
             return len(writes)
 
-        return transaction_count(self.redis, requeue, failed)
+        return optimistic(self.redis, failed, requeue, "the writes set aside")[0]
 
     def drain_inbox(self) -> None:
         """Apply every parked write (the Drainer, and the periodic task for writes a stopped

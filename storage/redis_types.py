@@ -7,11 +7,9 @@ type checker where a reply enters storage's code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
-from redis import Redis
-from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 # What redis-py declares for the ZRANGE family (a list of members, or of (member, score)).
@@ -64,11 +62,3 @@ def field_map(mapping: Mapping[str, EncodableT]) -> Mapping[FieldT, EncodableT]:
     """HSET's `mapping`: redis-py's type takes only mappings keyed by its whole field type
     (a Mapping's key type is invariant), which a `dict[str, str]` is not."""
     return cast("Mapping[FieldT, EncodableT]", mapping)
-
-
-def transaction_count(redis: Redis, func: Callable[[Pipeline], int], *watches: str) -> int:
-    """Redis.transaction (WATCH `watches`, `func` reads and queues its writes after MULTI, all
-    again if a watched key changed meanwhile), returning the count `func` returns: redis-py
-    types `func` as returning None."""
-    run = cast("Callable[[Pipeline], None]", func)
-    return cast("int", redis.transaction(run, *watches, value_from_callable=True))

@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import WatchError
 
 from storage import keys, scripts
 from storage.contacts import Contacts
@@ -31,10 +30,10 @@ from storage.ratelimit import PageRateLimiter
 from storage.redis_types import field_map, members, text, text_map, texts, texts_or_none
 from storage.sending import SendingRules
 from storage.stats import day_of, day_score
+from storage.transactions import optimistic
 
 FINAL = ("sent", "warning", "failed")
 US = "\x1f"
-_WATCH_ATTEMPTS = 20
 CLAIM_PAUSED, CLAIM_PROBING = -2, -3  # claim.lua: the profile's sending is paused / being probed
 # What a sent message went out as, kept short in its record ("k": a letter, then the template's
 # name or the tag): "t", "uorder_update", "gACCOUNT_UPDATE".
@@ -179,22 +178,16 @@ class Runs:
         """Store a run and merge the contacts' fields, unless `run_id` exists: (run, created).
         A run that exists keeps what it was created with (its callback_url too)."""
         meta_key = keys.run(run_id)
-        with self.redis.pipeline() as pipe:
-            for _ in range(_WATCH_ATTEMPTS):
-                try:
-                    pipe.watch(meta_key)  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                    if pipe.exists(meta_key):
-                        pipe.reset()
-                        return self._stored(run_id), False
-                    pipe.multi()
-                    self._write_new(
-                        pipe, run_id, program_id, node, contacts, batch_size, callback_url
-                    )
-                    pipe.execute()
-                    return self._stored(run_id), True
-                except WatchError:
-                    continue
-        raise StorageError(f"run {run_id} kept changing while being created")
+
+        def write(pipe: Pipeline) -> bool:
+            if pipe.exists(meta_key):
+                return False
+            pipe.multi()
+            self._write_new(pipe, run_id, program_id, node, contacts, batch_size, callback_url)
+            return True
+
+        created, _ = optimistic(self.redis, meta_key, write, f"run {run_id} being created")
+        return self._stored(run_id), created
 
     def _stored(self, run_id: str) -> Run:
         """A run known to exist (it expires only after its retention)."""

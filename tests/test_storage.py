@@ -560,3 +560,34 @@ def test_a_claim_whose_reply_was_lost_is_still_its_own(redis_server, redis_clien
     finally:
         store.redis.close()
         proxy.close()
+
+
+def test_an_optimistic_write_is_made_again_when_its_key_changes_and_given_up_if_it_never_stops(
+    stores, redis_client
+):
+    from storage.errors import StorageError
+    from storage.transactions import WATCH_ATTEMPTS, optimistic
+
+    store, reads = stores[0], []
+
+    def add_one(pipe, interfere: int):
+        value = int(pipe.get("counter") or 0)
+        reads.append(value)
+        if len(reads) <= interfere:
+            redis_client.incr("counter", 10)  # another process writes between read and write
+        pipe.multi()
+        pipe.set("counter", value + 1)
+        return value
+
+    assert optimistic(store.redis, "counter", lambda p: add_one(p, 2), "counter") == (20, [True])
+    assert reads == [0, 10, 20] and redis_client.get("counter") == "21"  # no update lost
+
+    reads.clear()
+    with pytest.raises(StorageError, match="counter kept changing"):
+        optimistic(store.redis, "counter", lambda p: add_one(p, 10**6), "counter")
+    assert len(reads) == WATCH_ATTEMPTS
+
+    assert optimistic(store.redis, "counter", lambda p: p.get("counter"), "counter") == (
+        redis_client.get("counter"),
+        [],  # read only: nothing queued, no MULTI
+    )
