@@ -17,6 +17,7 @@ from collections.abc import Callable
 from bot.errors import Conflict, not_found
 from bot.refs import OptinRefs
 from storage import Storage
+from storage.consent import ConsentEvent
 from storage.inbound import ParkedEvent
 from storage.profiles import Profile
 
@@ -42,9 +43,11 @@ def erase_contact(
         if places < 0:
             _refuse_while_sending([run_id])
         erased["run_outcomes"] += places > 0
+    ledgers = store.consent.of_contact([p.id for p in profiles], contact_id)  # one round trip
     everywhere: set[str] = set()  # every PSID and user_ref that named the person, any profile
     for profile in profiles:
-        counts, named = _erase_from_profile(store, refs, profile, contact_id, fields)
+        recipients = _recipients(profile, ledgers[profile.id], fields)
+        counts, named = _erase_from_profile(store, refs, profile, contact_id, recipients)
         erased += counts
         everywhere |= named
     erased["messenger_records"] += store.erasure.set_aside_events(
@@ -70,12 +73,11 @@ _KINDS = (
 
 
 def _erase_from_profile(
-    store: Storage, refs: OptinRefs, profile: Profile, contact_id: str, fields: dict[str, str]
+    store: Storage, refs: OptinRefs, profile: Profile, contact_id: str, recipients: set[str]
 ) -> tuple[Counter[str], set[str]]:
     """What was erased from the profile, and the PSIDs and user_refs that named the person
-    there (an unmatched opt-in's user_ref among them, when its ref named them)."""
+    there: `recipients`, and an unmatched opt-in's user_ref when its ref named them."""
     erased: Counter[str] = Counter()
-    recipients = _recipients(store, profile, contact_id, fields)
     erased["statistics_rows"] = store.erasure.rows(profile.id, contact_id)
     for rcpt in recipients:
         if store.inbound.contact_of(profile.id, rcpt) in (contact_id, None):
@@ -90,12 +92,10 @@ def _erase_from_profile(
     return erased, recipients | {entry.split("\x1f")[0] for entry in naming}
 
 
-def _recipients(
-    store: Storage, profile: Profile, contact_id: str, fields: dict[str, str]
-) -> set[str]:
+def _recipients(profile: Profile, ledger: list[ConsentEvent], fields: dict[str, str]) -> set[str]:
     """Every PSID or user_ref the contact had on the profile: its opt-in value now and every
     one its consent ledger names (the index forgets a value when another replaces it)."""
-    found = {e["recipient"] for e in store.consent.history(profile.id, contact_id)}
+    found = {e["recipient"] for e in ledger}
     found.add(fields.get(profile.optin_field, ""))
     return found - {""}
 
